@@ -1,0 +1,68 @@
+"""Errors carry an errno: the shim boundary turns them into -errno for libc callers.
+
+Every problem with an image (corrupt, hostile, unsupported, missing) is raised as a
+VdError naming the file and the problem in one line; the boundary prints that line on
+stderr and the calling program sees the errno.
+"""
+
+import errno
+
+
+class VdError(Exception):
+    """An error with an errno and a one-line message that names the file."""
+
+    default_errno = errno.EIO
+
+    def __init__(self, message, path=None, err=None):
+        self.errno = err if err is not None else self.default_errno
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class CorruptImage(VdError):
+    """The image's structures are damaged or hostile: reading it would be wrong."""
+
+    default_errno = errno.EIO
+
+
+class Unsupported(VdError):
+    """A valid image uses something this project does not implement."""
+
+    default_errno = errno.EINVAL
+
+
+class NotAnImage(VdError):
+    """The file is not a VHD or VMDK image at all."""
+
+    default_errno = errno.EINVAL
+
+
+class ReadOnlyImage(VdError):
+    """A write was asked of an image (or part of a chain) that cannot take writes."""
+
+    default_errno = errno.EROFS
+
+
+class MissingFile(VdError):
+    """A file the image needs (extent, parent) does not exist."""
+
+    default_errno = errno.ENOENT
+
+
+class Refused(VdError):
+    """A request refused by policy (external extent paths, device nodes, truncation)."""
+
+    default_errno = errno.EPERM
+
+
+class Busy(VdError):
+    """Another process holds the image for writing."""
+
+    default_errno = errno.EBUSY
+
+
+class OutOfRange(VdError):
+    """A write beyond the end of the disk or partition."""
+
+    default_errno = errno.ENOSPC

@@ -1,0 +1,48 @@
+"""Which format a file is, and opening it: the one entry point to the decoders."""
+
+import os
+
+from .errors import NotAnImage, VdError
+from . import vhd
+
+PROBE_BYTES = 4096
+
+
+def sniff(path, fd=None):
+    """'vhd', 'vmdk' or None, from the file's content (its name is not consulted)."""
+    own = fd is None
+    if own:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise VdError(f"cannot open: {e.strerror}", path, e.errno) from None
+    try:
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, PROBE_BYTES, 0)
+        tail = os.pread(fd, 512, size - 512) if size >= 512 else b""
+    finally:
+        if own:
+            os.close(fd)
+    if vhd.is_vhd(head, tail):
+        return "vhd"
+    from . import vmdk
+    if vmdk.is_vmdk(head):
+        return "vmdk"
+    return None
+
+
+def open_image(path, writable=False, fd=None, chain=()):
+    """Open the image at path (its whole chain of parents, read-only) as an Image.
+
+    fd, if given, is an already open descriptor of path that the Image takes over.
+    chain holds the (st_dev, st_ino) of the children above this file (cycle detection).
+    """
+    kind = sniff(path, fd)
+    if kind == "vhd":
+        return vhd.open_vhd(path, writable, fd, chain)
+    if kind == "vmdk":
+        from . import vmdk
+        return vmdk.open_vmdk(path, writable, fd, chain)
+    if fd is not None:
+        os.close(fd)
+    raise NotAnImage("not a VHD or VMDK image", path)

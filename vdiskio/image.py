@@ -1,0 +1,158 @@
+"""The decoder interface every format implements, and the one generic read path.
+
+A decoder answers one question: where does virtual offset X live? `extent_at(X)`
+returns an Extent: a run of virtual bytes that is all zeros, all in one backing file at
+one physical offset, or "special" (compressed, decoded by the layer itself). Reads in
+Python and the shim's C translation table are both built from that one answer, so the
+two paths cannot disagree.
+"""
+
+from .errors import OutOfRange, ReadOnlyImage, VdError
+
+ZERO = 0      # unallocated (in the whole chain): reads as zeros
+DATA = 1      # stored raw in `file` at `phys`
+SPECIAL = 2   # stored in a form only `layer.read_special` can decode (compressed)
+
+KIND_NAMES = {ZERO: "zero", DATA: "data", SPECIAL: "special"}
+
+
+class Extent:
+    """Virtual bytes [offset, offset+length) that map uniformly.
+
+    owned: the bytes belong to the top image of the chain and are stored raw, so a
+    write may replace them in place without touching any metadata.
+    """
+
+    __slots__ = ("offset", "length", "kind", "file", "phys", "owned", "layer")
+
+    def __init__(self, offset, length, kind, file=None, phys=0, owned=False, layer=None):
+        self.offset = offset
+        self.length = length
+        self.kind = kind
+        self.file = file
+        self.phys = phys
+        self.owned = owned
+        self.layer = layer
+
+    @property
+    def end(self):
+        return self.offset + self.length
+
+    def clipped(self, start, end, owned=None):
+        """This extent limited to [start, end), optionally with ownership changed."""
+        s = max(self.offset, start)
+        e = min(self.end, end)
+        phys = self.phys + (s - self.offset) if self.kind == DATA else self.phys
+        return Extent(s, e - s, self.kind, self.file, phys,
+                      self.owned if owned is None else owned, self.layer)
+
+    def __repr__(self):
+        where = f" {self.file.path}@{self.phys}" if self.kind == DATA else ""
+        return f"<Extent {self.offset}+{self.length} {KIND_NAMES[self.kind]}{where}>"
+
+
+class Image:
+    """One image file (with its extents) and, for snapshots, its parent Image."""
+
+    format = "?"
+    variant = "?"
+    size = 0
+    block_size = 512
+    parent = None
+    read_only = True
+
+    def __init__(self, path):
+        self.path = path
+        self.files = []
+
+    # -- mapping ----------------------------------------------------------------------
+    def extent_at(self, offset):
+        raise NotImplementedError
+
+    def read_special(self, extent, offset, length):
+        raise VdError(f"no decoder for special extent {extent!r}", self.path)
+
+    def extents(self, offset, length):
+        """Yield the extents covering [offset, offset+length) (clipped to the disk)."""
+        end = min(offset + length, self.size)
+        while offset < end:
+            ext = self.extent_at(offset)
+            if ext.length <= 0 or ext.offset > offset or ext.end <= offset:
+                raise VdError(f"decoder returned {ext!r} for offset {offset}", self.path)
+            if ext.end > end or ext.offset < offset:
+                ext = ext.clipped(offset, end)
+            yield ext
+            offset = ext.end
+
+    def read(self, offset, length):
+        """Read virtual bytes; short only at the end of the disk."""
+        parts = []
+        for ext in self.extents(offset, length):
+            if ext.kind == ZERO:
+                parts.append(bytes(ext.length))
+            elif ext.kind == DATA:
+                data = ext.file.pread(ext.phys, ext.length)
+                if len(data) != ext.length:
+                    raise VdError(f"data at offset {ext.phys} (+{ext.length}) lies beyond the end"
+                                  f" of the file", ext.file.path)
+                parts.append(data)
+            else:
+                parts.append(ext.layer.read_special(ext, ext.offset, ext.length))
+        return b"".join(parts)
+
+    # -- writing (formats that take writes override these) -----------------------------
+    def write(self, offset, data):
+        raise ReadOnlyImage("this image is read-only", self.path)
+
+    def check_write_range(self, offset, length):
+        if offset < 0 or offset + length > self.size:
+            raise OutOfRange(f"write at {offset} (+{length}) beyond the end of the disk"
+                             f" ({self.size} bytes)", self.path)
+
+    def discard(self, offset, length):
+        """Make [offset, offset+length) read as zeros (deallocating where possible)."""
+        step = 1 << 20
+        end = offset + length
+        while offset < end:
+            n = min(step, end - offset)
+            self.write(offset, bytes(n))
+            offset += n
+
+    def flush(self, datasync=False):
+        for f in self.files:
+            if f.writable:
+                f.sync(datasync)
+
+    def close(self):
+        for f in self.files:
+            f.close()
+        if self.parent is not None:
+            self.parent.close()
+
+    # -- description -------------------------------------------------------------------
+    def chain(self):
+        image = self
+        while image is not None:
+            yield image
+            image = image.parent
+
+    def allocated_bytes(self):
+        """Bytes of backing-file space used by this image's own files."""
+        return sum(f.size for f in self.files)
+
+    def info(self):
+        """A JSON-able description for `vdiskio info`; formats add their own keys."""
+        return {
+            "path": self.path,
+            "format": self.format,
+            "variant": self.variant,
+            "virtual_size": self.size,
+            "block_size": self.block_size,
+            "read_only": self.read_only,
+            "files": [f.path for f in self.files],
+            "parent": self.parent.info() if self.parent is not None else None,
+        }
+
+    def check(self):
+        """Structure problems as a list of one-line strings (empty when clean)."""
+        return []

@@ -1,0 +1,58 @@
+"""The only output vdiskio ever makes: one line per problem, and debug traces when asked.
+
+Lines go to stderr, or to the file named by VDISKIO_LOG. VDISKIO_DEBUG=1 adds a trace
+of calls on image fds; VDISKIO_DUMP=1 adds hex dumps of the data read. Nothing is ever
+written to stdout: in the shim that is the calling program's output.
+"""
+
+import os
+
+_fd = None
+DEBUG = os.environ.get("VDISKIO_DEBUG") == "1"
+DUMP = os.environ.get("VDISKIO_DUMP") == "1"
+
+
+def _out():
+    global _fd
+    if _fd is None:
+        path = os.environ.get("VDISKIO_LOG")
+        _fd = 2
+        if path:
+            try:
+                _fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError:
+                _fd = 2
+    return _fd
+
+
+def set_fd(fd):
+    """Share the shim's log fd, so C and Python lines interleave in one place."""
+    global _fd
+    _fd = fd
+
+
+def _emit(line):
+    data = ("vdiskio: " + line.replace("\n", " ") + "\n").encode("utf-8", errors="replace")
+    try:
+        os.write(_out(), data)
+    except OSError:
+        pass
+
+
+def warn(message):
+    _emit(message)
+
+
+def debug(message):
+    if DEBUG:
+        _emit(message)
+
+
+def hexdump(offset, data, limit=4096):
+    if not DUMP:
+        return
+    for i in range(0, min(len(data), limit), 16):
+        chunk = data[i:i + 16]
+        hx = " ".join(f"{b:02x}" for b in chunk)
+        txt = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        _emit(f"{offset + i:012x}  {hx:<47}  {txt}")
