@@ -1,0 +1,52 @@
+"""Builds the two stages of libvdiskio: the C preload library (vdiskio/libvdiskio.so,
+no libpython) and the cffi Python stage it loads on first use (vdiskio/_stage*.so)."""
+
+import os
+import sys
+import sysconfig
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim"))
+from build_stage import python_version  # noqa: E402
+
+SHIM = "shim"
+C_STAGE = [os.path.join(SHIM, f) for f in (
+    "real.c", "state.c", "stage.c", "io.c", "open.c", "rw.c", "fd.c", "stat.c", "ioctl.c",
+    "stdio.c", "refuse.c", "exec.c")]
+STAGE_FILE = "_stage" + sysconfig.get_config_var("EXT_SUFFIX")
+
+
+class BuildExt(build_ext):
+    def get_ext_filename(self, ext_name):
+        # Called with the full name and with its last component: keep the package path.
+        parts = ext_name.split(".")
+        if parts[-1] == "libvdiskio":
+            return os.path.join(*parts[:-1], "libvdiskio.so")
+        return super().get_ext_filename(ext_name)
+
+    def get_export_symbols(self, ext):
+        if ext.name == "vdiskio.libvdiskio":
+            return []           # not a Python module: no PyInit_ symbol
+        return super().get_export_symbols(ext)
+
+
+preload = Extension(
+    "vdiskio.libvdiskio",
+    sources=C_STAGE,
+    depends=[os.path.join(SHIM, f) for f in ("vd.h", "stage_api.h", "libvdiskio.map")],
+    include_dirs=[SHIM],
+    define_macros=[("VD_STAGE_FILE", f'"{STAGE_FILE}"'),
+                   ("VD_PY_VERSION", f'"{python_version()}"')],
+    extra_compile_args=["-O2", "-fvisibility=hidden", "-U_FORTIFY_SOURCE", "-std=gnu11",
+                        "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    extra_link_args=["-Wl,--version-script=" + os.path.join(SHIM, "libvdiskio.map"),
+                     "-Wl,-z,now", "-ldl", "-lpthread"],
+)
+
+setup(
+    ext_modules=[preload],
+    cffi_modules=["shim/build_stage.py:ffi"],
+    cmdclass={"build_ext": BuildExt},
+)

@@ -1,0 +1,59 @@
+"""cffi build of the Python stage (vdiskio/_stage*.so): the embedding API the C stage
+calls (stage_api.h), its start-up code (stage_main.c), and the init code that loads
+vdiskio._boundary, where the API is implemented."""
+
+import json
+import os
+import sys
+import sysconfig
+
+import cffi
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _read(name):
+    with open(os.path.join(HERE, name)) as f:
+        return f.read()
+
+
+def _c_string(text):
+    return json.dumps(text)     # a valid C string literal for any path
+
+
+def python_version():
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _defines():
+    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix,
+            "installed_base": sys.base_prefix, "installed_platbase": sys.base_exec_prefix}
+    return [
+        ("VD_PY_HOME", _c_string(sys.base_prefix)),
+        ("VD_PY_STDLIB", _c_string(sysconfig.get_path("stdlib", vars=base))),
+        ("VD_PY_PLATSTDLIB", _c_string(sysconfig.get_path("platstdlib", vars=base))),
+        ("VD_PY_PURELIB", _c_string(sysconfig.get_path("purelib", vars=base))),
+        ("VD_BUILD_SITE", _c_string(os.path.dirname(os.path.dirname(cffi.__file__)))),
+        ("VD_PY_VERSION", _c_string(python_version())),
+    ]
+
+
+ffi = cffi.FFI()
+ffi.embedding_api(_read("stage_api.h"))
+ffi.set_source(
+    "vdiskio._stage",
+    '#include "stage_api.h"\n' + _read("stage_main.c"),
+    include_dirs=[HERE],
+    define_macros=_defines(),
+    # Linked to libpython with an rpath to the interpreter it was built for, so the
+    # loader never binds it to another libpython3.x it happens to find first.
+    libraries=["python" + python_version() + getattr(sys, "abiflags", "")],
+    library_dirs=[sysconfig.get_config_var("LIBDIR")],
+    extra_link_args=["-Wl,-rpath," + sysconfig.get_config_var("LIBDIR")],
+    py_limited_api=False,       # the start-up code uses PyConfig, outside the stable ABI
+)
+ffi.embedding_init_code("""
+from vdiskio._stage import ffi
+from vdiskio import _boundary
+_boundary.install(ffi)
+""")

@@ -1,0 +1,374 @@
+/*
+ * The data plane: reads and writes at a window offset, through the disk's translation
+ * table. A mapped block is a real pread/pwrite on the backing fd (no Python, no GIL);
+ * runs of consecutive blocks that are contiguous on disk become one call. Blocks the
+ * table cannot describe (compressed, partly present, unallocated on write) go to the
+ * Python decoder, and a write through Python invalidates the blocks it touched.
+ */
+#include "vd.h"
+
+#include <limits.h>
+#include <string.h>
+
+#define VD_FILL_BATCH 512
+
+static pthread_mutex_t ensure_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* An fd inherited across exec carries only a path and a window: open its disk now. */
+int vd_ensure_disk(struct vd_ofd *o)
+{
+    if (VD_LIKELY(__atomic_load_n(&o->disk, __ATOMIC_ACQUIRE) != NULL))
+        return 0;
+    int rc = vd_stage_ready();
+    if (rc < 0)
+        return vd_fail(rc == -EAGAIN ? EIO : -rc);
+    pthread_mutex_lock(&ensure_lock);
+    if (!o->disk) {
+        struct vd_open_result res;
+        memset(&res, 0, sizeof res);
+        /* A window not known yet (fd adopted from a plain parent, or opened in a vfork
+         * child) is the one Python finds now; a known one is kept as the parent saw it. */
+        int unknown = o->len == UINT64_MAX;
+        rc = VD_PY(vdpy_open, o->path, o->flags, unknown ? o->part : 0, &res);
+        if (rc == 0) {
+            struct vd_disk *d = vd_disk_get(&res, res.real_path);
+            if (!d) {
+                rc = -ENOMEM;
+            } else {
+                if (unknown) {
+                    o->start = res.win_start;
+                    o->len = res.win_len;
+                    o->part = res.part;
+                } else if (o->start > d->size || o->len > d->size - o->start) {
+                    vd_log("%s: inherited partition window lies outside the disk", o->path);
+                    vd_disk_put(d);
+                    rc = -EIO;
+                    d = NULL;
+                }
+                __atomic_store_n(&o->disk, d, __ATOMIC_RELEASE);
+            }
+        } else if (rc > 0) {
+            rc = -EIO; /* the file is no longer an image */
+        }
+    }
+    pthread_mutex_unlock(&ensure_lock);
+    return rc < 0 ? vd_fail(-rc) : 0;
+}
+
+static uint64_t fill(struct vd_disk *d, uint64_t blk)
+{
+    uint64_t entries[VD_FILL_BATCH];
+    uint64_t count = d->nblocks - blk;
+    if (count > VD_FILL_BATCH)
+        count = VD_FILL_BATCH;
+    int n = VD_PY(vdpy_map, d->handle, blk, (uint32_t)count, entries);
+    if (n <= 0) {
+        errno = n < 0 ? -n : EIO;
+        return 0;
+    }
+    for (int i = 0; i < n && (uint64_t)i < count; i++)
+        vd_map_set(d, blk + i, entries[i] ? entries[i] : (uint64_t)VD_KIND_SLOW << 61);
+    return entries[0] ? entries[0] : (uint64_t)VD_KIND_SLOW << 61;
+}
+
+static inline uint64_t entry(struct vd_disk *d, uint64_t blk)
+{
+    uint64_t e = vd_map_get(d, blk);
+    return VD_LIKELY(e != 0) ? e : fill(d, blk);
+}
+
+static inline int is_data(uint64_t e)
+{
+    return VD_E_KIND(e) == VD_KIND_DATA || VD_E_KIND(e) == VD_KIND_OWNED;
+}
+
+/* Extend a run from block blk (whose entry is e, run bytes so far) over following
+ * blocks that continue it: same kind, and for data the same fd at the next offset. */
+static size_t extend_run(struct vd_disk *d, uint64_t blk, uint64_t e, size_t run, size_t want,
+                         int owned_only)
+{
+    uint64_t bsize = 1ULL << d->block_shift;
+    while (run < want && ++blk < d->nblocks) {
+        uint64_t n = vd_map_get(d, blk);
+        if (!n)
+            break;
+        if (is_data(e)) {
+            if (!is_data(n) || VD_E_FD(n) != VD_E_FD(e) ||
+                VD_E_PHYS(n) != VD_E_PHYS(e) + bsize ||
+                (owned_only && VD_E_KIND(n) != VD_KIND_OWNED))
+                break;
+            e = n;
+        } else if (owned_only ? VD_E_KIND(n) == VD_KIND_OWNED : VD_E_KIND(n) != VD_E_KIND(e)) {
+            break;
+        }
+        run += bsize;
+    }
+    return run < want ? run : want;
+}
+
+static ssize_t backing_pread(int fd, char *p, size_t n, uint64_t phys)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = REAL(pread64)(fd, p + done, n - done, (off_t)(phys + done));
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (r == 0) {
+            vd_log("backing file (fd %d) ends before offset %llu: image truncated?", fd,
+                   (unsigned long long)(phys + done));
+            return vd_fail(EIO);
+        }
+        done += (size_t)r;
+    }
+    return (ssize_t)done;
+}
+
+static ssize_t backing_pwrite(int fd, const char *p, size_t n, uint64_t phys)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = REAL(pwrite64)(fd, p + done, n - done, (off_t)(phys + done));
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        done += (size_t)r;
+    }
+    return (ssize_t)done;
+}
+
+/* Read [pos, pos+n) of the disk, n > 0 and inside it. */
+static ssize_t disk_read(struct vd_disk *d, char *p, size_t n, uint64_t pos)
+{
+    unsigned shift = d->block_shift;
+    uint64_t bmask = (1ULL << shift) - 1;
+    size_t done = 0;
+    while (done < n) {
+        uint64_t blk = pos >> shift;
+        uint64_t e = entry(d, blk);
+        if (!e)
+            return done ? (ssize_t)done : -1;
+        uint64_t inblk = pos & bmask;
+        size_t run = (size_t)((bmask + 1) - inblk);
+        run = extend_run(d, blk, e, run, n - done, 0);
+        ssize_t r;
+        switch (VD_E_KIND(e)) {
+        case VD_KIND_ZERO:
+            memset(p + done, 0, run);
+            r = (ssize_t)run;
+            break;
+        case VD_KIND_DATA:
+        case VD_KIND_OWNED:
+            r = backing_pread(VD_E_FD(e), p + done, run, VD_E_PHYS(e) + inblk);
+            break;
+        default: {
+            int64_t py = VD_PY(vdpy_read, d->handle, p + done, run, pos);
+            r = py < 0 ? vd_fail((int)-py) : (ssize_t)py;
+            if (r >= 0 && (size_t)r != run)
+                r = vd_fail(EIO);
+        }
+        }
+        if (r < 0)
+            return done ? (ssize_t)done : -1;
+        done += run;
+        pos += run;
+    }
+    return (ssize_t)done;
+}
+
+static ssize_t disk_write(struct vd_disk *d, const char *p, size_t n, uint64_t pos)
+{
+    unsigned shift = d->block_shift;
+    uint64_t bmask = (1ULL << shift) - 1;
+    size_t done = 0;
+    while (done < n) {
+        uint64_t blk = pos >> shift;
+        uint64_t e = entry(d, blk);
+        if (!e)
+            return done ? (ssize_t)done : -1;
+        uint64_t inblk = pos & bmask;
+        size_t run = (size_t)((bmask + 1) - inblk);
+        ssize_t r;
+        if (VD_E_KIND(e) == VD_KIND_OWNED) {
+            run = extend_run(d, blk, e, run, n - done, 1);
+            r = backing_pwrite(VD_E_FD(e), p + done, run, VD_E_PHYS(e) + inblk);
+        } else {
+            /* Everything up to the next owned block goes to Python in one call. */
+            while (run < n - done) {
+                uint64_t nx = vd_map_get(d, (pos + run) >> shift);
+                if (VD_E_KIND(nx) == VD_KIND_OWNED)
+                    break;
+                run += (size_t)(bmask + 1);
+            }
+            if (run > n - done)
+                run = n - done;
+            int64_t py = VD_PY(vdpy_write, d->handle, p + done, run, pos);
+            vd_invalidate(d, pos, run);
+            r = py < 0 ? vd_fail((int)-py) : (ssize_t)py;
+            if (r >= 0 && (size_t)r != run)
+                r = vd_fail(EIO);
+        }
+        if (r < 0)
+            return done ? (ssize_t)done : -1;
+        done += run;
+        pos += run;
+    }
+    return (ssize_t)done;
+}
+
+ssize_t vd_pread(struct vd_ofd *o, void *buf, size_t n, uint64_t off)
+{
+    if (vd_ensure_disk(o) < 0)
+        return -1;
+    if ((o->flags & O_ACCMODE) == O_WRONLY)
+        return vd_fail(EBADF);
+    if (off >= o->len || n == 0)
+        return 0;
+    if (n > o->len - off)
+        n = (size_t)(o->len - off);
+    ssize_t r = disk_read(o->disk, buf, n, o->start + off);
+    if (VD_UNLIKELY(vd_debug))
+        vd_log("read %s%s%d @%llu +%zu -> %zd", o->disk->path, o->part ? " part " : "",
+               o->part, (unsigned long long)off, n, r);
+    if (VD_UNLIKELY(vd_dump) && r > 0)
+        vd_hexdump(off, buf, (size_t)r);
+    return r;
+}
+
+ssize_t vd_pwrite(struct vd_ofd *o, const void *buf, size_t n, uint64_t off)
+{
+    if (vd_ensure_disk(o) < 0)
+        return -1;
+    if ((o->flags & O_ACCMODE) == O_RDONLY)
+        return vd_fail(EBADF);
+    if (n == 0)
+        return 0;
+    if (off >= o->len)
+        return vd_fail(ENOSPC);
+    if (n > o->len - off)
+        n = (size_t)(o->len - off); /* a short write; the next one gets ENOSPC */
+    ssize_t r = disk_write(o->disk, buf, n, o->start + off);
+    if (VD_UNLIKELY(vd_debug))
+        vd_log("write %s%s%d @%llu +%zu -> %zd", o->disk->path, o->part ? " part " : "",
+               o->part, (unsigned long long)off, n, r);
+    return r;
+}
+
+static ssize_t vector_io(struct vd_ofd *o, const struct iovec *iov, int cnt, uint64_t off,
+                         int write)
+{
+    if (cnt < 0 || cnt > IOV_MAX)
+        return vd_fail(EINVAL);
+    ssize_t total = 0;
+    for (int i = 0; i < cnt; i++) {
+        if (!iov[i].iov_len)
+            continue;
+        ssize_t r = write ? vd_pwrite(o, iov[i].iov_base, iov[i].iov_len, off)
+                          : vd_pread(o, iov[i].iov_base, iov[i].iov_len, off);
+        if (r < 0)
+            return total ? total : -1;
+        total += r;
+        off += (uint64_t)r;
+        if ((size_t)r < iov[i].iov_len)
+            break;
+    }
+    return total;
+}
+
+ssize_t vd_preadv(struct vd_ofd *o, const struct iovec *iov, int cnt, uint64_t off)
+{
+    return vector_io(o, iov, cnt, off, 0);
+}
+
+ssize_t vd_pwritev(struct vd_ofd *o, const struct iovec *iov, int cnt, uint64_t off)
+{
+    return vector_io(o, iov, cnt, off, 1);
+}
+
+/* Position of the description: the kernel's (minus VD_BASE) once shared, else ours. */
+static uint64_t get_pos(int fd, struct vd_ofd *o)
+{
+    if (!atomic_load(&o->shared))
+        return o->pos;
+    off_t k = REAL(lseek64)(fd, 0, SEEK_CUR);
+    return k > VD_BASE ? (uint64_t)(k - VD_BASE) : 0;
+}
+
+static void set_pos(int fd, struct vd_ofd *o, uint64_t pos)
+{
+    o->pos = pos;
+    if (atomic_load(&o->shared))
+        REAL(lseek64)(fd, (off_t)(VD_BASE + pos), SEEK_SET);
+}
+
+ssize_t vd_read_at_pos(int fd, struct vd_ofd *o, const struct iovec *iov, int cnt, int write)
+{
+    if (vd_ensure_disk(o) < 0)
+        return -1;
+    pthread_mutex_lock(&o->lock);
+    uint64_t pos = (write && (o->flags & O_APPEND)) ? o->len : get_pos(fd, o);
+    ssize_t r = vector_io(o, iov, cnt, pos, write);
+    if (r > 0)
+        set_pos(fd, o, pos + (uint64_t)r);
+    pthread_mutex_unlock(&o->lock);
+    return r;
+}
+
+off_t vd_lseek(int fd, struct vd_ofd *o, off_t off, int whence)
+{
+    if ((whence == SEEK_END || whence == SEEK_DATA || whence == SEEK_HOLE) &&
+        (o->len == UINT64_MAX || whence != SEEK_END) && vd_ensure_disk(o) < 0)
+        return -1;
+    pthread_mutex_lock(&o->lock);
+    int64_t cur = (int64_t)get_pos(fd, o), target = 0;
+    int err = 0;
+    switch (whence) {
+    case SEEK_SET:
+        target = off;
+        break;
+    case SEEK_CUR:
+        target = cur + off;
+        break;
+    case SEEK_END:
+        target = (int64_t)o->len + off;
+        break;
+    case SEEK_DATA:
+    case SEEK_HOLE:
+        if (off < 0 || (uint64_t)off >= o->len) {
+            err = off < 0 ? EINVAL : ENXIO;
+            break;
+        }
+        {
+            int64_t r = VD_PY(vdpy_seek, o->disk->handle, o->start + (uint64_t)off, whence);
+            if (r < 0 && r != -ENXIO) {
+                err = (int)-r;
+                break;
+            }
+            uint64_t end = o->start + o->len;
+            if (r == -ENXIO || (uint64_t)r >= end) {
+                /* Past the window: no more data; the end is an implicit hole. */
+                if (whence == SEEK_DATA)
+                    err = ENXIO;
+                target = (int64_t)o->len;
+            } else {
+                target = r < (int64_t)o->start ? off : r - (int64_t)o->start;
+            }
+        }
+        break;
+    default:
+        err = EINVAL;
+    }
+    if (!err && target < 0)
+        err = EINVAL;
+    if (!err)
+        set_pos(fd, o, (uint64_t)target);
+    pthread_mutex_unlock(&o->lock);
+    if (VD_UNLIKELY(vd_debug))
+        vd_log("lseek fd %d %lld whence %d -> %lld", fd, (long long)off, whence,
+               err ? -1LL : (long long)target);
+    return err ? vd_fail(err) : (off_t)target;
+}

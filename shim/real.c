@@ -1,0 +1,47 @@
+/* Pointers to the real libc functions, taken with dlsym(RTLD_NEXT). */
+#include "vd.h"
+
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+
+#define VD_DEFINE_REAL(ret, name, args) ret(*real_##name) args;
+VD_REAL_LIST(VD_DEFINE_REAL)
+#undef VD_DEFINE_REAL
+
+/* Symbols that older glibc versions lack: their interposers answer ENOSYS. */
+static const char *const optional[] = {"close_range", "closefrom", "execveat", "statx", NULL};
+
+static int is_optional(const char *name)
+{
+    for (int i = 0; optional[i]; i++)
+        if (!strcmp(optional[i], name))
+            return 1;
+    return 0;
+}
+
+static void *resolve(const char *name)
+{
+    void *p = dlsym(RTLD_NEXT, name);
+    if (!p && !is_optional(name)) {
+        /* Without the real function every call would jump to NULL: die loudly now. */
+        static const char msg[] = "vdiskio: fatal: libc symbol not found: ";
+        syscall(SYS_write, 2, msg, sizeof msg - 1);
+        syscall(SYS_write, 2, name, strlen(name));
+        syscall(SYS_write, 2, "\n", 1);
+        abort();
+    }
+    return p;
+}
+
+void vd_resolve_real(void)
+{
+    static atomic_int done;
+    if (atomic_load_explicit(&done, memory_order_acquire))
+        return;
+#define VD_RESOLVE(ret, name, args) real_##name = (ret(*) args)resolve(#name);
+    VD_REAL_LIST(VD_RESOLVE)
+#undef VD_RESOLVE
+    atomic_store_explicit(&done, 1, memory_order_release);
+}

@@ -1,0 +1,127 @@
+/*
+ * Start-up of the Python stage (compiled by cffi into vdiskio/_stage*.so, with Python.h).
+ *
+ * The interpreter starts isolated: explicit home and module search paths, no site, no
+ * signal handlers, no environment variables, C stdio left alone. That takes about a
+ * third of cffi's default start-up and ignores whatever venv, PATH or PYTHONHOME the
+ * calling process has. In a process that already runs Python (python3 itself) the host
+ * interpreter is used, with our package made importable.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* VD_PY_HOME, VD_PY_STDLIB, VD_PY_PLATSTDLIB, VD_PY_PURELIB, VD_BUILD_SITE come from the
+ * build (the interpreter the stage was built for, and the site-packages cffi was in). */
+
+static PyGILState_STATE fork_gil;
+
+static void fork_prepare(void)
+{
+    fork_gil = PyGILState_Ensure();
+    PyOS_BeforeFork();
+}
+
+static void fork_parent(void)
+{
+    PyOS_AfterFork_Parent();
+    PyGILState_Release(fork_gil);
+}
+
+static void fork_child(void)
+{
+    PyOS_AfterFork_Child();
+    PyGILState_Release(fork_gil);
+}
+
+static int is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* The directories to import from: the stdlib, then the vdiskio package's parent (the
+ * repo, or site-packages), then where cffi lives. */
+static int search_path(const char *stage_dir, char paths[][4096], int max)
+{
+    int n = 0;
+    snprintf(paths[n++], 4096, "%s", VD_PY_STDLIB);
+    snprintf(paths[n++], 4096, "%s/lib-dynload", VD_PY_PLATSTDLIB);
+    snprintf(paths[n], 4096, "%s", stage_dir);
+    char *slash = strrchr(paths[n], '/');
+    if (slash)
+        *slash = 0;
+    n++;
+    if (n < max && is_dir(VD_BUILD_SITE))
+        snprintf(paths[n++], 4096, "%s", VD_BUILD_SITE);
+    if (n < max && is_dir(VD_PY_PURELIB))
+        snprintf(paths[n++], 4096, "%s", VD_PY_PURELIB);
+    return n;
+}
+
+static int host_add_paths(char paths[][4096], int n)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *sys_path = PySys_GetObject("path"); /* borrowed */
+    int rc = 0;
+    for (int i = 2; i < n && sys_path; i++) {
+        PyObject *p = PyUnicode_DecodeFSDefault(paths[i]);
+        if (!p || (PySequence_Contains(sys_path, p) == 0 && PyList_Append(sys_path, p) < 0))
+            rc = -1;
+        Py_XDECREF(p);
+    }
+    PyErr_Clear();
+    PyGILState_Release(g);
+    return rc;
+}
+
+int vdst_start(const char *stage_dir)
+{
+    char paths[8][4096];
+    int n = search_path(stage_dir, paths, 8);
+    if (Py_IsInitialized())
+        return host_add_paths(paths, n);
+
+    PyConfig config;
+    PyConfig_InitIsolatedConfig(&config);
+    config.site_import = 0;
+    config.install_signal_handlers = 0;
+    config.configure_c_stdio = 0;
+    config.parse_argv = 0;
+    config.use_environment = 0;
+    config.user_site_directory = 0;
+    config.write_bytecode = 0;
+    config.pathconfig_warnings = 0;
+    config.faulthandler = 0;
+    config.module_search_paths_set = 1;
+    PyStatus st = PyConfig_SetBytesString(&config, &config.home, VD_PY_HOME);
+    if (!PyStatus_Exception(st))
+        st = PyConfig_SetBytesString(&config, &config.program_name, "vdiskio");
+    for (int i = 0; i < n && !PyStatus_Exception(st); i++) {
+        wchar_t *w = Py_DecodeLocale(paths[i], NULL);
+        if (!w) {
+            st = PyStatus_NoMemory();
+            break;
+        }
+        st = PyWideStringList_Append(&config.module_search_paths, w);
+        PyMem_RawFree(w);
+    }
+    if (!PyStatus_Exception(st))
+        st = Py_InitializeFromConfig(&config);
+    PyConfig_Clear(&config);
+    if (PyStatus_Exception(st)) {
+        char msg[512];
+        int len = snprintf(msg, sizeof msg, "vdiskio: Python start-up failed: %s%s%s\n",
+                           st.func ? st.func : "", st.func ? ": " : "",
+                           st.err_msg ? st.err_msg : "");
+        if (len > 0)
+            (void)!write(2, msg, (size_t)len < sizeof msg ? (size_t)len : sizeof msg - 1);
+        return -1;
+    }
+    if (strncmp(Py_GetVersion(), VD_PY_VERSION, strlen(VD_PY_VERSION)) != 0)
+        return -1;
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    PyEval_SaveThread(); /* cffi takes the GIL per call with PyGILState_Ensure */
+    return 0;
+}

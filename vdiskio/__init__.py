@@ -1,0 +1,19 @@
+"""vdiskio: VMDK and VHD images as raw disks, for unmodified programs (LD_PRELOAD).
+
+The package is the control plane of libvdiskio.so (format decoders, disk objects,
+partition tables) and usable on its own: vdiskio.open_image(path).read(offset, length).
+"""
+
+__version__ = "0.1.0"
+
+
+def open_image(path, writable=False):
+    """Open a VHD or VMDK image (and its parents) as a vdiskio.image.Image."""
+    from .formats import open_image as _open
+    return _open(path, writable=writable)
+
+
+def library_path():
+    """Path of libvdiskio.so, the library to put in LD_PRELOAD."""
+    import os
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "libvdiskio.so")
