@@ -4,10 +4,53 @@ All I/O is positional (pread/pwrite): no file offset is ever shared between call
 so decoders are safe to use from several threads and from the shim at once.
 """
 
+import errno
+import fcntl
 import os
 import stat
+import struct
 
-from .errors import CorruptImage, Refused, VdError
+from .errors import Busy, CorruptImage, Refused, VdError
+
+# Image locking, byte for byte as QEMU's file-posix does it (OFD read locks on bytes
+# 100 + permission for permissions held, 200 + permission for permissions refused to
+# others), so QEMU and vdiskio see each other's locks. Permissions: 0 consistent read,
+# 1 write, 3 resize (growing the file).
+LOCK_PERM_BASE = 100
+LOCK_SHARED_BASE = 200
+PERM_READ, PERM_WRITE, PERM_RESIZE = 0, 1, 3
+SHARE_READ = "VDISKIO_SHARE_READ"
+_FLOCK = "hh4xqqi4x"            # struct flock on 64-bit Linux
+
+
+def _flock(fd, cmd, ltype, offset):
+    raw = fcntl.fcntl(fd, cmd, struct.pack(_FLOCK, ltype, os.SEEK_SET, offset, 1, 0))
+    return struct.unpack(_FLOCK, raw)[0]
+
+
+def lock_holders(dev, ino, offset):
+    """Pids holding an OFD lock on byte `offset` of file (dev, ino), found in /proc."""
+    tag = f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino} "
+    pids = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fdinfo")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    lines = f.read().splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                if line.startswith("lock:") and tag in line:
+                    start, end = line.split(tag, 1)[1].split()[:2]
+                    if int(start) <= offset <= (int(end) if end != "EOF" else offset):
+                        pids.add(int(pid))
+    return sorted(pids)
 
 
 class BackingFile:
@@ -75,6 +118,65 @@ class BackingFile:
         except OSError as e:
             raise VdError(f"flush failed: {e.strerror}", self.path, e.errno) from None
 
+    def lock(self, writer):
+        """Take QEMU-compatible image locks; Busy if another process conflicts.
+
+        A writer holds read, write and resize and refuses write and resize to others; a
+        reader holds read and refuses write and resize, unless VDISKIO_SHARE_READ=1 asks
+        it to accept a writer (it may then see stale metadata).
+        """
+        share_read = os.environ.get(SHARE_READ) == "1"
+        held = [PERM_READ, PERM_WRITE, PERM_RESIZE] if writer else [PERM_READ]
+        refused = [PERM_WRITE, PERM_RESIZE] if writer or not share_read else []
+        try:
+            # Take ours first, then look for others: of two racing openers, both may
+            # fail, but never both succeed.
+            for p in held:
+                _flock(self.fd, fcntl.F_OFD_SETLK, fcntl.F_RDLCK, LOCK_PERM_BASE + p)
+            for p in refused:
+                _flock(self.fd, fcntl.F_OFD_SETLK, fcntl.F_RDLCK, LOCK_SHARED_BASE + p)
+            conflicts = [LOCK_SHARED_BASE + p for p in held] + [LOCK_PERM_BASE + p for p in refused]
+            for offset in conflicts:
+                if _flock(self.fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, offset) != fcntl.F_UNLCK:
+                    self.unlock()
+                    raise Busy(self._busy_message(offset, writer), self.path)
+        except OSError as e:
+            if e.errno in (errno.EINVAL, errno.ENOLCK, errno.EOPNOTSUPP):
+                return      # the file system has no OFD locks (as QEMU, go on unlocked)
+            raise VdError(f"cannot lock: {e.strerror}", self.path, e.errno) from None
+
+    def _busy_message(self, offset, writer):
+        who = lock_holders(self.dev, self.ino, offset)
+        holder = f" by pid {', '.join(map(str, who))}" if who else " by another process"
+        if offset - LOCK_PERM_BASE == PERM_WRITE:
+            what = f"is open for writing{holder}"
+        else:
+            what = f"is open{holder}, which does not share it with writers"
+        hint = "" if writer else f" (set {SHARE_READ}=1 to read it anyway)"
+        return f"{what}{hint}"
+
+    def unlock(self):
+        for base in (LOCK_PERM_BASE, LOCK_SHARED_BASE):
+            for p in (PERM_READ, PERM_WRITE, PERM_RESIZE):
+                try:
+                    _flock(self.fd, fcntl.F_OFD_SETLK, fcntl.F_UNLCK, base + p)
+                except OSError:
+                    pass
+
+    def punch_hole(self, offset, length):
+        """Deallocate [offset, offset+length) of the file so it reads zeros; False if the
+        file system cannot (the caller writes zeros instead)."""
+        if length <= 0:
+            return True
+        fallocate = _libc_fallocate()
+        if fallocate is None:
+            return False
+        import ctypes
+        mode = 0x01 | 0x02          # FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
+        if fallocate(self.fd, mode, ctypes.c_int64(offset), ctypes.c_int64(length)) == 0:
+            return True
+        return False
+
     def close(self):
         if self.fd >= 0:
             os.close(self.fd)
@@ -82,3 +184,20 @@ class BackingFile:
 
     def __repr__(self):
         return f"BackingFile({self.path!r}, fd={self.fd}, writable={self.writable})"
+
+
+_fallocate = []
+
+
+def _libc_fallocate():
+    """libc's fallocate64 (Python's os module has only posix_fallocate)."""
+    if not _fallocate:
+        try:
+            import ctypes
+            fn = ctypes.CDLL(None, use_errno=True).fallocate64
+            fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+            fn.restype = ctypes.c_int
+            _fallocate.append(fn)
+        except (ImportError, OSError, AttributeError):
+            _fallocate.append(None)
+    return _fallocate[0]

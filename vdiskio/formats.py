@@ -39,10 +39,22 @@ def open_image(path, writable=False, fd=None, chain=()):
     """
     kind = sniff(path, fd)
     if kind == "vhd":
-        return vhd.open_vhd(path, writable, fd, chain)
-    if kind == "vmdk":
+        image = vhd.open_vhd(path, writable, fd, chain)
+    elif kind == "vmdk":
         from . import vmdk
-        return vmdk.open_vmdk(path, writable, fd, chain)
-    if fd is not None:
-        os.close(fd)
-    raise NotAnImage("not a VHD or VMDK image", path)
+        image = vmdk.open_vmdk(path, writable, fd, chain)
+    else:
+        if fd is not None:
+            os.close(fd)
+        raise NotAnImage("not a VHD or VMDK image", path)
+    if not chain:
+        # The top-level open locks every file of the chain once: files opened for
+        # writing as a writer, everything else (parents, read-only extents) as a reader.
+        try:
+            for layer in image.chain():
+                for f in layer.files:
+                    f.lock(writer=f.writable)
+        except BaseException:
+            image.close()
+            raise
+    return image

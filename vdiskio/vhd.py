@@ -8,13 +8,15 @@ mean "read this sector from the parent".
 """
 
 import os
+import struct
 import sys
 import uuid
 from array import array
 
 from . import log
 from .backing import BackingFile
-from .errors import CorruptImage, MissingFile, NotAnImage, Refused, Unsupported, VdError
+from .errors import (CorruptImage, MissingFile, NotAnImage, ReadOnlyImage, Refused, Unsupported,
+                     VdError)
 from .image import DATA, ZERO, Extent, Image
 from .paths import resolve_related
 from .vhd_structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED,
@@ -48,9 +50,13 @@ def chs_size(footer):
     return footer.cylinders * footer.heads * footer.sectors_per_track * SECTOR
 
 
-def virtual_size(footer):
+def uses_chs(footer):
     geometry = (footer.cylinders, footer.heads, footer.sectors_per_track)
-    if footer.creator_application in CHS_CREATORS and geometry != MAX_GEOMETRY:
+    return footer.creator_application in CHS_CREATORS and geometry != MAX_GEOMETRY
+
+
+def virtual_size(footer):
+    if uses_chs(footer):
         return chs_size(footer)
     return footer.current_size // SECTOR * SECTOR
 
@@ -114,6 +120,11 @@ class VHD(Image):
     def geometry(self):
         return self.footer.cylinders, self.footer.heads, self.footer.sectors_per_track
 
+    def _check_write(self, offset, length):
+        if not self.file.writable:
+            raise ReadOnlyImage("image opened read-only", self.path)
+        self.check_write_range(offset, length)
+
     def info(self):
         info = super().info()
         ft = self.footer
@@ -126,8 +137,7 @@ class VHD(Image):
             "chs_size": chs_size(ft),
             "geometry": {"cylinders": ft.cylinders, "heads": ft.heads,
                          "sectors_per_track": ft.sectors_per_track},
-            "size_rule": "chs" if self.size == chs_size(ft) and self.size != ft.current_size
-                         else "current_size",
+            "size_rule": "chs" if uses_chs(ft) else "current_size",
             "unique_id": str(uuid.UUID(bytes=ft.unique_id)),
         })
         return info
@@ -143,6 +153,21 @@ class FixedVHD(VHD):
 
     def extent_at(self, offset):
         return Extent(0, self.size, DATA, self.file, 0, owned=True)
+
+    def write(self, offset, data):
+        self._check_write(offset, len(data))
+        self.file.pwrite(offset, data)
+
+    def discard(self, offset, length):
+        self._check_write(offset, length)
+        zero_file_range(self.file, offset, length)
+
+    def check(self):
+        problems = []
+        if self.file.size != self.size + SECTOR and self.file.size < self.size + SECTOR:
+            problems.append(f"file is {self.file.size} bytes, the disk and footer need"
+                            f" {self.size + SECTOR}")
+        return problems
 
 
 class DynamicVHD(VHD):
@@ -180,6 +205,9 @@ class DynamicVHD(VHD):
             bat.byteswap()
         self.bat = bat
         self.bitmap_size = -(-(bs // SECTOR // 8) // SECTOR) * SECTOR
+        self.bitmap_bytes = -(-bs // SECTOR // 8)
+        self._bitmaps = {}
+        self.next_free = None       # where the next block goes (the trailing footer's place)
 
     def block_data_offset(self, block):
         """Physical offset of block's data, None if unallocated; validated on every use."""
@@ -210,14 +238,157 @@ class DynamicVHD(VHD):
             start, length = self._zero_run(block)
             return self.unallocated(start, length, offset)
         start = block * self.block_size
+        # Reads ignore a dynamic disk's bitmap (as QEMU does); a write may go straight to
+        # the file only where the bitmap already marks every sector present.
+        owned = not self.file.writable or self.bitmap_full(block)
         return Extent(start, min(self.block_size, self.size - start), DATA, self.file, data,
-                      owned=True)
+                      owned=owned)
 
     def unallocated(self, start, length, offset):
         return Extent(start, length, ZERO)
 
+    # -- sector bitmaps ------------------------------------------------------------------
+    def bitmap(self, block):
+        bm = self._bitmaps.get(block)
+        if bm is None:
+            start = self.bat[block] * SECTOR
+            bm = bytearray(self.file.read_exact(start, self.bitmap_bytes,
+                                                f"sector bitmap of block {block}"))
+            if len(self._bitmaps) >= BITMAP_CACHE_BLOCKS:
+                self._bitmaps.pop(next(iter(self._bitmaps)))
+            self._bitmaps[block] = bm
+        return bm
+
+    def bitmap_full(self, block):
+        bm = self.bitmap(block)
+        sectors = -(-min(self.block_size, self.size - block * self.block_size) // SECTOR)
+        full, rest = divmod(sectors, 8)
+        if bm[:full] != b"\xff" * full:
+            return False
+        return not rest or bm[full] & (0xFF << (8 - rest)) & 0xFF == (0xFF << (8 - rest)) & 0xFF
+
+    def _mark_present(self, block, first, count):
+        """Set the bitmap bits of sectors [first, first+count) of block, writing the bytes
+        that change (after the data they describe is written)."""
+        bm = self.bitmap(block)
+        lo, hi = first // 8, (first + count - 1) // 8
+        before = bytes(bm[lo:hi + 1])
+        for sector in range(first, first + count):
+            bm[sector >> 3] |= 0x80 >> (sector & 7)
+        if bytes(bm[lo:hi + 1]) != before:
+            self.file.pwrite(self.bat[block] * SECTOR + lo, bytes(bm[lo:hi + 1]))
+
+    # -- writing -------------------------------------------------------------------------
+    def _next_free(self):
+        """Where a new block's bitmap goes: the trailing footer's place, so the file
+        keeps the standard layout (blocks, then the footer)."""
+        if self.next_free is None:
+            f = self.file
+            end = f.size - SECTOR if f.pread(f.size - SECTOR, 8) == FOOTER_COOKIE else f.size
+            meta_end = max(self.footer.data_offset + DYNAMIC_HEADER.size,
+                           self.header.table_offset + 4 * self.header.max_table_entries)
+            self.next_free = max(-(-end // SECTOR) * SECTOR, -(-meta_end // SECTOR) * SECTOR)
+        return self.next_free
+
+    def _allocate(self, block, present, inblk, chunk):
+        """Give `block` space at the end of the file, holding `chunk` at `inblk`.
+
+        Order, each step leaving a valid image: the footer moves to the new end of the
+        file first (the file always ends with a valid footer), then the data, then the
+        bitmap `present` (overwriting the old footer), and the BAT entry last: until it
+        is written the block is only unreferenced space (a leak, never a wrong read).
+        """
+        start = self._data_position(block)
+        end = start + self.bitmap_size + self.block_size
+        self.file.pwrite(end, FOOTER.build(self.footer))
+        self.file.pwrite(start + self.bitmap_size + inblk, chunk)
+        self.file.pwrite(start, bytes(present) + bytes(self.bitmap_size - len(present)))
+        self.file.pwrite(self.header.table_offset + 4 * block, struct.pack(">I", start // SECTOR))
+        self.bat[block] = start // SECTOR
+        self._bitmaps[block] = bytearray(present)
+        self.next_free = end
+
+    def _data_position(self, block):
+        """Bitmap position for a new block: data 4 KiB aligned, after the last block."""
+        free = self._next_free()
+        return -(-(free + self.bitmap_size) // 4096) * 4096 - self.bitmap_size
+
+    def write(self, offset, data):
+        self._check_write(offset, len(data))
+        view = memoryview(data)
+        bs = self.block_size
+        pos = 0
+        while pos < len(view):
+            block, inblk = divmod(offset + pos, bs)
+            n = min(bs - inblk, len(view) - pos)
+            self._write_in_block(block, inblk, view[pos:pos + n])
+            pos += n
+
+    def _write_in_block(self, block, inblk, chunk):
+        data = self.block_data_offset(block)
+        first = inblk // SECTOR
+        count = -(-(inblk + len(chunk)) // SECTOR) - first
+        if data is None:
+            if not any(chunk):
+                return              # zeros into an unallocated block already read as zeros
+            self._allocate(block, b"\xff" * self.bitmap_bytes, inblk, chunk)
+            return
+        self.file.pwrite(data + inblk, chunk)
+        self._mark_present(block, first, count)
+
+    def discard(self, offset, length):
+        """Zero a range: unallocated blocks stay so, allocated ranges become file holes."""
+        self._check_write(offset, length)
+        bs = self.block_size
+        end = offset + length
+        while offset < end:
+            block, inblk = divmod(offset, bs)
+            n = min(bs - inblk, end - offset)
+            data = self.block_data_offset(block)
+            if data is not None:
+                zero_file_range(self.file, data + inblk, n)
+            offset += n
+
     def allocated_blocks(self):
         return self.block_count - self.bat.count(UNUSED_BAT_ENTRY)
+
+    def check(self):
+        f = self.file
+        problems = []
+        tail = f.pread(f.size - SECTOR, SECTOR) if f.size >= SECTOR else b""
+        trailing, why = _parse_footer(tail) if len(tail) == SECTOR else (None, "file too small")
+        if trailing is None:
+            problems.append(f"trailing footer unusable ({why})")
+        copy, why = _parse_footer(f.pread(0, SECTOR))
+        if copy is None:
+            problems.append(f"footer copy at offset 0 unusable ({why})")
+        elif trailing is not None and copy != trailing:
+            problems.append("footer copy at offset 0 differs from the trailing footer")
+        meta = sorted([(0, SECTOR, "footer copy"),
+                       (self.footer.data_offset, DYNAMIC_HEADER.size, "dynamic header"),
+                       (self.header.table_offset, 4 * self.header.max_table_entries, "BAT")])
+        for (a, alen, aname), (b, _blen, bname) in zip(meta, meta[1:]):
+            if a + alen > b:
+                problems.append(f"{aname} overlaps {bname}")
+        meta_end = max(a + alen for a, alen, _ in meta)
+        data_end = f.size - SECTOR if trailing is not None else f.size
+        spans = []
+        for block, entry in enumerate(self.bat):
+            if entry == UNUSED_BAT_ENTRY:
+                continue
+            start = entry * SECTOR
+            end = start + self.bitmap_size + self.block_size
+            if start < meta_end:
+                problems.append(f"BAT entry {block} (sector {entry}) points into the metadata")
+            elif end > data_end:
+                problems.append(f"BAT entry {block} (sector {entry}) runs past the end of the data"
+                                f" ({end} > {data_end})")
+            spans.append((start, end, block))
+        spans.sort()
+        for (a, aend, ablock), (b, _bend, bblock) in zip(spans, spans[1:]):
+            if aend > b:
+                problems.append(f"blocks {ablock} and {bblock} overlap in the file")
+        return problems
 
     def info(self):
         info = super().info()
@@ -228,20 +399,6 @@ class DynamicVHD(VHD):
 
 
 class DifferencingVHD(DynamicVHD):
-    def __init__(self, f, footer):
-        super().__init__(f, footer)
-        self._bitmaps = {}
-
-    def bitmap(self, block):
-        bm = self._bitmaps.get(block)
-        if bm is None:
-            start = self.bat[block] * SECTOR
-            bm = self.file.read_exact(start, self.bitmap_size, f"sector bitmap of block {block}")
-            if len(self._bitmaps) >= BITMAP_CACHE_BLOCKS:
-                self._bitmaps.pop(next(iter(self._bitmaps)))
-            self._bitmaps[block] = bm
-        return bm
-
     def unallocated(self, start, length, offset):
         """Sectors this disk does not hold come from the parent (zeros without one)."""
         end = start + length
@@ -279,6 +436,40 @@ class DifferencingVHD(DynamicVHD):
                           data + s * SECTOR, owned=True)
         return self.unallocated(run_start, run_end - run_start, offset)
 
+    def write(self, offset, data):
+        """Copy-on-write at sector granularity: a partly written sector is first filled
+        with what it reads as now (from this disk or the parent)."""
+        self._check_write(offset, len(data))
+        head = offset % SECTOR
+        tail = -(offset + len(data)) % SECTOR
+        if head or tail:
+            start = offset - head
+            buf = bytearray(self.read(start, head + len(data) + tail))
+            buf[head:head + len(data)] = data
+            offset, data = start, buf
+        super().write(offset, data)
+
+    def _write_in_block(self, block, inblk, chunk):
+        data = self.block_data_offset(block)
+        first = inblk // SECTOR
+        count = len(chunk) // SECTOR
+        if data is None:
+            # Written zeros are stored too: they must hide the parent's sectors.
+            present = bytearray(self.bitmap_bytes)
+            for sector in range(first, first + count):
+                present[sector >> 3] |= 0x80 >> (sector & 7)
+            self._allocate(block, present, inblk, chunk)
+            return
+        self.file.pwrite(data + inblk, chunk)
+        self._mark_present(block, first, count)
+
+    def discard(self, offset, length):
+        """Sectors must read as zeros, not as the parent's: write zeros."""
+        self._check_write(offset, length)
+        step = 1 << 20
+        for pos in range(offset, offset + length, step):
+            self.write(pos, bytes(min(step, offset + length - pos)))
+
     def info(self):
         info = super().info()
         hdr = self.header
@@ -297,6 +488,23 @@ def _bit(bm, sector):
 def _utf16(raw, encoding):
     text = raw.decode(encoding, errors="replace")
     return text.split("\0", 1)[0]
+
+
+def zero_file_range(f, offset, length):
+    """Make a byte range of a file read as zeros: a hole where the file system can punch
+    one (whole 4 KiB pages), zeros written at the ragged edges or everywhere else."""
+    end = offset + length
+    hole_start = -(-offset // 4096) * 4096
+    hole_end = end // 4096 * 4096
+    if hole_end > hole_start and f.punch_hole(hole_start, hole_end - hole_start):
+        edges = [(offset, hole_start), (hole_end, end)]
+    else:
+        edges = [(offset, end)]
+    for a, b in edges:
+        while a < b:
+            n = min(b - a, 1 << 20)
+            f.pwrite(a, bytes(n))
+            a += n
 
 
 def parent_locators(f, hdr):

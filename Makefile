@@ -1,0 +1,42 @@
+# vdiskio. `make` builds the venv and libvdiskio in the repo; `make demo` runs the main
+# job on a generated sample image; `make test` runs every test; `make bench` measures.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.deps-installed
+LIB    := vdiskio/libvdiskio.so
+SOURCES := $(wildcard shim/*.c shim/*.h shim/*.map shim/*.py) setup.py pyproject.toml
+
+.PHONY: all build deps demo test bench clean
+
+all: build
+
+deps:
+	@.ci/install-deps
+
+$(PY): | deps
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade "setuptools>=64" wheel "cffi>=1.16" construct pytest
+	touch $@
+
+$(LIB): $(STAMP) $(SOURCES)
+	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	$(PY) -m compileall -q vdiskio vdpartx
+	touch $(LIB)
+
+build: $(LIB)
+
+demo: build
+	sh tests/demo.sh
+
+test: build
+	$(PY) -m pytest -q
+
+bench: build
+	$(PY) bench/run.py
+
+clean:
+	rm -rf build $(VENV) *.egg-info vdiskio/*.so demo
+	find . -name __pycache__ -prune -exec rm -rf {} +

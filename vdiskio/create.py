@@ -1,0 +1,97 @@
+"""`vdiskio create`: new images, empty, filled from a raw disk file, or snapshot children."""
+
+import errno
+import os
+
+from .errors import VdError
+
+VHD_VARIANTS = ("dynamic", "fixed")
+VMDK_VARIANTS = ("monolithicSparse", "twoGbMaxExtentSparse", "monolithicFlat")
+COPY_CHUNK = 1 << 20
+
+
+def _format_of(path, fmt):
+    if fmt:
+        return fmt
+    ext = os.path.splitext(path)[1].lower()
+    if ext in (".vhd", ".vmdk"):
+        return ext[1:]
+    raise VdError("cannot tell the format from the name: give -f vhd or -f vmdk", path,
+                  errno.EINVAL)
+
+
+def create_image(path, fmt=None, variant=None, size=None, parent=None, block_size=None,
+                 source=None):
+    fmt = _format_of(path, fmt)
+    if source is not None:
+        if parent is not None:
+            raise VdError("--from and --parent cannot be combined", path, errno.EINVAL)
+        src_size = os.stat(source).st_size
+        size = size or -(-src_size // 512) * 512
+        if size < src_size:
+            raise VdError(f"--size {size} is smaller than {source} ({src_size} bytes)", path,
+                          errno.EINVAL)
+    if size is None and parent is None:
+        raise VdError("give --size, --from or --parent", path, errno.EINVAL)
+    if fmt == "vhd":
+        from . import vhd_create
+        variant = variant or "dynamic"
+        if variant not in VHD_VARIANTS:
+            raise VdError(f"VHD variant {variant!r} unknown (choose {', '.join(VHD_VARIANTS)})",
+                          path, errno.EINVAL)
+        if parent is not None and variant != "dynamic":
+            raise VdError("a differencing VHD is dynamic: drop --variant fixed", path,
+                          errno.EINVAL)
+        if variant == "fixed":
+            vhd_create.create_fixed(path, size)
+        else:
+            vhd_create.create_dynamic(path, size, block_size or vhd_create.DEFAULT_BLOCK_SIZE,
+                                      parent)
+    else:
+        from . import vmdk_create
+        variant = variant or "monolithicSparse"
+        if variant not in VMDK_VARIANTS:
+            raise VdError(f"VMDK variant {variant!r} unknown (choose {', '.join(VMDK_VARIANTS)})",
+                          path, errno.EINVAL)
+        vmdk_create.create(path, size, variant, parent)
+    if source is not None:
+        try:
+            copy_raw(source, path)
+        except BaseException:
+            _remove_created(path)
+            raise
+
+
+def _remove_created(path):
+    """Undo a create whose copy failed: the image and any extent files next to it."""
+    from .formats import open_image
+    try:
+        image = open_image(path)
+        files = [f.path for f in image.files]
+        image.close()
+    except VdError:
+        files = [path]
+    for f in set(files) | {path}:
+        try:
+            os.unlink(f)
+        except OSError:
+            pass
+
+
+def copy_raw(source, path):
+    """Write the non-zero chunks of raw file `source` into image `path`."""
+    from .formats import open_image
+    image = open_image(path, writable=True)
+    try:
+        with open(source, "rb", buffering=0) as f:
+            offset = 0
+            while True:
+                data = f.read(COPY_CHUNK)
+                if not data:
+                    break
+                if any(data):
+                    image.write(offset, data)
+                offset += len(data)
+        image.flush()
+    finally:
+        image.close()
