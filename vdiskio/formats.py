@@ -3,7 +3,7 @@
 import os
 
 from .errors import NotAnImage, VdError
-from . import vhd
+from . import log, vhd
 
 PROBE_BYTES = 4096
 
@@ -36,7 +36,13 @@ def open_image(path, writable=False, fd=None, chain=()):
 
     fd, if given, is an already open descriptor of path that the Image takes over.
     chain holds the (st_dev, st_ino) of the children above this file (cycle detection).
+    Warnings (a fallback to a backup structure) are printed only if the open succeeds.
     """
+    with log.deferred():
+        return _open_image(path, writable, fd, chain)
+
+
+def _open_image(path, writable, fd, chain):
     kind = sniff(path, fd)
     if kind == "vhd":
         image = vhd.open_vhd(path, writable, fd, chain)

@@ -6,8 +6,11 @@ written to stdout: in the shim that is the calling program's output.
 """
 
 import os
+import threading
+from contextlib import contextmanager
 
 _fd = None
+_local = threading.local()
 DEBUG = os.environ.get("VDISKIO_DEBUG") == "1"
 DUMP = os.environ.get("VDISKIO_DUMP") == "1"
 
@@ -40,7 +43,27 @@ def _emit(line):
 
 
 def warn(message):
-    _emit(message)
+    pending = getattr(_local, "pending", None)
+    if pending is not None:
+        pending.append(message)
+    else:
+        _emit(message)
+
+
+@contextmanager
+def deferred():
+    """Hold warnings until the block succeeds; drop them if it fails, so a failed open
+    prints exactly one line: its error."""
+    outer = getattr(_local, "pending", None)
+    _local.pending = []
+    try:
+        yield
+    except BaseException:
+        _local.pending = outer
+        raise
+    held, _local.pending = _local.pending, outer
+    for message in held:
+        warn(message)
 
 
 def debug(message):

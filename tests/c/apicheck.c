@@ -31,6 +31,10 @@
 extern char **environ;
 
 /* Fortified and old entry points, called directly as their users do. */
+extern int __open(const char *, int, ...);
+extern int __open64(const char *, int, ...);
+extern ssize_t __read(int, void *, size_t);
+extern ssize_t __pread64(int, void *, size_t, off_t);
 extern int __open_2(const char *, int);
 extern int __open64_2(const char *, int);
 extern int __openat_2(int, const char *, int);
@@ -120,6 +124,8 @@ static void check_open_family(const char *dir, const char *name)
     } opens[] = {
         {"open", open(image, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOATIME)},
         {"open64", open64(image, O_RDONLY)},
+        {"__open", __open(image, O_RDONLY)},
+        {"__open64", __open64(image, O_RDONLY)},
         {"__open_2", __open_2(image, O_RDONLY)},
         {"__open64_2", __open64_2(image, O_RDONLY)},
         {"openat", openat(dfd, name, O_RDONLY)},
@@ -150,8 +156,10 @@ static void check_reads(void)
     int fd = open_img();
     ssize_t n = read(fd, a, 1000);
     check_bytes("read", a, n, 0, 1000);
-    n = __read_chk(fd, a, 1000, sizeof a);
-    check_bytes("__read_chk", a, n, 1000, 1000);
+    n = __read_chk(fd, a, 500, sizeof a);
+    check_bytes("__read_chk", a, n, 1000, 500);
+    n = __read(fd, a, 500);
+    check_bytes("__read", a, n, 1500, 500);
     n = pread(fd, a, 4321, 12345);
     check_bytes("pread", a, n, 12345, 4321);
     n = pread64(fd, a, 777, 1);
@@ -160,6 +168,8 @@ static void check_reads(void)
     check_bytes("__pread_chk", a, n, 512, 512);
     n = __pread64_chk(fd, a, 100, 99, sizeof a);
     check_bytes("__pread64_chk", a, n, 99, 100);
+    n = __pread64(fd, a, 100, 7777);
+    check_bytes("__pread64", a, n, 7777, 100);
     /* The position moved by read only: 2000. */
     off_t pos = lseek(fd, 0, SEEK_CUR);
     if (pos != 2000)

@@ -1,0 +1,215 @@
+"""The vdiskio command, the environment variables, errors through the library, and an
+installation with pip into a fresh venv."""
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import shimlib
+from conftest import ROOT, qemu_convert_raw, random_raw, require_tool
+from conftest import run as run_plain
+from vdiskio import vhd_create
+from vdiskio.cli import parse_size
+
+MiB = 1 << 20
+VDISKIO = [sys.executable, "-m", "vdiskio"]
+
+
+@pytest.fixture(scope="module")
+def img(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    raw = random_raw(d / "src.raw", 6 * MiB, seed=5, holes=[(2 * MiB, 2 * MiB)])
+    path = d / "disk.vhd"
+    run_plain(VDISKIO + ["create", "--from", str(raw), str(path)], cwd=ROOT)
+    return path, raw
+
+
+def test_info_human_and_json(img):
+    path, raw = img
+    out = run_plain(VDISKIO + ["info", str(path)], cwd=ROOT).stdout.decode()
+    assert "format: vhd (dynamic)" in out and f"virtual size: {os.path.getsize(raw)}" in out
+    info = json.loads(run_plain(VDISKIO + ["info", "--json", str(path)], cwd=ROOT).stdout)
+    assert info["virtual_size"] == os.path.getsize(raw)
+    assert info["allocated_blocks"] == 2 and info["total_blocks"] == 3   # one block is a hole
+    assert info["block_size"] == 2 * MiB and info["parent"] is None
+
+
+def test_info_shows_the_parent_chain(img, tmp_path):
+    path, _ = img
+    base = tmp_path / "base.vhd"
+    shutil.copy(path, base)
+    child, grandchild = tmp_path / "child.vhd", tmp_path / "grand.vhd"
+    run_plain(VDISKIO + ["create", "-p", str(base), str(child)], cwd=ROOT)
+    run_plain(VDISKIO + ["create", "-p", str(child), str(grandchild)], cwd=ROOT)
+    info = json.loads(run_plain(VDISKIO + ["info", "--json", str(grandchild)], cwd=ROOT).stdout)
+    chain = []
+    while info:
+        chain.append((os.path.basename(info["path"]), info["variant"]))
+        info = info["parent"]
+    assert chain == [("grand.vhd", "differencing"), ("child.vhd", "differencing"),
+                     ("base.vhd", "dynamic")]
+
+
+def test_info_errors(tmp_path):
+    bad = tmp_path / "bad.vhd"
+    bad.write_bytes(b"conectix" + bytes(1024))
+    p = run_plain(VDISKIO + ["info", str(bad), str(tmp_path / "missing.vhd")], cwd=ROOT, check=False)
+    assert p.returncode == 1
+    lines = p.stderr.decode().strip().splitlines()
+    assert len(lines) == 2 and "bad.vhd" in lines[0] and "missing.vhd" in lines[1]
+
+
+def test_run_and_preload_path(img):
+    path, raw = img
+    lib = run_plain(VDISKIO + ["preload-path"], cwd=ROOT).stdout.decode().strip()
+    assert lib == str(shimlib.LIB) and os.path.exists(lib)
+    out = run_plain(VDISKIO + ["run", "--", "dd", f"if={path}", "bs=64k", "status=none"], cwd=ROOT)
+    assert out.stdout == raw.read_bytes()
+    p = run_plain(VDISKIO + ["run"], cwd=ROOT, check=False)
+    assert p.returncode == 2 and b"no command" in p.stderr
+
+
+def test_debug_dump_and_log(img, tmp_path):
+    path, raw = img
+    log = tmp_path / "trace.log"
+    p = run_plain(VDISKIO + ["run", "--debug", "--dump", "--log", str(log), "--",
+                             "dd", f"if={path}", "bs=512", "count=1", "skip=1", "status=none"],
+                  cwd=ROOT)
+    assert p.stdout == raw.read_bytes()[512:1024]
+    assert p.stderr == b""                      # nothing printed: it all went to the log
+    text = log.read_text()
+    assert f"open {path}" in text and "read " in text and "close fd" in text
+    first = raw.read_bytes()[512:528]
+    assert " ".join(f"{b:02x}" for b in first) in text     # the hex dump of the data read
+    # Without the variables, nothing at all is printed.
+    p = shimlib.run(["dd", f"if={path}", "bs=512", "count=1", "status=none"])
+    assert p.stderr == b""
+
+
+ERRNO_SCRIPT = textwrap.dedent("""
+    import os, sys
+    try:
+        fd = os.open(sys.argv[1], os.O_RDONLY)
+        os.read(fd, 1 << 20)
+        print("OK")
+    except OSError as e:
+        print(e.errno)
+""")
+
+
+@pytest.mark.parametrize("damage,err,words", [
+    (lambda p: os.truncate(p, 3 * 512), errno.EIO, "beyond the end of the file"),
+    (lambda p: _poke(p, 512 + 36, b"\0\0\0\1"), errno.EIO, "dynamic header checksum mismatch"),
+    (lambda p: _poke(p, 1536, b"\x7f\xff\xff\xf0"), errno.EIO, "BAT entry 0 points to sector"),
+])
+def test_damaged_image_errno_and_one_line(img, tmp_path, damage, err, words):
+    path = tmp_path / "bad.vhd"
+    shutil.copy(img[0], path)
+    damage(path)
+    p = shimlib.run([sys.executable, "-c", ERRNO_SCRIPT, str(path)])
+    assert p.stdout.decode().strip() == str(err)
+    lines = p.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and words in lines[0], lines
+
+
+def _poke(path, offset, data):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def test_otrunc_never_destroys_an_image(img, tmp_path):
+    path = tmp_path / "keep.vhd"
+    shutil.copy(img[0], path)
+    before = path.read_bytes()
+    p = shimlib.run(["dd", "if=/dev/zero", f"of={path}", "count=1", "status=none"], check=False)
+    assert p.returncode != 0 and b"O_TRUNC" in p.stderr and b"Operation not permitted" in p.stderr
+    p = shimlib.run(["sh", "-c", f"echo x > '{path}'"], check=False)
+    assert p.returncode != 0
+    assert path.read_bytes() == before
+
+
+def test_non_images_pass_through(tmp_path):
+    """A .vhd name with other content, and a new file, are plain files."""
+    fake = tmp_path / "notes.vhd"
+    fake.write_bytes(b"just text\n" * 100)
+    assert shimlib.run(["cat", str(fake)]).stdout == fake.read_bytes()
+    new = tmp_path / "new.vmdk"
+    shimlib.run(["sh", "-c", f"echo hello > '{new}'"])
+    assert new.read_bytes() == b"hello\n"
+    empty = tmp_path / "empty.vhd"
+    shimlib.run(["touch", str(empty)])
+    assert empty.exists() and empty.stat().st_size == 0
+
+
+def test_parse_size():
+    assert parse_size("4G") == 4 << 30 and parse_size("512M") == 512 << 20
+    assert parse_size("2048s") == 2048 * 512 and parse_size("100k") == 102400
+    assert parse_size("1GiB") == 1 << 30 and parse_size("4096") == 4096
+
+
+def test_create_refuses_to_overwrite(img, tmp_path):
+    path = tmp_path / "x.vhd"
+    path.write_bytes(b"precious")
+    p = run_plain(VDISKIO + ["create", "-s", "1M", str(path)], cwd=ROOT, check=False)
+    assert p.returncode == 1 and b"never overwrites" in p.stderr
+    assert path.read_bytes() == b"precious"
+
+
+def test_create_fixed_and_dynamic_read_by_qemu(tmp_path):
+    require_tool("qemu-img")
+    raw = random_raw(tmp_path / "r.raw", 9 * MiB + 512, seed=9, holes=[(2 * MiB, 4 * MiB)])
+    for variant in ("fixed", "dynamic"):
+        img = tmp_path / f"{variant}.vhd"
+        run_plain(VDISKIO + ["create", "-t", variant, "--from", str(raw), str(img)], cwd=ROOT)
+        out = qemu_convert_raw(img, tmp_path / f"{variant}.out", "vpc")
+        assert out.read_bytes() == raw.read_bytes()
+        assert run_plain(VDISKIO + ["check", str(img)], cwd=ROOT).returncode == 0
+    # The dynamic image stores only the blocks holding data: 3 of 5.
+    assert 6 * MiB < os.path.getsize(tmp_path / "dynamic.vhd") < 7 * MiB
+
+
+def test_check_reports_corruption(img, tmp_path):
+    path = tmp_path / "c.vhd"
+    shutil.copy(img[0], path)
+    # Point BAT entry 2 at block 0's sectors: two blocks overlap.
+    data = bytearray(path.read_bytes())
+    data[1536 + 8:1536 + 12] = data[1536:1540]
+    path.write_bytes(bytes(data))
+    p = run_plain(VDISKIO + ["check", str(path)], cwd=ROOT, check=False)
+    assert p.returncode == 1 and b"overlap" in p.stdout
+
+
+def test_pip_install_into_a_fresh_venv(img, tmp_path):
+    """pip install . into a new venv: the library finds its Python and package by itself,
+    from any directory, with no PYTHONPATH and another venv active."""
+    src = tmp_path / "src"
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    for f in files:
+        (src / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, src / f)
+    venv = tmp_path / "venv"
+    run_plain([sys.executable, "-m", "venv", str(venv)])
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    run_plain(pip + ["setuptools>=64", "wheel", "cffi"])
+    run_plain(pip + ["--no-build-isolation", str(src)])
+    shutil.rmtree(src)                         # nothing may point back at the source tree
+    path, raw = img
+    other = tmp_path / "other-venv"
+    run_plain([sys.executable, "-m", "venv", "--without-pip", str(other)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env.update(VIRTUAL_ENV=str(other), PATH=f"{other}/bin:/usr/bin:/bin")
+    p = subprocess.run([str(venv / "bin" / "vdiskio"), "run", "--", "dd", f"if={path}", "bs=1M",
+                        "status=none"], capture_output=True, env=env, cwd="/")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == raw.read_bytes()
+    lib = subprocess.run([str(venv / "bin" / "vdiskio"), "preload-path"], capture_output=True,
+                         text=True, env=env).stdout.strip()
+    assert lib.startswith(str(venv)) and os.path.exists(lib)
