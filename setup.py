@@ -42,7 +42,7 @@ preload = Extension(
     extra_compile_args=["-O2", "-fvisibility=hidden", "-U_FORTIFY_SOURCE", "-std=gnu11",
                         "-Wall", "-Wextra", "-Wno-unused-parameter"],
     extra_link_args=["-Wl,--version-script=" + os.path.join(SHIM, "libvdiskio.map"),
-                     "-Wl,-z,now", "-ldl", "-lpthread"],
+                     "-ldl", "-lpthread"],
 )
 
 setup(

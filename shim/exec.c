@@ -47,9 +47,7 @@ VD_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 VD_EXPORT int execveat(int dirfd, const char *path, char *const argv[], char *const envp[],
                        int flags)
 {
-    if (!real_execveat)
-        vd_resolve_real();
-    if (!real_execveat)
+    if (!HAVE_REAL(execveat))
         return vd_fail(ENOSYS);
     vd_share_all();
     return real_execveat(dirfd, path, argv, envp, flags);

@@ -34,9 +34,7 @@ static void forget_range(unsigned first, unsigned last)
 
 VD_EXPORT int close_range(unsigned first, unsigned last, int flags)
 {
-    if (!real_close_range)
-        vd_resolve_real();
-    if (!real_close_range)
+    if (!HAVE_REAL(close_range))
         return vd_fail(ENOSYS);
     int r = real_close_range(first, last, flags);
     if (r == 0 && !(flags & CLOSE_RANGE_CLOEXEC) && vd_active && !vd_guard &&
@@ -47,9 +45,7 @@ VD_EXPORT int close_range(unsigned first, unsigned last, int flags)
 
 VD_EXPORT void closefrom(int lowfd)
 {
-    if (!real_closefrom)
-        vd_resolve_real();
-    if (real_closefrom)
+    if (HAVE_REAL(closefrom))
         real_closefrom(lowfd);
     else
         REAL(close_range)((unsigned)lowfd, ~0U, 0);

@@ -1,4 +1,5 @@
-/* Pointers to the real libc functions, taken with dlsym(RTLD_NEXT). */
+/* Pointers to the real libc functions, taken with dlsym(RTLD_NEXT) when first used: a
+ * process that never calls one never pays its lookup. */
 #include "vd.h"
 
 #include <dlfcn.h>
@@ -21,7 +22,7 @@ static int is_optional(const char *name)
     return 0;
 }
 
-static void *resolve(const char *name)
+void *vd_resolve(const char *name)
 {
     void *p = dlsym(RTLD_NEXT, name);
     if (!p && !is_optional(name)) {
@@ -35,13 +36,10 @@ static void *resolve(const char *name)
     return p;
 }
 
-void vd_resolve_real(void)
+/* Optional functions: NULL when this libc lacks them (their interposers answer ENOSYS). */
+int vd_have_real(void **slot, const char *name)
 {
-    static atomic_int done;
-    if (atomic_load_explicit(&done, memory_order_acquire))
-        return;
-#define VD_RESOLVE(ret, name, args) real_##name = (ret(*) args)resolve(#name);
-    VD_REAL_LIST(VD_RESOLVE)
-#undef VD_RESOLVE
-    atomic_store_explicit(&done, 1, memory_order_release);
+    if (!*slot)
+        *slot = vd_resolve(name);
+    return *slot != NULL;
 }

@@ -137,9 +137,7 @@ static void patch_statx(struct statx *stx, const struct stat64 *st)
 
 VD_EXPORT int statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *stx)
 {
-    if (!real_statx)
-        vd_resolve_real();
-    if (!real_statx)
+    if (!HAVE_REAL(statx))
         return vd_fail(ENOSYS);
     if (VD_LIKELY(vd_guard == 0)) {
         struct stat64 st;

@@ -388,7 +388,6 @@ void vd_hexdump(uint64_t off, const void *buf, size_t n)
 /* ---- start-up ---------------------------------------------------------------------------------- */
 __attribute__((constructor)) static void vd_init(void)
 {
-    vd_resolve_real();
     vd_owner = (pid_t)syscall(SYS_getpid);
     const char *e = getenv("VDISKIO_DEBUG");
     vd_debug = e && e[0] == '1';

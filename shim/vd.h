@@ -94,9 +94,14 @@
 VD_REAL_LIST(VD_DECLARE_REAL)
 #undef VD_DECLARE_REAL
 
-void vd_resolve_real(void);
+void *vd_resolve(const char *name);
+int vd_have_real(void **slot, const char *name);
 /* The real function, resolved on first use (interposers may run before constructors). */
-#define REAL(name) (*(VD_LIKELY(real_##name != NULL) ? real_##name : (vd_resolve_real(), real_##name)))
+#define REAL(name)                                                                          \
+    (*(VD_LIKELY(real_##name != NULL)                                                       \
+           ? real_##name                                                                    \
+           : (real_##name = (__typeof__(real_##name))vd_resolve(#name))))
+#define HAVE_REAL(name) vd_have_real((void **)&real_##name, #name)
 
 /* ---- thread-local guard ------------------------------------------------------------- */
 /* Non-zero while this thread runs vdiskio's own code (Python decoder, start-up): every

@@ -8,8 +8,7 @@ positions belong to the caller; a Disk only knows the whole virtual disk.
 
 import errno
 import os
-import re
-import threading
+from _thread import RLock, allocate_lock
 
 from . import log
 from .errors import NotAnImage, VdError
@@ -27,12 +26,13 @@ MAX_PARTITION = 128
 
 # <image>[SEP]N: the last ".vhd" or ".vmdk" in the name, up to 24 characters of
 # separator and digits (the shim's name rule, shim/open.c).
-PART_LINK = re.compile(r"^(?P<image>.*\.(?:vhd|vmdk))(?P<sep>.{0,23}?)(?P<num>\d+)$", re.I)
+PART_LINK = r"^(?P<image>.*\.(?:vhd|vmdk))(?P<sep>.{0,23}?)(?P<num>\d+)$"
 
 
 def partition_number(link_path):
     """Partition number a link's name asks for, or None if the name is not <image>N."""
-    m = PART_LINK.match(os.path.basename(link_path))
+    import re           # only partition links need it: keep it out of every first open
+    m = re.match(PART_LINK, os.path.basename(link_path), re.I)
     if not m or len(m.group("sep")) + len(m.group("num")) > 24:
         return None
     if m.group("sep").lower().startswith("x") and m.group("image").lower().endswith(".vhd"):
@@ -54,7 +54,7 @@ class Disk:
         self.refs = 0
         self.retired = []           # images replaced by a writable reopen, closed at the end
         self.shift = block_shift(image.block_size)
-        self.lock = threading.Lock()
+        self.lock = allocate_lock()
 
     @property
     def path(self):
@@ -198,7 +198,7 @@ class Registry:
         self.by_handle = {}
         self.by_key = {}
         self.next_handle = 1
-        self.lock = threading.RLock()
+        self.lock = RLock()
 
     def resolve(self, path, part):
         """(image path, partition number) for a path the shim handed over.

@@ -6,11 +6,10 @@ written to stdout: in the shim that is the calling program's output.
 """
 
 import os
-import threading
-from contextlib import contextmanager
+from _thread import _local
 
 _fd = None
-_local = threading.local()
+_local = _local()
 DEBUG = os.environ.get("VDISKIO_DEBUG") == "1"
 DUMP = os.environ.get("VDISKIO_DUMP") == "1"
 
@@ -50,20 +49,20 @@ def warn(message):
         _emit(message)
 
 
-@contextmanager
-def deferred():
+class deferred:
     """Hold warnings until the block succeeds; drop them if it fails, so a failed open
     prints exactly one line: its error."""
-    outer = getattr(_local, "pending", None)
-    _local.pending = []
-    try:
-        yield
-    except BaseException:
-        _local.pending = outer
-        raise
-    held, _local.pending = _local.pending, outer
-    for message in held:
-        warn(message)
+
+    def __enter__(self):
+        self.outer = getattr(_local, "pending", None)
+        _local.pending = []
+
+    def __exit__(self, exc_type, exc, tb):
+        held, _local.pending = _local.pending, self.outer
+        if exc_type is None:
+            for message in held:
+                warn(message)
+        return False
 
 
 def debug(message):

@@ -8,7 +8,36 @@ specifications, and checks the two agree.)
 """
 
 import struct
-from collections import namedtuple
+from operator import itemgetter
+
+
+def record_type(name, fields):
+    """A namedtuple-like class (parse results, _replace, _make, _fields) built without
+    collections.namedtuple, whose import and exec'd code cost milliseconds at start-up."""
+
+    def __new__(cls, *args, **kwargs):
+        if kwargs:
+            args = args + tuple(kwargs[f] for f in fields[len(args):])
+        if len(args) != len(fields):
+            raise TypeError(f"{name} takes {len(fields)} fields, got {len(args)}")
+        return tuple.__new__(cls, args)
+
+    def _replace(self, **changes):
+        return tuple.__new__(type(self), [changes.pop(f, v) for f, v in zip(fields, self)]) \
+            if not set(changes) - set(fields) else _bad_fields(changes, fields)
+
+    def __repr__(self):
+        return f"{name}(" + ", ".join(f"{f}={v!r}" for f, v in zip(fields, self)) + ")"
+
+    namespace = {f: property(itemgetter(i)) for i, f in enumerate(fields)}
+    namespace.update(__new__=__new__, _replace=_replace, __repr__=__repr__, __slots__=(),
+                     _fields=tuple(fields), _make=classmethod(tuple.__new__),
+                     _asdict=lambda self: dict(zip(fields, self)))
+    return type(name, (tuple,), namespace)
+
+
+def _bad_fields(changes, fields):
+    raise ValueError(f"unknown fields {sorted(set(changes) - set(fields))}")
 
 
 class Record:
@@ -19,7 +48,7 @@ class Record:
         self.fields = fields
         self.struct = struct.Struct(byteorder + "".join(fmt for _, fmt in fields))
         self.size = self.struct.size
-        self.type = namedtuple(name, [field for field, _ in fields])
+        self.type = record_type(name, [field for field, _ in fields])
 
     def parse(self, buf, offset=0):
         return self.type._make(self.struct.unpack_from(buf, offset))

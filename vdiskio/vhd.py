@@ -9,9 +9,6 @@ mean "read this sector from the parent".
 
 import os
 import struct
-import sys
-import uuid
-from array import array
 
 from . import log
 from .backing import BackingFile
@@ -29,6 +26,7 @@ from .vhd_structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_F
 # current_size, and so does any image at the maximum geometry.
 CHS_CREATORS = (b"vpc ", b"qemu")
 
+_BE32 = struct.Struct(">I")
 MAX_VIRTUAL_SIZE = 1 << 48          # 256 TiB: anything larger is a corrupt header
 MAX_BLOCK_SIZE = 1 << 28            # 256 MiB blocks
 MAX_LOCATOR_BYTES = 1 << 16
@@ -44,6 +42,12 @@ def is_vhd(head, tail):
     """Does a file starting with `head` and ending with `tail` (>= 512 bytes) look like a VHD?"""
     return head[:8] == FOOTER_COOKIE or tail[-512:-504] == FOOTER_COOKIE or \
         tail[-511:-503] == FOOTER_COOKIE
+
+
+def uuid_text(raw):
+    """A 16-byte id as text (uuid imported here: it costs milliseconds at start-up)."""
+    import uuid
+    return str(uuid.UUID(bytes=raw))
 
 
 def chs_size(footer):
@@ -138,7 +142,7 @@ class VHD(Image):
             "geometry": {"cylinders": ft.cylinders, "heads": ft.heads,
                          "sectors_per_track": ft.sectors_per_track},
             "size_rule": "chs" if uses_chs(ft) else "current_size",
-            "unique_id": str(uuid.UUID(bytes=ft.unique_id)),
+            "unique_id": uuid_text(ft.unique_id),
         })
         return info
 
@@ -197,21 +201,19 @@ class DynamicVHD(VHD):
         if hdr.table_offset < SECTOR or hdr.table_offset + bat_bytes > f.size:
             raise CorruptImage(f"BAT at offset {hdr.table_offset} ({bat_bytes} bytes) lies beyond"
                                f" the end of the file ({f.size} bytes)", f.path)
-        bat = array("I")
-        bat.frombytes(f.read_exact(hdr.table_offset, 4 * self.block_count, "BAT"))
-        if bat.itemsize != 4:
-            raise VdError("platform without 32-bit array items", f.path)
-        if sys.byteorder == "little":
-            bat.byteswap()
-        self.bat = bat
+        # The BAT stays as its big-endian bytes: entries are decoded when used.
+        self.bat = bytearray(f.read_exact(hdr.table_offset, 4 * self.block_count, "BAT"))
         self.bitmap_size = -(-(bs // SECTOR // 8) // SECTOR) * SECTOR
         self.bitmap_bytes = -(-bs // SECTOR // 8)
         self._bitmaps = {}
         self.next_free = None       # where the next block goes (the trailing footer's place)
 
+    def bat_entry(self, block):
+        return _BE32.unpack_from(self.bat, 4 * block)[0]
+
     def block_data_offset(self, block):
         """Physical offset of block's data, None if unallocated; validated on every use."""
-        entry = self.bat[block]
+        entry = self.bat_entry(block)
         if entry == UNUSED_BAT_ENTRY:
             return None
         start = entry * SECTOR
@@ -223,11 +225,11 @@ class DynamicVHD(VHD):
 
     def _zero_run(self, block):
         """Blocks from `block` on that are unallocated, as one extent (bounded scan)."""
-        bat = self.bat
         end = min(self.block_count, block + ZERO_RUN_SCAN)
-        last = block + 1
-        while last < end and bat[last] == UNUSED_BAT_ENTRY:
-            last += 1
+        chunk = bytes(self.bat[4 * block:4 * end])
+        # Leading 0xFF bytes, in whole entries, are the unallocated ones (an allocated
+        # entry may start with 0xFF, but never is all 0xFF).
+        last = block + max(1, (len(chunk) - len(chunk.lstrip(b"\xff"))) // 4)
         start = block * self.block_size
         return start, min(last * self.block_size, self.size) - start
 
@@ -251,7 +253,7 @@ class DynamicVHD(VHD):
     def bitmap(self, block):
         bm = self._bitmaps.get(block)
         if bm is None:
-            start = self.bat[block] * SECTOR
+            start = self.bat_entry(block) * SECTOR
             bm = bytearray(self.file.read_exact(start, self.bitmap_bytes,
                                                 f"sector bitmap of block {block}"))
             if len(self._bitmaps) >= BITMAP_CACHE_BLOCKS:
@@ -276,7 +278,7 @@ class DynamicVHD(VHD):
         for sector in range(first, first + count):
             bm[sector >> 3] |= 0x80 >> (sector & 7)
         if bytes(bm[lo:hi + 1]) != before:
-            self.file.pwrite(self.bat[block] * SECTOR + lo, bytes(bm[lo:hi + 1]))
+            self.file.pwrite(self.bat_entry(block) * SECTOR + lo, bytes(bm[lo:hi + 1]))
 
     # -- writing -------------------------------------------------------------------------
     def _next_free(self):
@@ -304,7 +306,7 @@ class DynamicVHD(VHD):
         self.file.pwrite(start + self.bitmap_size + inblk, chunk)
         self.file.pwrite(start, bytes(present) + bytes(self.bitmap_size - len(present)))
         self.file.pwrite(self.header.table_offset + 4 * block, struct.pack(">I", start // SECTOR))
-        self.bat[block] = start // SECTOR
+        _BE32.pack_into(self.bat, 4 * block, start // SECTOR)
         self._bitmaps[block] = bytearray(present)
         self.next_free = end
 
@@ -349,8 +351,11 @@ class DynamicVHD(VHD):
                 zero_file_range(self.file, data + inblk, n)
             offset += n
 
+    def bat_entries(self):
+        return [e for (e,) in _BE32.iter_unpack(self.bat)]
+
     def allocated_blocks(self):
-        return self.block_count - self.bat.count(UNUSED_BAT_ENTRY)
+        return self.block_count - self.bat_entries().count(UNUSED_BAT_ENTRY)
 
     def check(self):
         f = self.file
@@ -373,7 +378,7 @@ class DynamicVHD(VHD):
         meta_end = max(a + alen for a, alen, _ in meta)
         data_end = f.size - SECTOR if trailing is not None else f.size
         spans = []
-        for block, entry in enumerate(self.bat):
+        for block, entry in enumerate(self.bat_entries()):
             if entry == UNUSED_BAT_ENTRY:
                 continue
             start = entry * SECTOR
@@ -473,7 +478,7 @@ class DifferencingVHD(DynamicVHD):
     def info(self):
         info = super().info()
         hdr = self.header
-        info["parent_unique_id"] = str(uuid.UUID(bytes=hdr.parent_unique_id))
+        info["parent_unique_id"] = uuid_text(hdr.parent_unique_id)
         info["parent_name"] = _utf16(hdr.parent_unicode_name, "utf-16-be")
         info["parent_locators"] = [f"{code}:{name}" for code, name in parent_locators(self.file, hdr)]
         if self.parent is None:
@@ -577,8 +582,8 @@ def _open_parent(f, hdr, chain):
     if mismatch:
         path, parent = mismatch
         parent.close()
-        raise CorruptImage(f"parent {path} has unique id {uuid.UUID(bytes=parent.footer.unique_id)},"
-                           f" the child expects {uuid.UUID(bytes=hdr.parent_unique_id)};"
+        raise CorruptImage(f"parent {path} has unique id {uuid_text(parent.footer.unique_id)},"
+                           f" the child expects {uuid_text(hdr.parent_unique_id)};"
                            f" set {IGNORE_PARENT_ID}=1 to use it anyway", f.path)
     if refusal:
         raise refusal
