@@ -1,0 +1,414 @@
+"""VMDK decoder: a descriptor, the extents it concatenates, and the parent of a snapshot.
+
+A VMDK disk is a text descriptor (its own small file, or embedded in a hosted sparse
+extent) listing extents in virtual order. Each extent is a flat file region, zeros, or a
+sparse file of one of three kinds: hosted sparse "KDMV" (vmdk_sparse), ESX "COWD"
+(vmdk_cowd) or seSparse (vmdk_sesparse). What a sparse extent does not hold comes from
+the parent named by parentFileNameHint, itself any image formats.open_image can open.
+
+The mapping, one sentence: virtual offset -> extent (binary search on starts) -> grain
+directory -> grain table (LRU) -> grain in the extent file, or zeros, or the parent.
+"""
+
+import os
+
+# vmdk_cowd and vmdk_sesparse are imported when an image needs them: this module is
+# imported inside every process on its first image open, and those formats are rare.
+from . import vmdk_descriptor, vmdk_sparse
+from .backing import BackingFile
+from .errors import CorruptImage, MissingFile, Refused, Unsupported, VdError
+from .image import SPECIAL, ZERO, Extent, Image
+from .paths import resolve_related
+from .vmdk_extents import UNALLOCATED, FlatExtent, GrainTableExtent, NoAccessExtent, ZeroExtent
+from .vmdk_structs import (COWD_MAGIC_BYTES, SECTOR, SESPARSE_MAGIC_BYTES, SPARSE_EXTENT_HEADER,
+                           SPARSE_MAGIC_BYTES)
+
+MAX_VIRTUAL_SIZE = 1 << 48           # 256 TiB
+MAX_CHAIN_DEPTH = 64
+FLAT_BLOCK_SIZE = 2 << 20            # block_size of a disk without sparse extents
+
+IGNORE_PARENT = "VDISKIO_IGNORE_PARENT"          # read a snapshot alone (as vhd.py)
+IGNORE_PARENT_ID = "VDISKIO_IGNORE_PARENT_ID"    # accept a parent whose CID differs (as vhd.py)
+
+RAW_DEVICE_CREATE_TYPES = {"vmfsRaw", "vmfsRawDeviceMap", "vmfsRDM", "vmfsRDMP",
+                           "vmfsPassthroughRawDeviceMap", "fullDevice", "partitionedDevice"}
+KNOWN_CREATE_TYPES = {"monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse",
+                      "twoGbMaxExtentFlat", "2GbMaxExtentSparse", "2GbMaxExtentFlat",
+                      "streamOptimized", "vmfs", "vmfsThin", "vmfsThick", "vmfsSparse",
+                      "vmfsPreallocated", "vmfsEagerZeroedThick", "seSparse", "custom"}
+RAW_DEVICE_EXTENT_TYPES = {"VMFSRDM", "VMFSRAW", "VMFSRDMP", "VMFSPASSTHROUGHRAWDEVICEMAP"}
+FLAT_EXTENT_TYPES = {"FLAT", "VMFS"}
+SPARSE_EXTENT_TYPES = {"SPARSE", "VMFSSPARSE"}
+WRITABLE_EXTENT_TYPES = {"FLAT", "VMFS", "SPARSE"}     # COWD and seSparse never take writes
+KNOWN_DESCRIPTOR_VERSIONS = ("1", "2", "3")
+
+# is_vmdk's rule, mirrored in C by the shim; keep the two identical.
+#  1. The file starts with "KDMV" or "COWD", or with the 8 bytes be ba fe ca 00 00 00 00
+#     (seSparse's 64-bit little-endian magic 0xcafebabe): a VMDK.
+#  2. Otherwise the head (the file's first 4096 bytes, fewer if the file is shorter) is a
+#     text descriptor when: (a) from its first NUL byte, if any, to its end every byte is
+#     NUL (descriptors may be NUL-padded; binary files have NULs inside), and (b) before
+#     that NUL, some line (at offset 0 or right after a '\n') is made of optional spaces
+#     and tabs, the exact bytes "createType" (case-sensitive), optional spaces and tabs,
+#     then '='. Every tool writes createType near the top; the first line varies.
+
+
+def is_vmdk(head):
+    """Is a file whose first 4096 bytes are `head` a VMDK (sparse extent or descriptor)?"""
+    if head[:4] in (SPARSE_MAGIC_BYTES, COWD_MAGIC_BYTES) or head[:8] == SESPARSE_MAGIC_BYTES:
+        return True
+    nul = head.find(b"\0")
+    if nul >= 0:
+        if head.count(b"\0", nul) != len(head) - nul:
+            return False
+        head = head[:nul]
+    for line in head.split(b"\n"):
+        line = line.lstrip(b" \t")
+        if line.startswith(b"createType") and line[10:].lstrip(b" \t").startswith(b"="):
+            return True
+    return False
+
+
+class VMDK(Image):
+    """A VMDK disk: its extents in virtual order and, for a snapshot, its parent."""
+
+    format = "vmdk"
+
+    def __init__(self, f, writable):
+        super().__init__(f.path)
+        self.file = f
+        self.files = [f]
+        self.writable = writable
+        self.descriptor = None
+        self.descriptor_location = None     # "file", "embedded" or None
+        self.vmdk_extents = []
+        self._starts = []
+
+    # -- opening ------------------------------------------------------------------------
+    def load(self):
+        f = self.file
+        magic = f.pread(0, 8)
+        if magic[:4] == SPARSE_MAGIC_BYTES:
+            self._load_hosted_sparse()
+        elif magic[:4] == COWD_MAGIC_BYTES:
+            from . import vmdk_cowd
+            header = vmdk_cowd.read_header(f)
+            self.variant = "vmfsSparse"
+            self._add(vmdk_cowd.CowdExtent(None, 0, header.num_sectors * SECTOR, f, "RW", header))
+        elif magic == SESPARSE_MAGIC_BYTES:
+            from . import vmdk_sesparse
+            header = vmdk_sesparse.read_header(f)
+            self.variant = "seSparse"
+            self._add(vmdk_sesparse.SESparseExtent(None, 0, header.capacity * SECTOR, f, "RW",
+                                                   header))
+        else:
+            if f.size > vmdk_descriptor.MAX_DESCRIPTOR_BYTES:
+                raise CorruptImage(f"descriptor file of {f.size} bytes is larger than the"
+                                   f" {vmdk_descriptor.MAX_DESCRIPTOR_BYTES} bytes a descriptor"
+                                   f" may have", f.path)
+            self.descriptor = vmdk_descriptor.parse(f.pread(0, f.size), f.path)
+            self.descriptor_location = "file"
+            self._load_extents(self.descriptor)
+        self.size = self.vmdk_extents[-1].end
+        if self.size > MAX_VIRTUAL_SIZE:
+            raise CorruptImage(f"virtual size {self.size} is absurd", f.path)
+        self._starts = [e.start for e in self.vmdk_extents]
+
+    def _read_embedded_descriptor(self, header):
+        f = self.file
+        if not header.descriptor_offset or not header.descriptor_size:
+            return None
+        nbytes = header.descriptor_size * SECTOR
+        if nbytes > vmdk_descriptor.MAX_DESCRIPTOR_BYTES:
+            raise CorruptImage(f"embedded descriptor of {header.descriptor_size} sectors is larger"
+                               f" than a descriptor may be", f.path)
+        raw = f.read_exact(header.descriptor_offset * SECTOR, nbytes, "embedded descriptor")
+        return vmdk_descriptor.parse(raw, f.path)
+
+    def _load_hosted_sparse(self):
+        f = self.file
+        first = SPARSE_EXTENT_HEADER.parse(f.read_exact(0, SPARSE_EXTENT_HEADER.size,
+                                                        "sparse extent header"))
+        if first.capacity == 0 and first.descriptor_offset and first.descriptor_size:
+            # A sparse file holding only a descriptor: its extents are other files.
+            self.descriptor = self._read_embedded_descriptor(first)
+            self.descriptor_location = "embedded"
+            self._load_extents(self.descriptor)
+            return
+        header = vmdk_sparse.read_header(f)
+        desc = self._read_embedded_descriptor(header)
+        access = "RW"
+        if desc is not None:
+            self.descriptor, self.descriptor_location = desc, "embedded"
+            # The embedded descriptor names this very file; its name may be stale after a
+            # rename, so only its access mode is used.
+            if len(desc.extents) == 1 and desc.extents[0].access in ("RW", "RDONLY"):
+                access = desc.extents[0].access
+        extent = vmdk_sparse.HostedSparseExtent(None, 0, header.capacity * SECTOR, f, access,
+                                                header)
+        self._add(extent)
+        default = "streamOptimized" if extent.compressed else "monolithicSparse"
+        self.variant = (desc.create_type if desc is not None else None) or default
+
+    def _load_extents(self, desc):
+        path = self.path
+        create_type = desc.create_type
+        if create_type is None:
+            raise CorruptImage("descriptor has no createType", path)
+        if create_type in RAW_DEVICE_CREATE_TYPES:
+            raise Unsupported(f"createType {create_type!r}: raw device mappings are not supported",
+                              path)
+        if create_type not in KNOWN_CREATE_TYPES:
+            raise Unsupported(f"unknown createType {create_type!r}", path)
+        if desc.version is not None and desc.version not in KNOWN_DESCRIPTOR_VERSIONS:
+            raise Unsupported(f"descriptor version={desc.version} (known: 1, 2, 3)", path)
+        if not desc.extents:
+            raise CorruptImage("descriptor lists no extents", path)
+        self.variant = create_type
+        base = os.path.dirname(os.path.abspath(path))
+        plans = []
+        start = 0
+        for line in desc.extents:
+            size = line.sectors * SECTOR
+            if start + size > MAX_VIRTUAL_SIZE:
+                raise CorruptImage(f"extents add up to more than {MAX_VIRTUAL_SIZE} bytes", path)
+            plans.append((line, start, size, self._resolve_extent(line, base)))
+            start += size
+        files = self._open_extent_files(plans)
+        for line, start, size, real in plans:
+            self._add(self._make_extent(line, start, size, files.get(real)))
+
+    def _resolve_extent(self, line, base):
+        """The real path of the extent's file (None for ZERO and NOACCESS extents)."""
+        kind = line.type
+        if kind in RAW_DEVICE_EXTENT_TYPES:
+            raise Unsupported(f"extent on descriptor line {line.line_no} is of type {kind}: raw"
+                              f" device mappings are not supported", self.path)
+        if kind not in FLAT_EXTENT_TYPES | SPARSE_EXTENT_TYPES | {"SESPARSE", "ZERO"}:
+            raise Unsupported(f"extent on descriptor line {line.line_no} has unknown type"
+                              f" {kind!r}", self.path)
+        if line.access == "NOACCESS" or kind == "ZERO":
+            return None
+        return resolve_related(base, line.file_name, "extent", self.path)
+
+    def _open_extent_files(self, plans):
+        """Open each extent file once, even when several lines name it (one fd, one lock):
+        writable when some RW line of a format that takes writes uses it."""
+        writable = {}
+        order = []
+        for line, _start, _size, real in plans:
+            if real is None:
+                continue
+            if real not in writable:
+                order.append(real)
+                writable[real] = False
+            writable[real] |= self.writable and line.access == "RW" and \
+                line.type in WRITABLE_EXTENT_TYPES
+        by_inode = {(self.file.dev, self.file.ino): self.file}
+        files = {}
+        for real in order:
+            f = BackingFile(real, writable[real])
+            key = (f.dev, f.ino)
+            if key in by_inode and (by_inode[key].writable or not f.writable):
+                f.close()                       # a hard link or the descriptor itself
+                f = by_inode[key]
+            else:
+                by_inode[key] = f
+                self.files.append(f)
+            files[real] = f
+        return files
+
+    def _make_extent(self, line, start, size, f):
+        where = f"extent on descriptor line {line.line_no}"
+        kind = line.type
+        if line.access == "NOACCESS":
+            return NoAccessExtent(line, start, size, self.path)
+        if kind == "ZERO":
+            return ZeroExtent(line, start, size, None, line.access)
+        if kind in FLAT_EXTENT_TYPES:
+            return FlatExtent(line, start, size, f, line.access, line.offset * SECTOR, kind)
+        magic = f.pread(0, 8)
+        if kind == "SESPARSE":
+            from . import vmdk_sesparse
+            if magic != SESPARSE_MAGIC_BYTES:
+                raise CorruptImage(f"SESPARSE extent without a seSparse header ({where} of"
+                                   f" {self.path})", f.path)
+            return vmdk_sesparse.SESparseExtent(line, start, size, f, line.access,
+                                                vmdk_sesparse.read_header(f))
+        if magic[:4] == SPARSE_MAGIC_BYTES:
+            return vmdk_sparse.HostedSparseExtent(line, start, size, f, line.access,
+                                                  vmdk_sparse.read_header(f))
+        if magic[:4] == COWD_MAGIC_BYTES:
+            from . import vmdk_cowd
+            return vmdk_cowd.CowdExtent(line, start, size, f, line.access,
+                                        vmdk_cowd.read_header(f))
+        raise CorruptImage(f"{kind} extent without a 'KDMV' or 'COWD' header ({where} of"
+                           f" {self.path})", f.path)
+
+    def _add(self, extent):
+        self.vmdk_extents.append(extent)
+
+    def finish(self):
+        """Settle what depends on the whole chain: block size and writability."""
+        grains = [e.grain_bytes for e in self.vmdk_extents if isinstance(e, GrainTableExtent)]
+        block = min(grains) if grains else FLAT_BLOCK_SIZE
+        if self.parent is not None:
+            block = min(block, self.parent.block_size)
+        self.block_size = block
+        self.read_only = not (self.writable and all(
+            e.access == "RW" and e.writes_in_place for e in self.vmdk_extents))
+
+    # -- identity -----------------------------------------------------------------------
+    @property
+    def cid(self):
+        return self.descriptor.cid if self.descriptor is not None else None
+
+    @property
+    def parent_cid(self):
+        return self.descriptor.parent_cid if self.descriptor is not None else None
+
+    @property
+    def parent_file_name_hint(self):
+        return self.descriptor.parent_file_name_hint if self.descriptor is not None else None
+
+    @property
+    def loaded_grain_tables(self):
+        """Grain tables read from disk so far by this image's own extents (not its parents)."""
+        return sum(getattr(e, "loaded_grain_tables", 0) for e in self.vmdk_extents)
+
+    # -- mapping ------------------------------------------------------------------------
+    def extent_of(self, offset):
+        """The VMDK extent (descriptor line) holding virtual offset."""
+        if not 0 <= offset < self.size:
+            raise VdError(f"offset {offset} is outside the {self.size}-byte disk", self.path)
+        starts = self._starts
+        lo, hi = 0, len(starts)           # the last extent starting at or before offset
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if starts[mid] <= offset:
+                lo = mid
+            else:
+                hi = mid
+        return self.vmdk_extents[lo]
+
+    def extent_at(self, offset):
+        ext = self.extent_of(offset).map(offset)
+        if ext.kind == UNALLOCATED:
+            return self.unallocated(ext.offset, ext.length, offset)
+        if ext.kind == SPECIAL:
+            ext.layer = self
+        return ext
+
+    def unallocated(self, start, length, offset):
+        """What this disk does not hold comes from the parent (zeros without one)."""
+        if self.parent is None or offset >= self.parent.size:
+            return Extent(start, length, ZERO)
+        ext = self.parent.extent_at(offset)
+        return ext.clipped(start, min(start + length, self.parent.size), owned=False)
+
+    def read_special(self, extent, offset, length):
+        data = self.extent_of(offset).read_compressed(extent.phys, offset, length)
+        if len(data) != length:
+            raise CorruptImage(f"compressed grain at offset {extent.phys} is short",
+                               extent.file.path)
+        return data
+
+    # -- description --------------------------------------------------------------------
+    def info(self):
+        info = super().info()
+        desc = self.descriptor
+        sparse = [e for e in self.vmdk_extents if isinstance(e, GrainTableExtent)]
+        counts = [e.allocated_grains() for e in sparse]
+        info.update({
+            "createType": self.variant,
+            "descriptor": self.descriptor_location,
+            "version": _number(desc.version) if desc is not None else None,
+            "CID": _hex(self.cid),
+            "parentCID": _hex(self.parent_cid),
+            "parentFileNameHint": self.parent_file_name_hint,
+            "extents": [e.info() for e in self.vmdk_extents],
+            "grain_size": sparse[0].grain_bytes // SECTOR if sparse else None,
+            "sparse_version": getattr(sparse[0], "version", None) if sparse else None,
+            "compression": "deflate" if any(e.compressed for e in sparse) else "none",
+            "flags": getattr(sparse[0], "flags", None) if sparse else None,
+            "allocated_grains": None if None in counts else sum(counts),
+            "loaded_grain_tables": self.loaded_grain_tables,
+        })
+        if desc is not None and desc.has_parent and self.parent is None:
+            info["parent_ignored"] = True
+        return info
+
+
+def _number(text):
+    return int(text) if text is not None and text.isdigit() else text
+
+
+def _hex(value):
+    return None if value is None else f"{value:08x}"
+
+
+def _parent_candidates(hint):
+    """Names to try for the parent, relative to the child's directory (or absolute)."""
+    posix = hint.replace("\\", "/")
+    names = []
+    if not (len(posix) >= 2 and posix[1] == ":"):   # a Windows drive path: only its name
+        names.append(posix)
+    base = posix.rsplit("/", 1)[-1]
+    if base and base not in names:
+        names.append(base)
+    return names
+
+
+def _open_parent(image, chain):
+    from . import formats
+
+    hint = image.parent_file_name_hint
+    base = os.path.dirname(os.path.abspath(image.path))
+    refusal = None
+    for name in _parent_candidates(hint):
+        try:
+            path = resolve_related(base, name, "parent image", image.path)
+        except MissingFile:
+            continue
+        except Refused as e:
+            refusal = refusal or e
+            continue
+        parent = formats.open_image(path, writable=False, chain=chain)
+        expected = image.parent_cid
+        actual = parent.cid if isinstance(parent, VMDK) else None
+        if actual != expected and os.environ.get(IGNORE_PARENT_ID) != "1":
+            parent.close()
+            found = f"CID {actual:08x}" if actual is not None else "no CID"
+            wanted = f"parentCID {expected:08x}" if expected is not None else "a parentCID"
+            raise CorruptImage(f"parent {path} has {found}, the child expects {wanted};"
+                               f" set {IGNORE_PARENT_ID}=1 to use it anyway", image.path)
+        return parent
+    if refusal is not None:
+        raise refusal
+    raise MissingFile(f"parent image {hint!r} not found (looked in {base}); set"
+                      f" {IGNORE_PARENT}=1 to read the snapshot alone", image.path)
+
+
+def open_vmdk(path, writable=False, fd=None, chain=()):
+    """Open a VMDK (and, for a snapshot, its parents, always read-only) as an Image."""
+    f = BackingFile(path, writable, fd)
+    image = None
+    try:
+        key = (f.dev, f.ino)
+        if key in chain:
+            raise CorruptImage("parent chain loops back to this file", path)
+        if len(chain) >= MAX_CHAIN_DEPTH:
+            raise CorruptImage(f"parent chain deeper than {MAX_CHAIN_DEPTH}", path)
+        image = VMDK(f, writable)
+        image.load()
+        desc = image.descriptor
+        if desc is not None and desc.has_parent and os.environ.get(IGNORE_PARENT) != "1":
+            image.parent = _open_parent(image, chain + (key,))
+        image.finish()
+        return image
+    except BaseException:
+        if image is not None:
+            image.close()
+        else:
+            f.close()
+        raise

@@ -1,0 +1,290 @@
+"""VMDK extents: the pieces a descriptor concatenates into one virtual disk.
+
+Each extent answers `map(offset)` for virtual offsets inside it with an image.Extent in
+virtual coordinates, never crossing its own end. Flat, zero and no-access extents are
+one line each; GrainTableExtent holds what the three sparse formats share (a grain
+directory in memory, grain tables loaded on demand into a small LRU, runs of like
+grains merged into one answer); vmdk_sparse, vmdk_cowd and vmdk_sesparse say where their
+tables are and what an entry means.
+"""
+
+import _thread                      # (threading costs a millisecond at import)
+import errno
+import struct
+import sys
+
+from . import log
+from .errors import CorruptImage, VdError
+from .image import DATA, SPECIAL, ZERO, Extent
+from .vmdk_structs import SECTOR
+
+# Internal kinds. UNALLOCATED: this disk holds nothing here, the parent (or zeros)
+# answers; VMDK.extent_at resolves it, so it never leaves the decoder. INVALID: a grain
+# table entry no reader could follow; raised as CorruptImage when the grain is used.
+UNALLOCATED = -1
+INVALID = -2
+
+GT_CACHE_BYTES = 4 << 20            # grain tables kept per extent (LRU)
+ZERO_RUN_SCAN = 4096                # unallocated grain directory entries merged at once
+
+
+ENTRY_SIZES = {"I": 4, "Q": 8}
+
+
+def read_entries(f, offset, count, typecode, what):
+    """`count` little-endian table entries ("I": 32-bit, "Q": 64-bit) at `offset` of
+    backing file f, as a sequence of ints (a memoryview over the bytes read: no array or
+    per-entry objects, which matters for a 2 TiB disk's grain directory)."""
+    raw = f.read_exact(offset, count * ENTRY_SIZES[typecode], what)
+    if sys.byteorder == "little":
+        return memoryview(raw).cast(typecode)
+    return struct.unpack(f"<{count}{typecode}", raw)
+
+
+def index_of(table, value):
+    """Position of the first entry equal to value (error messages only)."""
+    for i, entry in enumerate(table):
+        if entry == value:
+            return i
+    return -1
+
+
+class VmdkExtent:
+    """One extent line of the descriptor, at virtual bytes [start, start + size)."""
+
+    type_name = "?"
+    writes_in_place = False         # the format could take writes (a later task)
+
+    def __init__(self, line, start, size, file=None, access="RW"):
+        self.line = line
+        self.start = start
+        self.size = size
+        self.file = file
+        self.access = access
+
+    @property
+    def end(self):
+        return self.start + self.size
+
+    @property
+    def owned(self):
+        return self.access == "RW"
+
+    def map(self, offset):
+        raise NotImplementedError
+
+    def describe(self):
+        name = f" {self.file.path}" if self.file is not None else ""
+        return f"{self.access} {self.type_name}{name}"
+
+    def info(self):
+        return {
+            "access": self.access,
+            "type": self.type_name,
+            "sectors": self.size // SECTOR,
+            "file": self.file.path if self.file is not None else None,
+            "offset": getattr(self, "file_offset", 0) // SECTOR,
+        }
+
+
+class FlatExtent(VmdkExtent):
+    """FLAT and VMFS extents: the bytes as they are, from a start sector of a file."""
+
+    type_name = "FLAT"
+    writes_in_place = True
+
+    def __init__(self, line, start, size, file, access, file_offset, type_name="FLAT"):
+        super().__init__(line, start, size, file, access)
+        self.type_name = type_name
+        self.file_offset = file_offset
+        # A file shorter than its extent reads as zeros past its end, as QEMU reads it.
+        self.stored = max(0, min(size, file.size - file_offset))
+        if self.stored < size:
+            log.warn(f"{file.path}: {type_name} extent needs {size} bytes from offset"
+                     f" {file_offset} but the file holds {self.stored}; the rest reads as zeros")
+
+    def map(self, offset):
+        if offset - self.start < self.stored:
+            return Extent(self.start, self.stored, DATA, self.file, self.file_offset,
+                          owned=self.owned)
+        return Extent(self.start + self.stored, self.size - self.stored, ZERO)
+
+
+class ZeroExtent(VmdkExtent):
+    """ZERO extents: no file, all zeros."""
+
+    type_name = "ZERO"
+
+    def map(self, offset):
+        return Extent(self.start, self.size, ZERO)
+
+
+class NoAccessExtent(VmdkExtent):
+    """NOACCESS extents: reading them is an I/O error. The file is never opened."""
+
+    def __init__(self, line, start, size, referrer):
+        super().__init__(line, start, size, None, "NOACCESS")
+        self.type_name = line.type
+        self.referrer = referrer
+
+    def map(self, offset):
+        raise VdError(f"extent on line {self.line.line_no} ({self.line.describe()}, virtual"
+                      f" bytes {self.start}-{self.end}) is marked NOACCESS", self.referrer,
+                      errno.EIO)
+
+    def info(self):
+        info = super().info()
+        info["file"] = self.line.file_name
+        return info
+
+
+class GrainTableExtent(VmdkExtent):
+    """A sparse extent: grain directory -> grain tables -> grains.
+
+    Subclasses set gd (a sequence of entries), gt_entries, entry_typecode and grain_bytes, and say
+    where a grain table lives (gt_location) and what an entry means (decode_entry).
+    """
+
+    entry_typecode = "I"
+    compressed = False
+
+    def __init__(self, line, start, size, file, access, grain_bytes, gt_entries):
+        super().__init__(line, start, size, file, access)
+        self.grain_bytes = grain_bytes
+        self.gt_entries = gt_entries
+        self.gt_span = grain_bytes * gt_entries
+        self.grains = -(-size // grain_bytes)
+        self.gd_entries = -(-self.grains // gt_entries)
+        self.gd = None
+        self.loaded_grain_tables = 0
+        self._gt_cache = {}                 # index -> table, least recently used first
+        self._lock = _thread.allocate_lock()
+        gt_bytes = gt_entries * ENTRY_SIZES[self.entry_typecode]
+        self._gt_cache_limit = max(8, GT_CACHE_BYTES // gt_bytes)
+        self._warned = False
+
+    # -- what subclasses say ------------------------------------------------------------
+    def gt_allocated(self, index):
+        return self.gd[index] != 0
+
+    def gt_location(self, index):
+        """File offset of allocated grain table `index`, checked to lie inside the file."""
+        raise NotImplementedError
+
+    def decode_entry(self, entry):
+        """(kind, file offset) of a grain table entry: DATA, SPECIAL, ZERO, UNALLOCATED or
+        INVALID (then the offset is a description of the problem)."""
+        raise NotImplementedError
+
+    def load_grain_table(self, index):
+        offset = self.gt_location(index)
+        return read_entries(self.file, offset, self.gt_entries, self.entry_typecode,
+                            f"grain table {index}")
+
+    # -- shared machinery ---------------------------------------------------------------
+    def warn_once(self, message):
+        if not self._warned:
+            self._warned = True
+            log.warn(f"{self.file.path}: {message}")
+
+    def grain_table(self, index):
+        """Grain table `index` (a sequence of entries), None if unallocated; LRU-cached."""
+        with self._lock:
+            table = self._gt_cache.pop(index, None)
+            if table is not None:
+                self._gt_cache[index] = table       # now the most recently used
+                return table
+        if not self.gt_allocated(index):
+            return None
+        table = self.load_grain_table(index)
+        with self._lock:
+            self.loaded_grain_tables += 1
+            self._gt_cache[index] = table
+            while len(self._gt_cache) > self._gt_cache_limit:
+                del self._gt_cache[next(iter(self._gt_cache))]
+        return table
+
+    @property
+    def cached_grain_tables(self):
+        return len(self._gt_cache)
+
+    def grain_need(self, grain):
+        """Bytes of grain `grain` inside the extent (less than a grain only for the last)."""
+        return min(self.grain_bytes, self.size - grain * self.grain_bytes)
+
+    def check_grain(self, kind, phys, index, slot, grain):
+        """Raise CorruptImage unless the grain of entry `slot` of table `index` is in the file."""
+        if kind == INVALID:
+            raise CorruptImage(f"grain table {index} entry {slot}: {phys}", self.file.path)
+        if kind == DATA:
+            need = self.grain_need(grain)
+        elif kind == SPECIAL:
+            need = 1
+        else:
+            return
+        if phys < SECTOR or phys + need > self.file.size:
+            raise CorruptImage(f"grain table {index} entry {slot} points to offset {phys}"
+                               f" (+{need}), outside the file ({self.file.size} bytes)",
+                               self.file.path)
+
+    def map(self, offset):
+        rel = offset - self.start
+        grain = rel // self.grain_bytes
+        index, slot = divmod(grain, self.gt_entries)
+        table = self.grain_table(index)
+        if table is None:
+            last = index + 1
+            stop = min(self.gd_entries, index + ZERO_RUN_SCAN)
+            while last < stop and not self.gt_allocated(last):
+                last += 1
+            run_start = index * self.gt_span
+            run_end = min(last * self.gt_span, self.size)
+            return Extent(self.start + run_start, run_end - run_start, UNALLOCATED)
+        first = index * self.gt_entries
+        slots = min(self.gt_entries, self.grains - first)
+        kind, phys = self.decode_entry(table[slot])
+        self.check_grain(kind, phys, index, slot, grain)
+        stop = slot + 1
+        if kind == DATA:
+            # Merge physically contiguous grains of this table into one run.
+            while stop < slots:
+                k, p = self.decode_entry(table[stop])
+                if k != DATA or p != phys + (stop - slot) * self.grain_bytes or \
+                        p + self.grain_need(first + stop) > self.file.size:
+                    break
+                stop += 1
+        elif kind != SPECIAL:
+            while stop < slots and self.decode_entry(table[stop])[0] == kind:
+                stop += 1
+        run_start = (first + slot) * self.grain_bytes
+        run_end = min((first + stop) * self.grain_bytes, self.size)
+        if kind == DATA:
+            return Extent(self.start + run_start, run_end - run_start, DATA, self.file, phys,
+                          owned=self.owned)
+        if kind == SPECIAL:
+            return Extent(self.start + run_start, run_end - run_start, SPECIAL, self.file, phys)
+        return Extent(self.start + run_start, run_end - run_start, kind)
+
+    def allocated_grains(self, max_tables=256):
+        """Grains this extent holds, when counting costs at most max_tables table reads."""
+        allocated = [i for i in range(self.gd_entries) if self.gt_allocated(i)]
+        if len(allocated) > max_tables:
+            return None
+        count = 0
+        try:
+            for index in allocated:
+                table = self.load_grain_table(index)
+                slots = min(self.gt_entries, self.grains - index * self.gt_entries)
+                count += sum(1 for e in table[:slots]
+                             if self.decode_entry(e)[0] in (DATA, SPECIAL))
+        except VdError:
+            return None                 # damage is for reads (and check) to report
+        return count
+
+    def info(self):
+        info = super().info()
+        info.update({"grain_size": self.grain_bytes // SECTOR,
+                     "grain_table_entries": self.gt_entries,
+                     "grain_directory_entries": self.gd_entries,
+                     "loaded_grain_tables": self.loaded_grain_tables})
+        return info
