@@ -23,10 +23,12 @@ $(STAMP): pyproject.toml | $(PY)
 
 $(LIB): $(STAMP) $(SOURCES)
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
-	$(PY) -m compileall -q vdiskio vdpartx
 	touch $(LIB)
 
+# The Python stage never writes bytecode itself (it runs inside other programs): keep
+# the .pyc files current here, or every first open would compile the package again.
 build: $(LIB)
+	$(PY) -m compileall -q vdiskio vdpartx
 
 demo: build
 	sh tests/demo.sh

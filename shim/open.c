@@ -57,12 +57,33 @@ int vd_name_candidate(const char *path)
 }
 
 /* ---- which contents are images ---------------------------------------------------------- */
+/* A VMDK text descriptor (the same rule as vdiskio.vmdk.is_vmdk): text, possibly padded
+ * with NULs to the end of the head, with a line "createType =" (spaces and tabs allowed
+ * before the name and around it). */
 static int text_descriptor(const unsigned char *p, size_t n)
 {
-    /* A VMDK text descriptor: no NUL byte, and a createType line near the start. */
-    if (memchr(p, 0, n))
-        return 0;
-    return memmem(p, n, "createType", 10) != NULL;
+    const unsigned char *nul = memchr(p, 0, n);
+    if (nul) {
+        for (const unsigned char *q = nul; q < p + n; q++)
+            if (*q)
+                return 0;
+        n = (size_t)(nul - p);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (i && p[i - 1] != '\n')
+            continue;
+        size_t j = i;
+        while (j < n && (p[j] == ' ' || p[j] == '\t'))
+            j++;
+        if (n - j < 10 || memcmp(p + j, "createType", 10))
+            continue;
+        j += 10;
+        while (j < n && (p[j] == ' ' || p[j] == '\t'))
+            j++;
+        if (j < n && p[j] == '=')
+            return 1;
+    }
+    return 0;
 }
 
 static int content_is_image(int fd, off_t size)

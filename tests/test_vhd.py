@@ -87,7 +87,7 @@ def test_manifest_dynamic_sizes_and_allocation(tmp_path, row):
         assert info["current_size"] != info["chs_size"] or info["size_rule"] == "current_size"
         if "all zero" in row["notes"] or "no blocks allocated" in row["notes"]:
             # Every extent is a hole: the whole disk is zeros (hashed through the shim).
-            assert all(e.kind == ZERO for e in image.extents(0, image.size))
+            assert all(e.kind == ZERO for e in image.walk(0, image.size))
     finally:
         image.close()
 

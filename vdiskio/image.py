@@ -72,7 +72,7 @@ class Image:
     def read_special(self, extent, offset, length):
         raise VdError(f"no decoder for special extent {extent!r}", self.path)
 
-    def extents(self, offset, length):
+    def walk(self, offset, length):
         """Yield the extents covering [offset, offset+length) (clipped to the disk)."""
         end = min(offset + length, self.size)
         while offset < end:
@@ -87,7 +87,7 @@ class Image:
     def read(self, offset, length):
         """Read virtual bytes; short only at the end of the disk."""
         parts = []
-        for ext in self.extents(offset, length):
+        for ext in self.walk(offset, length):
             if ext.kind == ZERO:
                 parts.append(bytes(ext.length))
             elif ext.kind == DATA:
