@@ -166,8 +166,9 @@ def build_parser():
                         " snapshot child")
     create.add_argument("-b", "--block-size", type=parse_size,
                         help="VHD block size (default 2M)")
-    create.add_argument("--from", dest="source", metavar="RAW",
-                        help="copy this raw disk image into the new image (its size by default)")
+    create.add_argument("--from", dest="source", metavar="SOURCE",
+                        help="copy this raw disk file or VHD/VMDK image into the new image"
+                        " (its size by default): converts between formats and variants")
     create.add_argument("image", metavar="IMAGE")
     create.set_defaults(func=cmd_create)
 

@@ -1,4 +1,5 @@
-"""`vdiskio create`: new images, empty, filled from a raw disk file, or snapshot children."""
+"""`vdiskio create`: new images, empty, filled from a raw disk or another image (a
+conversion), or snapshot children."""
 
 import errno
 import os
@@ -26,7 +27,7 @@ def create_image(path, fmt=None, variant=None, size=None, parent=None, block_siz
     if source is not None:
         if parent is not None:
             raise VdError("--from and --parent cannot be combined", path, errno.EINVAL)
-        src_size = os.stat(source).st_size
+        src_size = _source_size(source)
         size = size or -(-src_size // 512) * 512
         if size < src_size:
             raise VdError(f"--size {size} is smaller than {source} ({src_size} bytes)", path,
@@ -78,20 +79,50 @@ def _remove_created(path):
             pass
 
 
+def _source_size(source):
+    """Size of the disk in `source`: a VHD/VMDK image's virtual size, else the file's."""
+    from .formats import open_image, sniff
+    if sniff(source):
+        image = open_image(source)
+        size = image.size
+        image.close()
+        return size
+    try:
+        return os.stat(source).st_size
+    except OSError as e:
+        raise VdError(f"cannot read: {e.strerror}", source, e.errno) from None
+
+
 def copy_raw(source, path):
-    """Write the non-zero chunks of raw file `source` into image `path`."""
-    from .formats import open_image
+    """Write the non-zero chunks of `source` into image `path`. `source` is a raw disk
+    file, or any image vdiskio reads (a conversion: streamOptimized to sparse, VHD to
+    VMDK...); holes of an image source are skipped without being read."""
+    from .formats import open_image, sniff
+    from .image import ZERO
     image = open_image(path, writable=True)
     try:
-        with open(source, "rb", buffering=0) as f:
-            offset = 0
-            while True:
-                data = f.read(COPY_CHUNK)
-                if not data:
-                    break
-                if any(data):
-                    image.write(offset, data)
-                offset += len(data)
+        if sniff(source):
+            src = open_image(source)
+            try:
+                for ext in src.walk(0, src.size):
+                    if ext.kind == ZERO:
+                        continue
+                    for off in range(ext.offset, ext.end, COPY_CHUNK):
+                        data = src.read(off, min(COPY_CHUNK, ext.end - off))
+                        if any(data):
+                            image.write(off, data)
+            finally:
+                src.close()
+        else:
+            with open(source, "rb", buffering=0) as f:
+                offset = 0
+                while True:
+                    data = f.read(COPY_CHUNK)
+                    if not data:
+                        break
+                    if any(data):
+                        image.write(offset, data)
+                    offset += len(data)
         image.flush()
     finally:
         image.close()
