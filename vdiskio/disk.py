@@ -175,7 +175,20 @@ class Disk:
         return geometry() if geometry else (0, 0, 0)
 
     def reopen_writable(self):
-        new = open_image(self.image.path, writable=True)
+        # Our own reader locks would refuse our writer: drop them first, and take them
+        # back if the writable open fails.
+        old_files = [f for layer in self.image.chain() for f in layer.files]
+        for f in old_files:
+            f.unlock()
+        try:
+            new = open_image(self.image.path, writable=True)
+        except BaseException:
+            for f in old_files:
+                try:
+                    f.lock(writer=False)
+                except VdError:
+                    pass
+            raise
         self.retired.append(self.image)
         self.image = new
         self.writable = True
