@@ -407,3 +407,17 @@ def test_failed_creation_is_rolled_back(disk, tmp_path, capsys, monkeypatch):
     assert one_error_line(capsys.readouterr().err) == \
         f"vdpartx: cannot create {tmp_path}/disk.vhd3: No space left on device; no links created"
     assert listing(tmp_path) == before
+
+
+def test_names_the_library_would_not_recognise_are_refused(disk, tmp_path, capsys):
+    """Links are only useful if libvdiskio takes them for partition links: an image not
+    named *.vhd / *.vmdk, or a separator ending in a digit, is refused before anything is
+    created (listing still works)."""
+    other = tmp_path / "disk.img"
+    os.symlink(disk, other)
+    assert main(["-a", str(other)]) == 1
+    assert "would not recognise" in capsys.readouterr().err
+    assert not list(tmp_path.glob("disk.img?"))
+    assert main(["-l", str(other)]) == 0
+    assert main(["-a", "-p", "p1", str(disk)]) == 1
+    assert "would not recognise" in capsys.readouterr().err

@@ -247,6 +247,17 @@ def _update(table, runner):
         runner.remove(link)
 
 
+def _check_recognisable(links, table):
+    """Links the library would not take for partition links are refused up front."""
+    from vdiskio.disk import partition_number
+    for number in table.numbers():
+        name = links.path(number)
+        if partition_number(name) != number:
+            raise Failure(f"{os.path.basename(name)}: libvdiskio would not recognise this name"
+                          f" as partition {number} (the image's name must end in .vhd or .vmdk,"
+                          f" and the separator must not end in a digit)")
+
+
 def run(args):
     if args.outdir is not None and not os.path.isdir(args.outdir):
         raise Failure(f"{args.outdir}: not a directory")
@@ -254,6 +265,8 @@ def run(args):
         raise Failure(f"separator {args.sep!r} cannot be part of a file name")
     table = _read_table(args.image)
     links = Links(args.image, args.sep, args.outdir)
+    if args.action in ("add", "update"):
+        _check_recognisable(links, table)
     if args.action == "list":
         _list(table, links)
         return
