@@ -363,6 +363,9 @@ struct vd_dirent64 {
     char d_name[];
 };
 
+/* Every process with the library runs this scan at start, so it avoids readlink (the
+ * costly part) for all but regular files that are not memfds: a listing of
+ * /proc/self/fd, an fstat per fd, a fcntl and a pread for memfds. */
 void vd_adopt_inherited(void)
 {
     int dfd = REAL(open)("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -377,14 +380,18 @@ void vd_adopt_inherited(void)
             if (!isdigit((unsigned char)de->d_name[0]))
                 continue;
             int fd = atoi(de->d_name);
-            if (fd == dfd)
+            struct stat64 st;
+            if (fd == dfd || REAL(fstat64)(fd, &st) || !S_ISREG(st.st_mode))
                 continue;
-            char target[PATH_MAX];
-            if (fd_path(fd, target, sizeof target))
-                continue;
-            if (!strncmp(target, "/memfd:vdiskio", 14))
+            char magic[8];
+            if (REAL(fcntl64)(fd, F_GET_SEALS) >= 0 &&
+                REAL(pread64)(fd, magic, 8, 0) == 8 && !memcmp(magic, VD_HDR_MAGIC, 8)) {
                 adopt_memfd(fd);
-            else if (target[0] == '/' && name_kind(target) == VD_NAME_WHOLE)
+                continue;
+            }
+            char target[PATH_MAX];
+            if (st.st_size > 0 && !fd_path(fd, target, sizeof target) && target[0] == '/' &&
+                name_kind(target) == VD_NAME_WHOLE)
                 adopt_real(fd, target);
         }
     }

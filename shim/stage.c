@@ -65,7 +65,7 @@ static int stage_load(void)
     if (host_python_mismatch())
         return -ELIBBAD;
 
-    void *h = dlopen(stage, RTLD_NOW | RTLD_GLOBAL);
+    void *h = dlopen(stage, RTLD_LAZY | RTLD_GLOBAL);
     if (!h) {
         vd_log("cannot load the Python stage %s: %s", stage, dlerror());
         return -ELIBACC;
