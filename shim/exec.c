@@ -53,39 +53,55 @@ VD_EXPORT int execveat(int dirfd, const char *path, char *const argv[], char *co
     return real_execveat(dirfd, path, argv, envp, flags);
 }
 
-/* execl, execlp, execle: gather the variadic arguments into an argv on the stack (a
- * vfork child must not call malloc). */
-#define VD_GATHER_ARGV(argv, arg0, last)                                                    \
-    size_t argc_ = 1;                                                                       \
-    va_list ap_;                                                                            \
-    va_start(ap_, arg0);                                                                    \
-    while (va_arg(ap_, char *))                                                             \
-        argc_++;                                                                            \
-    va_end(ap_);                                                                            \
-    char **argv = alloca((argc_ + 1) * sizeof(char *));                                     \
-    argv[0] = (char *)arg0;                                                                 \
-    va_start(ap_, arg0);                                                                    \
-    for (size_t i_ = 1; i_ <= argc_; i_++)                                                  \
-        argv[i_] = i_ < argc_ ? va_arg(ap_, char *) : (va_arg(ap_, char *), NULL);          \
-    last;                                                                                   \
-    va_end(ap_)
+/* execl, execlp, execle: the variadic arguments become an argv on the stack (a vfork
+ * child must not call malloc). count_args counts them, fill_args copies them and returns
+ * the va_list (by pointer, so the caller's advances on every ABI) after the terminating
+ * NULL, where execle's envp is. */
+static size_t count_args(va_list *ap)
+{
+    size_t n = 1;
+    while (va_arg(*ap, char *))
+        n++;
+    return n;
+}
+
+static void fill_args(char **argv, const char *arg0, size_t argc, va_list *ap)
+{
+    argv[0] = (char *)arg0;
+    for (size_t i = 1; i < argc; i++)
+        argv[i] = va_arg(*ap, char *);
+    argv[argc] = NULL;
+    (void)va_arg(*ap, char *); /* the NULL that ended the list */
+}
+
+#define VD_COLLECT(argv, arg0, ap)                                                          \
+    va_list ap;                                                                             \
+    va_start(ap, arg0);                                                                     \
+    size_t argc_##argv = count_args(&ap);                                                    \
+    va_end(ap);                                                                             \
+    char **argv = alloca((argc_##argv + 1) * sizeof(char *));                               \
+    va_start(ap, arg0);                                                                     \
+    fill_args(argv, arg0, argc_##argv, &ap)
 
 VD_EXPORT int execl(const char *path, const char *arg0, ...)
 {
-    VD_GATHER_ARGV(argv, arg0, (void)0);
+    VD_COLLECT(argv, arg0, ap);
+    va_end(ap);
     return execve(path, argv, environ);
 }
 
 VD_EXPORT int execlp(const char *file, const char *arg0, ...)
 {
-    VD_GATHER_ARGV(argv, arg0, (void)0);
+    VD_COLLECT(argv, arg0, ap);
+    va_end(ap);
     return execvpe(file, argv, environ);
 }
 
 VD_EXPORT int execle(const char *path, const char *arg0, ...)
 {
-    char *const *envp;
-    VD_GATHER_ARGV(argv, arg0, envp = va_arg(ap_, char *const *));
+    VD_COLLECT(argv, arg0, ap);
+    char *const *envp = va_arg(ap, char *const *);
+    va_end(ap);
     return execve(path, argv, envp);
 }
 
