@@ -210,6 +210,10 @@ def test_qemu_chain_three_deep(tmp_path):
         assert base.parent is None and base.path.endswith("base.vmdk")
         assert not any(f.writable for f in mid.files + base.files)
         own = top.extent_at(600 * KiB)
+        # Not owned until the first write has renewed the CID (it must reach Python).
+        assert own.kind == DATA and not own.owned and own.file is top.file
+        top.write(600 * KiB, b"\x22" * 512)
+        own = top.extent_at(600 * KiB)
         assert own.kind == DATA and own.owned and own.file is top.file
         inherited = top.extent_at(0)
         assert inherited.kind == DATA and not inherited.owned and inherited.file is base.file

@@ -8,6 +8,11 @@ the parent named by parentFileNameHint, itself any image formats.open_image can 
 
 The mapping, one sentence: virtual offset -> extent (binary search on starts) -> grain
 directory -> grain table (LRU) -> grain in the extent file, or zeros, or the parent.
+
+Writes go to flat extents in place and to hosted sparse extents of versions 1 and 2
+(vmdk_sparse says in which order); an image with any other extent is read-only. As QEMU
+does, the first write after open gives the image a new CID, so that snapshot children
+made from its earlier state no longer match it.
 """
 
 import os
@@ -16,7 +21,8 @@ import os
 # imported inside every process on its first image open, and those formats are rare.
 from . import vmdk_descriptor, vmdk_sparse
 from .backing import BackingFile
-from .errors import CorruptImage, MissingFile, Refused, Unsupported, VdError
+from .errors import (CorruptImage, MissingFile, ReadOnlyImage, Refused, Unsupported,
+                     VdError)
 from .image import SPECIAL, ZERO, Extent, Image
 from .paths import resolve_related
 from .vmdk_extents import UNALLOCATED, FlatExtent, GrainTableExtent, NoAccessExtent, ZeroExtent
@@ -83,6 +89,8 @@ class VMDK(Image):
         self.descriptor_location = None     # "file", "embedded" or None
         self.vmdk_extents = []
         self._starts = []
+        self.read_only_reason = "image opened read-only"
+        self._cid_pending = False           # writable, the CID not renewed yet
 
     # -- opening ------------------------------------------------------------------------
     def load(self):
@@ -255,8 +263,23 @@ class VMDK(Image):
         if self.parent is not None:
             block = min(block, self.parent.block_size)
         self.block_size = block
-        self.read_only = not (self.writable and all(
-            e.access == "RW" and e.writes_in_place for e in self.vmdk_extents))
+        self.read_only_reason = self._refusal()
+        self.read_only = self.read_only_reason is not None
+        self._cid_pending = not self.read_only
+
+    def _refusal(self):
+        """Why this image cannot take writes, or None."""
+        if not self.writable:
+            return "image opened read-only"
+        for e in self.vmdk_extents:
+            why = e.refusal(self.path)
+            if why is not None:
+                return why
+        desc = self.descriptor
+        if desc is not None and desc.has_parent and self.parent is None:
+            return (f"snapshot opened without its parent ({IGNORE_PARENT}=1): a write could"
+                    f" not copy the parent's data")
+        return None
 
     # -- identity -----------------------------------------------------------------------
     @property
@@ -297,6 +320,8 @@ class VMDK(Image):
             return self.unallocated(ext.offset, ext.length, offset)
         if ext.kind == SPECIAL:
             ext.layer = self
+        elif ext.owned and self._cid_pending:
+            ext.owned = False       # the first write must reach write() (the CID)
         return ext
 
     def unallocated(self, start, length, offset):
@@ -312,6 +337,102 @@ class VMDK(Image):
             raise CorruptImage(f"compressed grain at offset {extent.phys} is short",
                                extent.file.path)
         return data
+
+    # -- writing ------------------------------------------------------------------------
+    def _check_write(self, offset, length):
+        if self.read_only:
+            raise ReadOnlyImage(self.read_only_reason, self.path)
+        self.check_write_range(offset, length)
+        if self._cid_pending:
+            self._renew_cid()
+            self._cid_pending = False
+
+    def _pieces(self, offset, length):
+        """(vmdk extent, offset, length) of each extent [offset, offset+length) crosses."""
+        end = offset + length
+        while offset < end:
+            ext = self.extent_of(offset)
+            n = min(ext.end, end) - offset
+            yield ext, offset, n
+            offset += n
+
+    def write(self, offset, data):
+        self._check_write(offset, len(data))
+        view = memoryview(data).cast("B")
+        fill = self.read if self.parent is not None else None
+        for ext, pos, n in self._pieces(offset, len(view)):
+            ext.write(pos, view[pos - offset:pos - offset + n], fill)
+
+    def discard(self, offset, length):
+        """Zero a range: whole grains become unallocated (zeroed-grain entries in a
+        snapshot), allocated ranges become file holes, and the rest of a snapshot's
+        range (the parent would show through) is written with zeros."""
+        self._check_write(offset, length)
+        rest = []
+        for ext, pos, n in self._pieces(offset, length):
+            rest += ext.discard(pos, n, self.parent is not None)
+        step = 1 << 20
+        for start, n in rest:
+            for pos in range(start, start + n, step):
+                self.write(pos, bytes(min(step, start + n - pos)))
+
+    def _renew_cid(self):
+        """Give the descriptor a new random CID, in place (QEMU does it on the first
+        write after open): children made from the image's earlier state stop matching."""
+        desc = self.descriptor
+        if desc is None or desc.get("CID") is None:
+            return
+        import random
+        f = self.file
+        if self.descriptor_location == "file":
+            base, room = 0, None
+            raw = f.pread(0, f.size)
+        else:
+            header = SPARSE_EXTENT_HEADER.parse(f.read_exact(0, SPARSE_EXTENT_HEADER.size,
+                                                             "sparse extent header"))
+            base, room = header.descriptor_offset * SECTOR, header.descriptor_size * SECTOR
+            raw = f.read_exact(base, room, "embedded descriptor")
+        text = raw.split(b"\0", 1)[0]
+        old = self.cid
+        cid = old
+        while cid in (old, vmdk_descriptor.NO_PARENT_CID):
+            cid = random.getrandbits(32)
+        patched = vmdk_descriptor.replace_value(text, "CID", b"%08x" % cid)
+        if patched is None:
+            return
+        if room is not None and len(patched) > room:
+            raise CorruptImage("the embedded descriptor has no room for a new CID", self.path)
+        first = 0
+        while first < len(text) and text[first] == patched[first]:
+            first += 1
+        f.pwrite(base + first, patched[first:])
+        desc.fields["CID"] = f"{cid:08x}"
+
+    # -- checking -----------------------------------------------------------------------
+    def check(self):
+        problems = []
+        desc = self.descriptor
+        if desc is not None:
+            for key in ("CID", "parentCID"):
+                try:
+                    desc._hex(key)
+                except CorruptImage as e:
+                    problems.append(e.message)
+            if self.descriptor_location == "embedded" and len(self.vmdk_extents) == 1 and \
+                    self.vmdk_extents[0].line is None:
+                lines = desc.extents
+                if len(lines) != 1:
+                    problems.append(f"the embedded descriptor lists {len(lines)} extents, not 1")
+                elif lines[0].sectors * SECTOR != self.size:
+                    problems.append(f"the embedded descriptor gives the extent"
+                                    f" {lines[0].sectors} sectors, its header"
+                                    f" {self.size // SECTOR}")
+        for ext in self.vmdk_extents:
+            try:
+                problems += ext.check()
+            except VdError as e:
+                problems.append(str(e))
+        return problems
 
     # -- description --------------------------------------------------------------------
     def info(self):

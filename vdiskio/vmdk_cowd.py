@@ -52,6 +52,10 @@ class CowdExtent(GrainTableExtent):
                                f" the file ({file.size} bytes)", path)
         self.gd = read_entries(file, offset, self.gd_entries, "I", "COWD grain directory")
 
+    def refusal(self, top):
+        return (f"vmfsSparse (COWD) extents are read-only in vdiskio (ESX writes them); to get"
+                f" a writable copy: vdiskio create --from {top} NEW.vmdk")
+
     def gt_location(self, index):
         sector = self.gd[index]
         if sector * SECTOR + self.gt_bytes > self.file.size:

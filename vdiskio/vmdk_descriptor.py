@@ -208,3 +208,22 @@ def parse(raw, path):
             desc.fields[key] = _unquote(value.strip())
         # Anything else (tool-specific text) is ignored, as VMware and QEMU do.
     return desc
+
+
+def replace_value(raw, key, value):
+    """Descriptor bytes `raw` with the value of every `key=` line replaced by `value`
+    (bytes), its spacing, quotes and line ending kept; None when no line sets `key`."""
+    lines = raw.split(b"\n")
+    found = False
+    for i, line in enumerate(lines):
+        name, equals, rest = line.partition(b"=")
+        if not equals or name.strip() != key.encode():
+            continue
+        stripped = rest.strip()
+        lead = len(rest) - len(rest.lstrip())
+        quoted = len(stripped) >= 2 and stripped[:1] == b'"' and stripped[-1:] == b'"'
+        first = lead + quoted
+        last = lead + len(stripped) - quoted
+        lines[i] = name + equals + rest[:first] + value + rest[last:]
+        found = True
+    return b"\n".join(lines) if found else None

@@ -6,6 +6,10 @@ one line each; GrainTableExtent holds what the three sparse formats share (a gra
 directory in memory, grain tables loaded on demand into a small LRU, runs of like
 grains merged into one answer); vmdk_sparse, vmdk_cowd and vmdk_sesparse say where their
 tables are and what an entry means.
+
+Extents that take writes (flat ones, and hosted sparse ones in vmdk_sparse) implement
+`write(offset, data, fill)` and `discard(offset, length, has_parent)` in virtual
+coordinates; the others refuse, and VMDK never asks them (the image is read-only).
 """
 
 import _thread                      # (threading costs a millisecond at import)
@@ -16,6 +20,7 @@ import sys
 from . import log
 from .errors import CorruptImage, VdError
 from .image import DATA, SPECIAL, ZERO, Extent
+from .vhd import zero_file_range
 from .vmdk_structs import SECTOR
 
 # Internal kinds. UNALLOCATED: this disk holds nothing here, the parent (or zeros)
@@ -31,14 +36,16 @@ ZERO_RUN_SCAN = 4096                # unallocated grain directory entries merged
 ENTRY_SIZES = {"I": 4, "Q": 8}
 
 
-def read_entries(f, offset, count, typecode, what):
+def read_entries(f, offset, count, typecode, what, mutable=False):
     """`count` little-endian table entries ("I": 32-bit, "Q": 64-bit) at `offset` of
     backing file f, as a sequence of ints (a memoryview over the bytes read: no array or
-    per-entry objects, which matters for a 2 TiB disk's grain directory)."""
+    per-entry objects, which matters for a 2 TiB disk's grain directory). `mutable`:
+    one whose entries can be assigned (tables of an extent that takes writes)."""
     raw = f.read_exact(offset, count * ENTRY_SIZES[typecode], what)
     if sys.byteorder == "little":
-        return memoryview(raw).cast(typecode)
-    return struct.unpack(f"<{count}{typecode}", raw)
+        return memoryview(bytearray(raw) if mutable else raw).cast(typecode)
+    entries = struct.unpack(f"<{count}{typecode}", raw)
+    return list(entries) if mutable else entries
 
 
 def index_of(table, value):
@@ -53,7 +60,7 @@ class VmdkExtent:
     """One extent line of the descriptor, at virtual bytes [start, start + size)."""
 
     type_name = "?"
-    writes_in_place = False         # the format could take writes (a later task)
+    writes_in_place = False         # the format takes writes (flat, hosted sparse v1/v2)
 
     def __init__(self, line, start, size, file=None, access="RW"):
         self.line = line
@@ -68,10 +75,32 @@ class VmdkExtent:
 
     @property
     def owned(self):
-        return self.access == "RW"
+        """Raw bytes of this extent may be rewritten in place, behind the decoder's back."""
+        return self.access == "RW" and self.writes_in_place and self.file is not None and \
+            self.file.writable
+
+    def refusal(self, top):
+        """Why this extent cannot take writes (None when it can); `top` is the image's path."""
+        if self.access != "RW":
+            return f"extent on descriptor line {self.line.line_no} is {self.access}"
+        if not self.writes_in_place:
+            return f"{self.type_name} extents are read-only"
+        return None
 
     def map(self, offset):
         raise NotImplementedError
+
+    def write(self, offset, data, fill):
+        raise VdError(f"{self.type_name} extents cannot take writes", self.file.path
+                      if self.file is not None else None, errno.EROFS)
+
+    def discard(self, offset, length, has_parent):
+        raise VdError(f"{self.type_name} extents cannot take writes", self.file.path
+                      if self.file is not None else None, errno.EROFS)
+
+    def check(self):
+        """Structure problems of this extent, as one-line strings."""
+        return []
 
     def describe(self):
         name = f" {self.file.path}" if self.file is not None else ""
@@ -109,11 +138,34 @@ class FlatExtent(VmdkExtent):
                           owned=self.owned)
         return Extent(self.start + self.stored, self.size - self.stored, ZERO)
 
+    def write(self, offset, data, fill):
+        self.file.pwrite(self.file_offset + offset - self.start, data)
+        self.stored = max(0, min(self.size, self.file.size - self.file_offset))
+
+    def discard(self, offset, length, has_parent):
+        """In place: a hole where the file system can punch one, zeros elsewhere. Past
+        the end of a short file the bytes already read as zeros."""
+        rel = offset - self.start
+        n = min(length, self.stored - rel)
+        if n > 0:
+            zero_file_range(self.file, self.file_offset + rel, n)
+        return []
+
+    def check(self):
+        if self.stored < self.size:
+            return [f"{self.type_name} extent on descriptor line {self.line.line_no} needs"
+                    f" {self.size} bytes from offset {self.file_offset} of {self.file.path},"
+                    f" the file holds {self.stored}"]
+        return []
+
 
 class ZeroExtent(VmdkExtent):
     """ZERO extents: no file, all zeros."""
 
     type_name = "ZERO"
+
+    def refusal(self, top):
+        return f"ZERO extent on descriptor line {self.line.line_no} cannot store data"
 
     def map(self, offset):
         return Extent(self.start, self.size, ZERO)
@@ -126,6 +178,9 @@ class NoAccessExtent(VmdkExtent):
         super().__init__(line, start, size, None, "NOACCESS")
         self.type_name = line.type
         self.referrer = referrer
+
+    def refusal(self, top):
+        return f"extent on descriptor line {self.line.line_no} is NOACCESS"
 
     def map(self, offset):
         raise VdError(f"extent on line {self.line.line_no} ({self.line.describe()}, virtual"
@@ -188,16 +243,19 @@ class GrainTableExtent(VmdkExtent):
             log.warn(f"{self.file.path}: {message}")
 
     def grain_table(self, index):
-        """Grain table `index` (a sequence of entries), None if unallocated; LRU-cached."""
+        """Grain table `index` (a sequence of entries), None if unallocated; LRU-cached.
+
+        A table is loaded under the lock: a writer updates the cached table after the
+        file, and a load racing with that update must not cache what it read before.
+        """
         with self._lock:
             table = self._gt_cache.pop(index, None)
             if table is not None:
                 self._gt_cache[index] = table       # now the most recently used
                 return table
-        if not self.gt_allocated(index):
-            return None
-        table = self.load_grain_table(index)
-        with self._lock:
+            if not self.gt_allocated(index):
+                return None
+            table = self.load_grain_table(index)
             self.loaded_grain_tables += 1
             self._gt_cache[index] = table
             while len(self._gt_cache) > self._gt_cache_limit:

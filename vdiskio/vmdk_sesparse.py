@@ -76,6 +76,10 @@ class SESparseExtent(GrainTableExtent):
         self.table_count = header.grain_tables_size * SECTOR // self.gt_bytes
         self.grains_offset = header.grains_offset * SECTOR
 
+    def refusal(self, top):
+        return (f"seSparse extents are read-only in vdiskio (ESXi writes them); to get a"
+                f" writable copy: vdiskio create --from {top} NEW.vmdk")
+
     def gt_location(self, index):
         entry = self.gd[index]
         number = entry & 0xFFFFFFFF

@@ -7,17 +7,33 @@ zeros) and, with the zeroed-grain flag (version 2 on), a table entry of 1 means 
 A stream-optimized extent holds deflate-compressed grains, each behind a 12-byte grain
 marker when the markers flag is set; a stream written front to back says GD_AT_END in
 its header and puts the real header (the footer) in the last sectors of the file.
+
+Writing (versions 1 and 2, uncompressed): a write into an allocated grain replaces it in
+place; any other grain is allocated at the end of the file. Every multi-step update is
+ordered so that a crash between two steps leaves an image that reads the old or the new
+data and whose only damage is space no table points at: a missing grain table is
+appended (zeroed, with its redundant twin) and entered in the redundant then the primary
+grain directory before anything uses it; a grain's data is written before the redundant
+then the primary grain table entry that points at it. The primary entry is the commit
+point. A discard changes the primary entry first, then the redundant one, then punches
+the freed grain out of the file. So an interrupted update always leaves the same
+footprint, which check() accepts: a primary entry of 0 (or 1, zeroed) where the
+redundant copy points at a grain or table that lies whole in the file.
 """
 
 import _thread                      # (threading costs a millisecond at import)
+import errno
+import struct
 
-from .errors import CorruptImage, NotAnImage, Unsupported
+from .errors import CorruptImage, NotAnImage, Unsupported, VdError
 from .image import DATA, SPECIAL, ZERO
+from .vhd import zero_file_range
 from .vmdk_extents import UNALLOCATED, GrainTableExtent, index_of, read_entries
 from .vmdk_structs import (COMPRESSION_DEFLATE, COMPRESSION_NONE, FLAG_MARKERS,
-                           FLAG_REDUNDANT_GRAIN_TABLE, FLAG_ZEROED_GRAIN_GTE, GD_AT_END,
-                           GRAIN_MARKER, MARKER, MARKER_EOS, MARKER_FOOTER, SECTOR,
-                           SPARSE_EXTENT_HEADER, SPARSE_MAGIC, STREAM_TAIL, ZEROED_GRAIN_GTE)
+                           FLAG_REDUNDANT_GRAIN_TABLE, FLAG_VALID_NEW_LINE_DETECTION,
+                           FLAG_ZEROED_GRAIN_GTE, GD_AT_END, GRAIN_MARKER, MARKER, MARKER_EOS,
+                           MARKER_FOOTER, SECTOR, SPARSE_EXTENT_HEADER, SPARSE_MAGIC, STREAM_TAIL,
+                           ZEROED_GRAIN_GTE)
 
 KNOWN_VERSIONS = (1, 2, 3)
 MAX_CAPACITY_SECTORS = 1 << 39       # 256 TiB
@@ -25,6 +41,10 @@ MAX_GRAIN_SECTORS = 1 << 16          # 32 MiB grains (VMware writes 64 KiB ones)
 MAX_GTES_PER_GT = 4096               # VMware writes 512
 MAX_GD_ENTRIES = 1 << 25             # QEMU's limit on a grain directory
 INFLATED_CACHE_BYTES = 4 << 20       # inflated grains kept (512-byte reads of one grain)
+MAX_SECTOR_NUMBER = 0xFFFFFFFF       # table entries are 32-bit sector numbers
+ALLOCATION_ALIGN = 4096              # new grains and tables start on a page (punchable)
+MAX_CHECK_PROBLEMS = 50              # check() reports this many, then counts the rest
+_U32 = struct.Struct("<I")
 
 
 def read_header(f):
@@ -126,6 +146,10 @@ class HostedSparseExtent(GrainTableExtent):
         self.zeroed_grains = bool(header.flags & FLAG_ZEROED_GRAIN_GTE)
         self.gt_bytes = self.gt_entries * 4
         self.writes_in_place = not self.compressed and self.version < 3
+        self.mutable = file.writable and self.writes_in_place and access == "RW"
+        self.damage = None                  # why the tables must not be written, if they must not
+        self._fallback_tables = set()       # tables read from their redundant copy
+        self._next_free = None              # where the next grain or table goes
         self._inflated = {}                 # phys -> grain, least recently used first
         self._inflated_limit = max(2, INFLATED_CACHE_BYTES // self.grain_bytes)
         self._inflate_lock = _thread.allocate_lock()
@@ -140,7 +164,7 @@ class HostedSparseExtent(GrainTableExtent):
         if sector == 0 or offset + nbytes > self.file.size:
             return None, (f"{what} at sector {sector} ({nbytes} bytes) lies outside the file"
                           f" ({self.file.size} bytes)")
-        table = read_entries(self.file, offset, self.gd_entries, "I", what)
+        table = read_entries(self.file, offset, self.gd_entries, "I", what, self.mutable)
         top = max(table)
         if top * SECTOR + self.gt_bytes > self.file.size:
             return table, (f"{what} entry {index_of(table, top)} points to sector {top},"
@@ -158,6 +182,7 @@ class HostedSparseExtent(GrainTableExtent):
         self.redundant = self.rgd is not None
         if problem is None:
             return
+        self.damage = problem
         if self.rgd is not None:
             self.warn_once(f"{problem}; using the redundant grain directory")
             self.gd, self.rgd = self.rgd, None
@@ -184,7 +209,9 @@ class HostedSparseExtent(GrainTableExtent):
     def load_grain_table(self, index):
         """The grain table; its redundant copy when the primary is damaged and the copy is not."""
         try:
-            table = super().load_grain_table(index)
+            offset = self.gt_location(index)
+            table = read_entries(self.file, offset, self.gt_entries, "I", f"grain table {index}",
+                                 self.mutable)
             problem = self._table_problem(table, index)
         except CorruptImage as e:
             table, problem, error = None, e.message, e
@@ -193,9 +220,10 @@ class HostedSparseExtent(GrainTableExtent):
         if self.rgd is not None and self.rgd[index] and \
                 self.rgd[index] * SECTOR + self.gt_bytes <= self.file.size:
             copy = read_entries(self.file, self.rgd[index] * SECTOR, self.gt_entries, "I",
-                                f"redundant grain table {index}")
+                                f"redundant grain table {index}", self.mutable)
             if self._table_problem(copy, index) is None:
                 self.warn_once(f"{problem}; using the redundant grain table")
+                self._fallback_tables.add(index)
                 return copy
         if table is None:
             raise error
@@ -207,6 +235,305 @@ class HostedSparseExtent(GrainTableExtent):
         if entry == ZEROED_GRAIN_GTE and self.zeroed_grains:
             return ZERO, 0
         return (SPECIAL if self.compressed else DATA), entry * SECTOR
+
+    def refusal(self, top):
+        if self.compressed:
+            return (f"{'streamOptimized' if self.markers else 'compressed'} VMDK extents are"
+                    f" read-only (their grains are compressed); to get a writable copy:"
+                    f" vdiskio create --from {top} NEW.vmdk")
+        if self.version >= 3:
+            return (f"hosted sparse extents of version {self.version} are read-only (as in"
+                    f" QEMU)")
+        if self.damage is not None:
+            return (f"{self.file.path}: {self.damage}; the image is read-only until it is"
+                    f" repaired")
+        return super().refusal(top)
+
+    # -- writing ------------------------------------------------------------------------
+    def entry_of(self, grain):
+        """(kind, file offset) of grain `grain` of this extent (UNALLOCATED: the parent's)."""
+        index, slot = divmod(grain, self.gt_entries)
+        table = self.grain_table(index)
+        if table is None:
+            return UNALLOCATED, 0
+        kind, phys = self.decode_entry(table[slot])
+        self.check_grain(kind, phys, index, slot, grain)
+        return kind, phys
+
+    def write(self, offset, data, fill):
+        """Write `data` (a memoryview) at virtual `offset` inside this extent.
+
+        fill(offset, length) reads what a grain this extent does not hold reads as now
+        (the parent's data); None when the disk has no parent, so such a grain is zeros.
+        """
+        gb = self.grain_bytes
+        pos = 0
+        new = {}                    # grain -> its whole content, or None for "zeroed"
+        while pos < len(data):
+            grain, ingrain = divmod(offset + pos - self.start, gb)
+            need = self.grain_need(grain)
+            n = min(need - ingrain, len(data) - pos)
+            chunk = data[pos:pos + n]
+            pos += n
+            kind, phys = self.entry_of(grain)
+            if kind == DATA:
+                self.file.pwrite(phys + ingrain, chunk)
+                continue
+            inherits = kind == UNALLOCATED and fill is not None
+            if not inherits and _is_zero(chunk):
+                continue            # the grain already reads as zeros
+            if n == need:
+                content = chunk
+            else:
+                # Copy-on-write: the rest of the grain is what it reads as now.
+                grain_start = self.start + grain * gb
+                base = fill(grain_start, need) if inherits else bytes(need)
+                content = bytearray(base)
+                content[ingrain:ingrain + n] = chunk
+            if self.zeroed_grains and _is_zero(content):
+                content = None      # a zeroed-grain entry hides the parent for free
+            new[grain] = content
+        if new:
+            self._allocate(new)
+
+    def discard(self, offset, length, has_parent):
+        """Make [offset, offset+length) read as zeros; returns the virtual ranges that
+        must be written with zeros instead (grains a parent shows through, without a
+        zeroed-grain entry to hide it)."""
+        gb = self.grain_bytes
+        end = offset + length
+        changes = {}                # grain -> new table entry
+        freed = []
+        rest = []
+        pos = offset
+        while pos < end:
+            grain, ingrain = divmod(pos - self.start, gb)
+            need = self.grain_need(grain)
+            n = min(need - ingrain, end - pos)
+            whole = n == need
+            kind, phys = self.entry_of(grain)
+            if kind == DATA:
+                if whole and (not has_parent or self.zeroed_grains):
+                    changes[grain] = ZEROED_GRAIN_GTE if has_parent else 0
+                    freed.append((phys, need))
+                else:
+                    zero_file_range(self.file, phys + ingrain, n)
+            elif kind == UNALLOCATED and has_parent:
+                if whole and self.zeroed_grains:
+                    changes[grain] = ZEROED_GRAIN_GTE
+                else:
+                    rest.append((pos, n))
+            pos += n
+        if changes:
+            self._ensure_tables({g // self.gt_entries for g in changes})
+            self._set_entries(changes, redundant_first=False)
+        for phys, n in freed:
+            # The grain is no table's any more: give its space back to the file system.
+            a = -(-phys // ALLOCATION_ALIGN) * ALLOCATION_ALIGN
+            b = (phys + n) // ALLOCATION_ALIGN * ALLOCATION_ALIGN
+            if b > a:
+                self.file.punch_hole(a, b - a)
+        return rest
+
+    def _allocate(self, new):
+        """Give the grains of `new` (grain -> content, None: zeroed) space and entries:
+        tables first, then the data at the end of the file, then the entries."""
+        self._ensure_tables({g // self.gt_entries for g in new})
+        gb = self.grain_bytes
+        stored = [g for g in sorted(new) if new[g] is not None]
+        entries = {g: ZEROED_GRAIN_GTE for g in new if new[g] is None}
+        if stored:
+            start = self._reserve(len(stored) * gb)
+            for i, g in enumerate(stored):
+                content = new[g]
+                if len(content) < gb:
+                    content = bytes(content) + bytes(gb - len(content))
+                self.file.pwrite(start + i * gb, content)
+                entries[g] = (start + i * gb) // SECTOR
+        self._set_entries(entries, redundant_first=True)
+
+    def _reserve(self, nbytes):
+        """File space for nbytes of new grains or tables, at the end of the file."""
+        if self._next_free is None:
+            end = max(self.file.size, self.header.over_head * SECTOR)
+            self._next_free = -(-end // ALLOCATION_ALIGN) * ALLOCATION_ALIGN
+        start = self._next_free
+        if (start + nbytes) // SECTOR > MAX_SECTOR_NUMBER:
+            raise VdError("the extent file is full: its tables address 2 TiB at most",
+                          self.file.path, errno.ENOSPC)
+        self._next_free = start + nbytes
+        return start
+
+    def _ensure_tables(self, indexes):
+        """Allocate the grain tables (and redundant twins) of indexes that have none: the
+        zeroed tables, then the redundant directory entry, then the primary one."""
+        for index in sorted(indexes):
+            if index in self._fallback_tables:
+                raise CorruptImage(f"grain table {index} is damaged (its redundant copy is in"
+                                   f" use); repair the image before writing to it",
+                                   self.file.path)
+            if self.gt_allocated(index):
+                continue
+            space = -(-self.gt_bytes // SECTOR) * SECTOR
+            twin = self.rgd is not None
+            start = self._reserve(space * (2 if twin else 1))
+            self.file.pwrite(start, bytes(space * (2 if twin else 1)))
+            if twin:
+                self.file.pwrite(self.header.rgd_offset * SECTOR + 4 * index,
+                                 _U32.pack((start + space) // SECTOR))
+                self.rgd[index] = (start + space) // SECTOR
+            self.file.pwrite(self.header.gd_offset * SECTOR + 4 * index,
+                             _U32.pack(start // SECTOR))
+            with self._lock:
+                self.gd[index] = start // SECTOR
+
+    def _set_entries(self, entries, redundant_first):
+        """Write grain table entries (grain -> entry) to both copies of each table, in the
+        given order, then to the cached table."""
+        by_table = {}
+        for grain, entry in entries.items():
+            by_table.setdefault(grain // self.gt_entries, {})[grain % self.gt_entries] = entry
+        for index in sorted(by_table):
+            table = self.grain_table(index)
+            slots = by_table[index]
+            lo, hi = min(slots), max(slots) + 1
+            values = list(table[lo:hi])
+            for slot, entry in slots.items():
+                values[slot - lo] = entry
+            raw = struct.pack(f"<{len(values)}I", *values)
+            places = [self.gd[index] * SECTOR + 4 * lo]
+            if self.rgd is not None and self.rgd[index]:
+                places.insert(0 if redundant_first else 1, self.rgd[index] * SECTOR + 4 * lo)
+            for place in places:
+                self.file.pwrite(place, raw)
+            with self._lock:
+                cached = self._gt_cache.get(index, table)
+                for slot, entry in slots.items():
+                    table[slot] = entry
+                    cached[slot] = entry
+
+    # -- checking ------------------------------------------------------------------------
+    def check(self):
+        """Problems of the on-disk structures, read afresh (the tables in memory are not
+        trusted): header, directories, tables and grains inside the file and apart from
+        one another, primary and redundant copies in step."""
+        out = _Problems(self)
+        f, h = self.file, self.header
+        size = f.size
+        if h.flags & FLAG_VALID_NEW_LINE_DETECTION and (
+                h.single_end_line_char, h.non_end_line_char, h.double_end_line_char1,
+                h.double_end_line_char2) != (b"\n", b" ", b"\r", b"\n"):
+            out.add("the header's newline detection characters are damaged (was the file"
+                    " transferred in text mode?)")
+        if self.line is not None and self.size != h.capacity * SECTOR:
+            out.add(f"descriptor line {self.line.line_no} gives the extent {self.size // SECTOR}"
+                    f" sectors, its header {h.capacity}")
+        meta = [(0, SECTOR, "header")]
+        if h.descriptor_offset and h.descriptor_size:
+            meta.append((h.descriptor_offset * SECTOR, h.descriptor_size * SECTOR,
+                         "embedded descriptor"))
+        gd_bytes = self.gd_entries * 4
+        gd = self._check_directory(out, meta, h.gd_offset, "grain directory")
+        rgd = None
+        if h.flags & FLAG_REDUNDANT_GRAIN_TABLE and not self.compressed:
+            rgd = self._check_directory(out, meta, h.rgd_offset, "redundant grain directory")
+        if gd is None:
+            return out.lines()
+        tables = []                 # (index, primary offset or None, redundant offset or None)
+        for index in range(self.gd_entries):
+            g, r = gd[index], rgd[index] if rgd is not None else 0
+            if rgd is not None and (g == 0) != (r == 0) and \
+                    not (g == 0 and self._whole(r, self.gt_bytes)):
+                out.add(f"grain directory entry {index} is {g}, its redundant copy {r}: one"
+                        f" has a grain table, the other none")
+            places = []
+            for sector, what in ((g, "grain table"), (r, "redundant grain table")):
+                if sector == 0:
+                    places.append(None)
+                elif not self._whole(sector, self.gt_bytes):
+                    out.add(f"{what} {index} at sector {sector} runs past the end of the file"
+                            f" ({size} bytes)")
+                    places.append(None)
+                else:
+                    meta.append((sector * SECTOR, self.gt_bytes, f"{what} {index}"))
+                    places.append(sector * SECTOR)
+            tables.append((index, places[0], places[1] if g else None))
+        meta.sort()
+        for (a, alen, aname), (b, _blen, bname) in zip(meta, meta[1:]):
+            if a + alen > b:
+                out.add(f"{aname} (sector {a // SECTOR}) overlaps {bname} (sector {b // SECTOR})")
+        grains = []                 # sector << 32 | grain, for the overlap sweep
+        for index, primary, redundant in tables:
+            slots = min(self.gt_entries, self.grains - index * self.gt_entries)
+            table = read_entries(f, primary, self.gt_entries, "I", f"grain table {index}") \
+                if primary is not None else None
+            copy = read_entries(f, redundant, self.gt_entries, "I",
+                                f"redundant grain table {index}") if redundant is not None else None
+            for slot in range(slots):
+                e = table[slot] if table is not None else 0
+                c = copy[slot] if copy is not None else e
+                grain = index * self.gt_entries + slot
+                if e != c:
+                    if self._unset(e) and not self._unset(c) and \
+                            self._whole(c, self.grain_need(grain)):
+                        grains.append(c << 32 | grain)     # an interrupted update: allowed
+                    else:
+                        out.add(f"grain table {index} entry {slot} says {e}, its redundant"
+                                f" copy {c}")
+                if self._unset(e):
+                    continue
+                if self.compressed:
+                    if e * SECTOR >= size:
+                        out.add(f"grain table {index} entry {slot} points to sector {e}, past"
+                                f" the end of the file ({size} bytes)")
+                elif not self._whole(e, self.grain_need(grain)):
+                    out.add(f"grain table {index} entry {slot} points to sector {e}, whose"
+                            f" grain runs past the end of the file ({size} bytes)")
+                else:
+                    grains.append(e << 32 | grain)
+        self._check_grain_overlaps(out, grains, meta)
+        return out.lines()
+
+    def _unset(self, entry):
+        return entry == 0 or (entry == ZEROED_GRAIN_GTE and self.zeroed_grains)
+
+    def _whole(self, sector, nbytes):
+        """Does [sector, +nbytes) lie in the file, after the header?"""
+        return sector > 0 and sector * SECTOR + nbytes <= self.file.size
+
+    def _check_directory(self, out, meta, sector, what):
+        nbytes = self.gd_entries * 4
+        if not self._whole(sector, nbytes):
+            out.add(f"{what} at sector {sector} ({nbytes} bytes) lies outside the file"
+                    f" ({self.file.size} bytes)")
+            return None
+        meta.append((sector * SECTOR, nbytes, what))
+        return read_entries(self.file, sector * SECTOR, self.gd_entries, "I", what)
+
+    def _check_grain_overlaps(self, out, grains, meta):
+        """Grains must not overlap the metadata (meta: sorted (offset, length, name)) nor
+        one another; grains is a list of sector << 32 | grain."""
+        if self.compressed:
+            return              # compressed grains vary in size: only their starts are checked
+        import bisect
+        starts = [m[0] for m in meta]
+        reach = []              # reach[i]: the furthest end of meta[0..i]
+        for offset, length, _name in meta:
+            reach.append(max(offset + length, reach[-1] if reach else 0))
+        grains.sort()
+        prev_end, prev = 0, None
+        for key in grains:
+            sector, grain = key >> 32, key & 0xFFFFFFFF
+            start = sector * SECTOR
+            end = start + self.grain_need(grain)
+            i = bisect.bisect_left(starts, end) - 1
+            if i >= 0 and reach[i] > start:
+                name = next(m[2] for m in reversed(meta[:i + 1]) if m[0] + m[1] > start)
+                out.add(f"grain {grain} (sector {sector}) overlaps the {name}")
+            if prev is not None and start < prev_end:
+                out.add(f"grains {prev} and {grain} overlap in the file (sector {sector})")
+            if end > prev_end:
+                prev_end, prev = end, grain
 
     # -- compressed grains --------------------------------------------------------------
     def read_compressed(self, phys, offset, length):
@@ -258,3 +585,28 @@ class HostedSparseExtent(GrainTableExtent):
             "unclean_shutdown": bool(h.unclean_shutdown),
         })
         return info
+
+
+def _is_zero(data):
+    return bytes(data) == bytes(len(data))
+
+
+class _Problems:
+    """check()'s list: one line each, the extent's file named when it is not the image's
+    own, and at most MAX_CHECK_PROBLEMS of them (then a count of the rest)."""
+
+    def __init__(self, extent):
+        self.prefix = f"{extent.file.path}: " if extent.line is not None else ""
+        self.found = []
+        self.more = 0
+
+    def add(self, problem):
+        if len(self.found) < MAX_CHECK_PROBLEMS:
+            self.found.append(self.prefix + problem)
+        else:
+            self.more += 1
+
+    def lines(self):
+        if self.more:
+            return self.found + [f"{self.prefix}... and {self.more} more problems"]
+        return self.found
