@@ -9,6 +9,14 @@
 
 int vd_table_max_fd(void);
 
+/* For the vdiskio Python package used as a library inside a program that runs under
+ * libvdiskio (vdiskio run -- vdpartx ...): while on, this thread's calls go straight to
+ * libc, so the decoders open image files as they are on disk. */
+VD_EXPORT void vdiskio_bypass(int on)
+{
+    vd_guard += on ? 1 : -1;
+}
+
 VD_EXPORT int close(int fd)
 {
     if (VD_LIKELY(!vd_is_image_fd(fd)) || vd_guard || vd_foreign_process())

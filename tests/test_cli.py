@@ -148,6 +148,18 @@ def test_non_images_pass_through(tmp_path):
     assert empty.exists() and empty.stat().st_size == 0
 
 
+def test_package_usable_under_the_library(img, tmp_path):
+    """The vdiskio package and vdpartx work inside a program running under the library
+    (they open image files as files, through vdiskio_bypass)."""
+    path, raw = img
+    plain = run_plain(VDISKIO + ["info", "--json", str(path)], cwd=ROOT).stdout
+    under = shimlib.run(VDISKIO + ["info", "--json", str(path)], cwd=ROOT).stdout
+    assert under == plain
+    copy = tmp_path / "copy.vhd"
+    shimlib.run(VDISKIO + ["create", "--from", str(path), str(copy)], cwd=ROOT)
+    assert shimlib.run(["cmp", str(copy), str(raw)]).returncode == 0
+
+
 def test_parse_size():
     assert parse_size("4G") == 4 << 30 and parse_size("512M") == 512 << 20
     assert parse_size("2048s") == 2048 * 512 and parse_size("100k") == 102400

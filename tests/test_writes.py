@@ -72,7 +72,8 @@ def test_every_exported_symbol_is_exercised(tmp_path, tmp_path_factory):
                    if line.startswith("PASS")}
     nm = run_plain(["nm", "-D", "--defined-only", str(shimlib.LIB)]).stdout.decode()
     exported = {line.split()[-1] for line in nm.splitlines() if line.strip()}
-    assert exported - passed == set()
+    # vdiskio_bypass is not libc's: test_cli.py::test_package_usable_under_the_library.
+    assert exported - passed == {"vdiskio_bypass"}
 
 
 RANDOM_OPS = textwrap.dedent("""

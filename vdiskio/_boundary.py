@@ -8,12 +8,13 @@ the same way as EIO. It runs only inside the Python stage of libvdiskio.
 import errno
 import os
 
-from . import log
+from . import backing, log
 from .disk import Registry
 from .errors import NotAnImage, VdError
 
 NOT_IMAGE = 1           # VD_PY_NOT_IMAGE
 registry = Registry()
+backing.IN_STAGE = True
 
 
 def _errno_of(exc, what):

@@ -23,6 +23,42 @@ SHARE_READ = "VDISKIO_SHARE_READ"
 _FLOCK = "hh4xqqi4x"            # struct flock on 64-bit Linux
 
 
+_bypass = []
+
+
+def _library_bypass():
+    """libvdiskio's vdiskio_bypass(on), when the library is preloaded into this process
+    and this is not its own Python stage (where every call already bypasses it)."""
+    if not _bypass:
+        fn = None
+        if "libvdiskio" in os.environ.get("LD_PRELOAD", "") and not IN_STAGE:
+            try:
+                import ctypes
+                fn = ctypes.CDLL(None).vdiskio_bypass
+                fn.argtypes = [ctypes.c_int]
+            except (ImportError, OSError, AttributeError):
+                fn = None
+        _bypass.append(fn)
+    return _bypass[0]
+
+
+IN_STAGE = False            # set by vdiskio._boundary: we run inside libvdiskio's stage
+
+
+def sys_open(path, flags, mode=0o777):
+    """os.open of a file as it is on disk, even in a program running under libvdiskio
+    (vdiskio run -- vdpartx ...): opened through the library, an image would read as
+    the disk inside it, not as the image file the decoders expect."""
+    bypass = _library_bypass()
+    if bypass is None:
+        return os.open(path, flags, mode)
+    bypass(1)
+    try:
+        return os.open(path, flags, mode)
+    finally:
+        bypass(0)
+
+
 def _flock(fd, cmd, ltype, offset):
     raw = fcntl.fcntl(fd, cmd, struct.pack(_FLOCK, ltype, os.SEEK_SET, offset, 1, 0))
     return struct.unpack(_FLOCK, raw)[0]
@@ -62,7 +98,7 @@ class BackingFile:
         if fd is None:
             flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC
             try:
-                fd = os.open(path, flags)
+                fd = sys_open(path, flags)
             except OSError as e:
                 raise VdError(f"cannot open: {e.strerror}", path, e.errno) from None
         self.fd = fd

@@ -2,8 +2,9 @@
 
 import os
 
-from .errors import NotAnImage, VdError
 from . import log, vhd
+from .backing import sys_open
+from .errors import NotAnImage, VdError
 
 PROBE_BYTES = 4096
 
@@ -13,7 +14,7 @@ def sniff(path, fd=None):
     own = fd is None
     if own:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = sys_open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
             raise VdError(f"cannot open: {e.strerror}", path, e.errno) from None
     try:

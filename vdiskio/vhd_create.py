@@ -5,6 +5,7 @@ import os
 import time
 import uuid
 
+from .backing import sys_open
 from .errors import VdError
 from .vhd import MAX_GEOMETRY, SECTOR, open_vhd
 from .vhd_structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED,
@@ -60,7 +61,7 @@ def build_footer(size, disk_type, data_offset, unique_id=None):
 
 def _exclusive_create(path):
     try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        return sys_open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     except FileExistsError:
         raise VdError("already exists; vdiskio create never overwrites a file", path,
                       errno.EEXIST) from None
