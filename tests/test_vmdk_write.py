@@ -540,3 +540,18 @@ def test_check_flat_extent_too_short(tmp_path):
     run(VDISKIO + ["create", "-t", "monolithicFlat", "-s", "1M", str(path)], cwd=ROOT)
     os.truncate(tmp_path / "f-flat.vmdk", 4096)
     _expect_problem(path, "needs 1048576 bytes")
+
+
+def test_check_zeroed_grain_footprints(tmp_path):
+    """With zeroed-grain entries, a primary 0 against a redundant 1 (or 1 against 0) is
+    an interrupted update too; a primary pointer against a redundant 0 is not."""
+    path = tmp_path / "z.vmdk"
+    qemu("qemu-img", "create", "-f", "vmdk", "-o", "zeroed_grain=on", path, "2M")
+    qemu("qemu-io", "-f", "vmdk", "-c", "write -P 0x44 0 64k", path)
+    h = header(path)
+    gt, rgt = u32(path, h[9] * SECTOR) * SECTOR, u32(path, h[8] * SECTOR) * SECTOR
+    put_u32(path, rgt + 4 * 5, 1)
+    put_u32(path, gt + 4 * 6, 1)
+    assert vdiskio_check(path).returncode == 0
+    put_u32(path, rgt, 0)
+    _expect_problem(path, "grain table 0 entry 0 says")

@@ -18,7 +18,8 @@ then the primary grain table entry that points at it. The primary entry is the c
 point. A discard changes the primary entry first, then the redundant one, then punches
 the freed grain out of the file. So an interrupted update always leaves the same
 footprint, which check() accepts: a primary entry of 0 (or 1, zeroed) where the
-redundant copy points at a grain or table that lies whole in the file.
+redundant copy says otherwise (points at a grain or table that lies whole in the file,
+or is the other of 0 and 1); the primary copy is the one every reader follows.
 """
 
 import _thread                      # (threading costs a millisecond at import)
@@ -474,8 +475,9 @@ class HostedSparseExtent(GrainTableExtent):
                 c = copy[slot] if copy is not None else e
                 grain = index * self.gt_entries + slot
                 if e != c:
-                    if self._unset(e) and not self._unset(c) and \
-                            self._whole(c, self.grain_need(grain)):
+                    if self._unset(e) and self._unset(c):
+                        pass                                # an interrupted update: allowed
+                    elif self._unset(e) and self._whole(c, self.grain_need(grain)):
                         grains.append(c << 32 | grain)     # an interrupted update: allowed
                     else:
                         out.add(f"grain table {index} entry {slot} says {e}, its redundant"
