@@ -402,6 +402,8 @@ class VMDK(Image):
             return
         if room is not None and len(patched) > room:
             raise CorruptImage("the embedded descriptor has no room for a new CID", self.path)
+        # (Never shorter in practice: a CID has at most 8 digits, and we write 8.)
+        patched += (b"\0" if room is not None else b"\n") * (len(text) - len(patched))
         first = 0
         while first < len(text) and text[first] == patched[first]:
             first += 1
@@ -413,9 +415,9 @@ class VMDK(Image):
         problems = []
         desc = self.descriptor
         if desc is not None:
-            for key in ("CID", "parentCID"):
+            for attribute in ("cid", "parent_cid"):
                 try:
-                    desc._hex(key)
+                    getattr(desc, attribute)
                 except CorruptImage as e:
                     problems.append(e.message)
             if self.descriptor_location == "embedded" and len(self.vmdk_extents) == 1 and \

@@ -291,7 +291,7 @@ class HostedSparseExtent(GrainTableExtent):
                 base = fill(grain_start, need) if inherits else bytes(need)
                 content = bytearray(base)
                 content[ingrain:ingrain + n] = chunk
-            if self.zeroed_grains and _is_zero(content):
+            if inherits and self.zeroed_grains and _is_zero(content):
                 content = None      # a zeroed-grain entry hides the parent for free
             new[grain] = content
         if new:
