@@ -98,7 +98,7 @@ def copy_raw(source, path):
     file, or any image vdiskio reads (a conversion: streamOptimized to sparse, VHD to
     VMDK...); holes of an image source are skipped without being read."""
     from .formats import open_image, sniff
-    from .image import ZERO
+    from .image import ZERO, is_zero
     image = open_image(path, writable=True)
     try:
         if sniff(source):
@@ -109,7 +109,7 @@ def copy_raw(source, path):
                         continue
                     for off in range(ext.offset, ext.end, COPY_CHUNK):
                         data = src.read(off, min(COPY_CHUNK, ext.end - off))
-                        if any(data):
+                        if not is_zero(data):
                             image.write(off, data)
             finally:
                 src.close()
@@ -120,7 +120,7 @@ def copy_raw(source, path):
                     data = f.read(COPY_CHUNK)
                     if not data:
                         break
-                    if any(data):
+                    if not is_zero(data):
                         image.write(offset, data)
                     offset += len(data)
         image.flush()

@@ -15,6 +15,21 @@ SPECIAL = 2   # stored in a form only `layer.read_special` can decode (compresse
 
 KIND_NAMES = {ZERO: "zero", DATA: "data", SPECIAL: "special"}
 
+_ZEROS = bytes(1 << 20)
+
+
+def is_zero(data):
+    """Whether a bytes-like object holds only zero bytes, at memcmp speed (any() loops in
+    Python, and comparing with a fresh bytes(n) page-faults n bytes of zeros every time)."""
+    if not isinstance(data, (bytes, bytearray)):
+        data = bytes(data)
+    step = len(_ZEROS)
+    for off in range(0, len(data), step):
+        chunk = data[off:off + step]
+        if chunk != (_ZEROS if len(chunk) == step else _ZEROS[:len(chunk)]):
+            return False
+    return True
+
 
 class Extent:
     """Virtual bytes [offset, offset+length) that map uniformly.

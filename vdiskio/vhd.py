@@ -14,7 +14,7 @@ from . import log
 from .backing import BackingFile
 from .errors import (CorruptImage, MissingFile, NotAnImage, ReadOnlyImage, Refused, Unsupported,
                      VdError)
-from .image import DATA, ZERO, Extent, Image
+from .image import DATA, ZERO, Extent, Image, is_zero
 from .paths import resolve_related
 from .vhd_structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED,
                           DISK_TYPE_NAMES, DYNAMIC_COOKIE, DYNAMIC_HEADER, FILE_FORMAT_VERSION,
@@ -331,7 +331,7 @@ class DynamicVHD(VHD):
         first = inblk // SECTOR
         count = -(-(inblk + len(chunk)) // SECTOR) - first
         if data is None:
-            if not any(chunk):
+            if is_zero(chunk):
                 return              # zeros into an unallocated block already read as zeros
             self._allocate(block, b"\xff" * self.bitmap_bytes, inblk, chunk)
             return

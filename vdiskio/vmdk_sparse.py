@@ -27,7 +27,7 @@ import errno
 import struct
 
 from .errors import CorruptImage, NotAnImage, Unsupported, VdError
-from .image import DATA, SPECIAL, ZERO
+from .image import DATA, SPECIAL, ZERO, is_zero
 from .vhd import zero_file_range
 from .vmdk_extents import UNALLOCATED, GrainTableExtent, index_of, read_entries
 from .vmdk_structs import (COMPRESSION_DEFLATE, COMPRESSION_NONE, FLAG_MARKERS,
@@ -281,7 +281,7 @@ class HostedSparseExtent(GrainTableExtent):
                 self.file.pwrite(phys + ingrain, chunk)
                 continue
             inherits = kind == UNALLOCATED and fill is not None
-            if not inherits and _is_zero(chunk):
+            if not inherits and is_zero(chunk):
                 continue            # the grain already reads as zeros
             if n == need:
                 content = chunk
@@ -291,7 +291,7 @@ class HostedSparseExtent(GrainTableExtent):
                 base = fill(grain_start, need) if inherits else bytes(need)
                 content = bytearray(base)
                 content[ingrain:ingrain + n] = chunk
-            if inherits and self.zeroed_grains and _is_zero(content):
+            if inherits and self.zeroed_grains and is_zero(content):
                 content = None      # a zeroed-grain entry hides the parent for free
             new[grain] = content
         if new:
@@ -589,8 +589,6 @@ class HostedSparseExtent(GrainTableExtent):
         return info
 
 
-def _is_zero(data):
-    return bytes(data) == bytes(len(data))
 
 
 class _Problems:
