@@ -463,8 +463,8 @@ def space_needed(scale):
 
 def build_all(b, vs, only):
     """The images the chosen cases use."""
-    if not only & {"seq", "pread", "peers", "first-open"}:
-        vs = []
+    if not only & {"seq", "pread", "peers"}:
+        vs = [v for v in vs if v.name in FIRST_OPEN] if "first-open" in only else []
     need = space_needed(b.scale)
     free = shutil.disk_usage(b.work).free
     if free < need * 1.1:
@@ -577,13 +577,18 @@ def case_peers(b, v):
     mnt = b.work / "mnt"
     try:
         if have("nbdcopy") and have("qemu-nbd"):
-            sock = b.work / f"nbd-{slug(v.name)}.sock"
-            pidfile = b.work / f"nbd-{slug(v.name)}.pid"
-            run(["qemu-nbd", "-r", "-t", "-e", "4", "--fork", "-k", sock, "--pid-file", pidfile,
-                 "--image-opts", v.image_opts(True)])
-            server = int(pidfile.read_text())
-            cmds["nbdcopy"] = Cmd(["nbdcopy", f"nbd+unix:///?socket={sock}", "null:"])
-            rows.append(("nbdcopy", "vdiskio null", nbd_row))
+            # A Unix socket's path has at most 107 bytes: not under a deep --tmpdir.
+            sockdir = Path(tempfile.mkdtemp(prefix="vdb-nbd-", dir="/tmp"))
+            b.cleanups.append(lambda: shutil.rmtree(sockdir, ignore_errors=True))
+            sock, pidfile = sockdir / "s", sockdir / "pid"
+            try:
+                run(["qemu-nbd", "-r", "-t", "-e", "4", "--fork", "-k", sock, "--pid-file",
+                     pidfile, "--image-opts", v.image_opts(True)])
+                server = int(pidfile.read_text())
+                cmds["nbdcopy"] = Cmd(["nbdcopy", f"nbd+unix:///?socket={sock}", "null:"])
+                rows.append(("nbdcopy", "vdiskio null", nbd_row))
+            except BenchError as e:
+                nbd_row.status = f"ERROR: {e}"
         else:
             nbd_row.status = "not installed"
         if not have(v.fuse_tool):
@@ -733,6 +738,9 @@ def added_ms(base, measured, per):
     return [(m.seconds - r.seconds) * 1000 / per for r, m in zip(base, measured)]
 
 
+FIRST_OPEN = ("vhd dynamic", "vmdk monolithicSparse")
+
+
 def case_first_open(b, vs):
     """What the first image open adds to a process (loading and starting Python, opening
     the image): dd of one sector of an image through the library minus dd of one sector
@@ -740,7 +748,7 @@ def case_first_open(b, vs):
     k = b.scale.open_batch
     spawn = b.tools["spawn"]
     for v in vs:
-        if v.name not in ("vhd dynamic", "vmdk monolithicSparse"):
+        if v.name not in FIRST_OPEN or v.path is None:
             continue
         s = b.alternate({"raw": Cmd([spawn, k] + dd(b.raw, bs=512, count=1)),
                          "image": Cmd([spawn, k] + dd(v.path, bs=512, count=1), lib=True)},
@@ -949,6 +957,8 @@ def main(argv=None):
             if case in only:
                 guarded(b, case, fn, *extra)
     finally:
+        for cleanup in b.cleanups:
+            cleanup()
         if args.keep:
             print(f"kept {work}")
         else:
