@@ -120,6 +120,10 @@ def qemu_convert_raw(image, out, fmt=None):
     return Path(out)
 
 
-@pytest.fixture
-def tools():
-    return require_tool
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    """No test inherits vdiskio's variables from the shell that runs pytest."""
+    for name in ("VDISKIO_ALLOW_EXTERNAL_EXTENTS", "VDISKIO_IGNORE_PARENT_ID",
+                 "VDISKIO_IGNORE_PARENT", "VDISKIO_LOG", "VDISKIO_DEBUG", "VDISKIO_DUMP",
+                 "VDISKIO_SHARE_READ"):
+        monkeypatch.delenv(name, raising=False)

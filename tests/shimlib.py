@@ -39,6 +39,25 @@ def run(cmd, check=True, input=None, extra_env=None, cwd=None, timeout=600):
     return p
 
 
+OPEN_AND_READ = """
+import os, sys
+try:
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    os.read(fd, 1 << 20)
+    print(0)
+except OSError as e:
+    print(e.errno)
+"""
+
+
+def open_errno(path):
+    """(errno, stderr lines) of a program opening and reading path under the library
+    (errno 0: it worked)."""
+    import sys
+    p = run([sys.executable, "-c", OPEN_AND_READ, str(path)])
+    return int(p.stdout), p.stderr.decode().strip().splitlines()
+
+
 def compile_c(name, outdir):
     """Build tests/c/<name>.c into outdir; returns the binary's path."""
     require_tool("gcc")

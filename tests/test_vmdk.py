@@ -25,13 +25,6 @@ KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 SECTOR = 512
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    for name in ("VDISKIO_ALLOW_EXTERNAL_EXTENTS", "VDISKIO_IGNORE_PARENT_ID",
-                 "VDISKIO_IGNORE_PARENT", "VDISKIO_LOG"):
-        monkeypatch.delenv(name, raising=False)
-
-
 def open_image(path, **kw):
     return formats.open_image(str(path), **kw)
 

@@ -30,13 +30,6 @@ VDISKIO = [sys.executable, "-m", "vdiskio"]
 HEADER = "<4sIIQQQQIQQQ"        # magic version flags capacity grain desc_off desc_size gtes rgd gd
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    for name in ("VDISKIO_ALLOW_EXTERNAL_EXTENTS", "VDISKIO_IGNORE_PARENT_ID",
-                 "VDISKIO_IGNORE_PARENT", "VDISKIO_LOG"):
-        monkeypatch.delenv(name, raising=False)
-
-
 def open_image(path, **kw):
     return formats.open_image(str(path), **kw)
 

@@ -56,14 +56,6 @@ class CowdExtent(GrainTableExtent):
         return (f"vmfsSparse (COWD) extents are read-only in vdiskio (ESX writes them); to get"
                 f" a writable copy: vdiskio create --from {top} NEW.vmdk")
 
-    def gt_location(self, index):
-        sector = self.gd[index]
-        if sector * SECTOR + self.gt_bytes > self.file.size:
-            raise CorruptImage(f"grain directory entry {index} points to sector {sector},"
-                               f" beyond the end of the file ({self.file.size} bytes)",
-                               self.file.path)
-        return sector * SECTOR
-
     def decode_entry(self, entry):
         if entry == 0:
             return UNALLOCATED, 0

@@ -214,7 +214,7 @@ class GrainTableExtent(VmdkExtent):
         self.loaded_grain_tables = 0
         self._gt_cache = {}                 # index -> table, least recently used first
         self._lock = _thread.allocate_lock()
-        gt_bytes = gt_entries * ENTRY_SIZES[self.entry_typecode]
+        self.gt_bytes = gt_bytes = gt_entries * ENTRY_SIZES[self.entry_typecode]
         self._gt_cache_limit = max(8, GT_CACHE_BYTES // gt_bytes)
         self._warned = False
 
@@ -223,8 +223,14 @@ class GrainTableExtent(VmdkExtent):
         return self.gd[index] != 0
 
     def gt_location(self, index):
-        """File offset of allocated grain table `index`, checked to lie inside the file."""
-        raise NotImplementedError
+        """File offset of allocated grain table `index`, checked to lie inside the file.
+        Hosted sparse and COWD directories hold sector numbers; seSparse overrides this."""
+        sector = self.gd[index]
+        if sector * SECTOR + self.gt_bytes > self.file.size:
+            raise CorruptImage(f"grain directory entry {index} points to sector {sector},"
+                               f" beyond the end of the file ({self.file.size} bytes)",
+                               self.file.path)
+        return sector * SECTOR
 
     def decode_entry(self, entry):
         """(kind, file offset) of a grain table entry: DATA, SPECIAL, ZERO, UNALLOCATED or

@@ -191,14 +191,6 @@ class HostedSparseExtent(GrainTableExtent):
             raise CorruptImage(problem, self.file.path)
         # Otherwise the bad entries fail when they are used.
 
-    def gt_location(self, index):
-        sector = self.gd[index]
-        if sector * SECTOR + self.gt_bytes > self.file.size:
-            raise CorruptImage(f"grain directory entry {index} points to sector {sector},"
-                               f" beyond the end of the file ({self.file.size} bytes)",
-                               self.file.path)
-        return sector * SECTOR
-
     def _table_problem(self, table, index):
         slots = min(self.gt_entries, self.grains - index * self.gt_entries)
         top = max(table[:slots])
