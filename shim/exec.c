@@ -11,37 +11,64 @@
 #include <alloca.h>
 #include <spawn.h>
 #include <stdlib.h>
+#include <string.h>
 
 extern char **environ;
+
+/* The environment a program we start gets: with VDISKIO_INHERIT=1 when this process has
+ * image fds it may inherit (its library then looks for them at start, state.c), without
+ * it otherwise, so the mark does not outlive the images. Built on the caller's stack:
+ * a vfork child must not call malloc. */
+static size_t env_size(char *const *envp)
+{
+    size_t n = 0;
+    while (envp && envp[n])
+        n++;
+    return n + 2;
+}
+
+static char **child_env(char **out, char *const *in)
+{
+    size_t j = 0;
+    for (size_t i = 0; in && in[i]; i++)
+        if (strncmp(in[i], VD_INHERIT_ENV "=", sizeof VD_INHERIT_ENV))
+            out[j++] = in[i];
+    if (vd_has_images())
+        out[j++] = VD_INHERIT_ENV "=1";
+    out[j] = NULL;
+    return out;
+}
+
+#define CHILD_ENV(envp) child_env(alloca(env_size(envp) * sizeof(char *)), (envp))
 
 VD_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
 {
     vd_share_all();
-    return REAL(execve)(path, argv, envp);
+    return REAL(execve)(path, argv, CHILD_ENV(envp));
 }
 
 VD_EXPORT int execv(const char *path, char *const argv[])
 {
     vd_share_all();
-    return REAL(execve)(path, argv, environ);
+    return REAL(execve)(path, argv, CHILD_ENV(environ));
 }
 
 VD_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 {
     vd_share_all();
-    return REAL(execvpe)(file, argv, envp);
+    return REAL(execvpe)(file, argv, CHILD_ENV(envp));
 }
 
 VD_EXPORT int execvp(const char *file, char *const argv[])
 {
     vd_share_all();
-    return REAL(execvpe)(file, argv, environ);
+    return REAL(execvpe)(file, argv, CHILD_ENV(environ));
 }
 
 VD_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 {
     vd_share_all();
-    return REAL(fexecve)(fd, argv, envp);
+    return REAL(fexecve)(fd, argv, CHILD_ENV(envp));
 }
 
 VD_EXPORT int execveat(int dirfd, const char *path, char *const argv[], char *const envp[],
@@ -50,7 +77,7 @@ VD_EXPORT int execveat(int dirfd, const char *path, char *const argv[], char *co
     if (!HAVE_REAL(execveat))
         return vd_fail(ENOSYS);
     vd_share_all();
-    return real_execveat(dirfd, path, argv, envp, flags);
+    return real_execveat(dirfd, path, argv, CHILD_ENV(envp), flags);
 }
 
 /* execl, execlp, execle: the variadic arguments become an argv on the stack (a vfork
@@ -109,24 +136,34 @@ VD_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_a
                           const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
     vd_share_all();
-    return REAL(posix_spawn)(pid, path, fa, attr, argv, envp);
+    return REAL(posix_spawn)(pid, path, fa, attr, argv, CHILD_ENV(envp));
 }
 
 VD_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
                            const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
     vd_share_all();
-    return REAL(posix_spawnp)(pid, file, fa, attr, argv, envp);
+    return REAL(posix_spawnp)(pid, file, fa, attr, argv, CHILD_ENV(envp));
 }
 
+/* system and popen start /bin/sh with `environ` from inside glibc: it is swapped for
+ * the call (a pointer store; another thread reading it sees one array or the other). */
 VD_EXPORT int system(const char *cmd)
 {
     vd_share_all();
-    return REAL(system)(cmd);
+    char **saved = environ;
+    environ = CHILD_ENV(saved);
+    int r = REAL(system)(cmd);
+    environ = saved;
+    return r;
 }
 
 VD_EXPORT FILE *popen(const char *cmd, const char *mode)
 {
     vd_share_all();
-    return REAL(popen)(cmd, mode);
+    char **saved = environ;
+    environ = CHILD_ENV(saved);
+    FILE *f = REAL(popen)(cmd, mode);
+    environ = saved;
+    return f;
 }

@@ -363,11 +363,38 @@ struct vd_dirent64 {
     char d_name[];
 };
 
-/* Every process with the library runs this scan at start, so it avoids readlink (the
- * costly part) for all but regular files that are not memfds: a listing of
- * /proc/self/fd, an fstat per fd, a fcntl and a pread for memfds. */
-void vd_adopt_inherited(void)
+/* An open fd of this process at start-up that may be an image: our placeholder (a memfd
+ * with our header), or an image file a parent running without the library opened. */
+static void adopt_candidate(int fd)
 {
+    struct stat64 st;
+    if (REAL(fstat64)(fd, &st) || !S_ISREG(st.st_mode) || st.st_size == 0)
+        return;
+    char magic[8];
+    if (REAL(fcntl64)(fd, F_GET_SEALS) >= 0 && REAL(pread64)(fd, magic, 8, 0) == 8 &&
+        !memcmp(magic, VD_HDR_MAGIC, 8)) {
+        adopt_memfd(fd);
+        return;
+    }
+    char target[PATH_MAX];
+    if (!fd_path(fd, target, sizeof target) && target[0] == '/' &&
+        name_kind(target) == VD_NAME_WHOLE)
+        adopt_real(fd, target);
+}
+
+/* Every process with the library runs this at start, so it is cheap unless there is
+ * something to find. A parent with image fds marks its children's environment
+ * (VD_INHERIT_ENV, exec.c): they list /proc/self/fd and look at every fd. Others look at
+ * fds 0-2 only, with an fstat each (a cold /proc listing costs 60 us, a tenth of a
+ * whole /bin/true): an image a shell without the library opened for `cmd < disk.vhd` is
+ * still found. */
+void vd_adopt_inherited(int everything)
+{
+    if (!everything) {
+        for (int fd = 0; fd <= 2; fd++)
+            adopt_candidate(fd);
+        return;
+    }
     int dfd = REAL(open)("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
         return;
@@ -377,22 +404,8 @@ void vd_adopt_inherited(void)
         for (long off = 0; off < n;) {
             struct vd_dirent64 *de = (struct vd_dirent64 *)(buf + off);
             off += de->d_reclen;
-            if (!isdigit((unsigned char)de->d_name[0]))
-                continue;
-            int fd = atoi(de->d_name);
-            struct stat64 st;
-            if (fd == dfd || REAL(fstat64)(fd, &st) || !S_ISREG(st.st_mode))
-                continue;
-            char magic[8];
-            if (REAL(fcntl64)(fd, F_GET_SEALS) >= 0 &&
-                REAL(pread64)(fd, magic, 8, 0) == 8 && !memcmp(magic, VD_HDR_MAGIC, 8)) {
-                adopt_memfd(fd);
-                continue;
-            }
-            char target[PATH_MAX];
-            if (st.st_size > 0 && !fd_path(fd, target, sizeof target) && target[0] == '/' &&
-                name_kind(target) == VD_NAME_WHOLE)
-                adopt_real(fd, target);
+            if (isdigit((unsigned char)de->d_name[0]) && atoi(de->d_name) != dfd)
+                adopt_candidate(atoi(de->d_name));
         }
     }
     REAL(close)(dfd);

@@ -120,8 +120,21 @@ void vd_put(struct vd_ofd *o)
     pthread_mutex_unlock(&vd_free_lock);
 }
 
+static void fork_prepare(void);
+static void fork_parent(void);
+static void fork_child(void);
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void register_atfork(void)
+{
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
 void vd_table_set(int fd, struct vd_ofd *o)
 {
+    /* The fork handlers matter only once there are images: registered with the first
+     * (never under vd_table_lock, which fork_prepare takes after the atfork lock). */
+    pthread_once(&atfork_once, register_atfork);
     pthread_mutex_lock(&vd_table_lock);
     vd_slot *slot = tab_slot(fd);
     struct vd_ofd *old = NULL;
@@ -393,11 +406,20 @@ __attribute__((constructor)) static void vd_init(void)
     vd_debug = e && e[0] == '1';
     e = getenv("VDISKIO_DUMP");
     vd_dump = e && e[0] == '1';
-    pthread_atfork(fork_prepare, fork_parent, fork_child);
-    vd_adopt_inherited();
+    vd_adopt_inherited(getenv(VD_INHERIT_ENV) != NULL);
 }
 
 int vd_table_max_fd(void)
 {
     return vd_max_fd;
+}
+
+int vd_has_images(void)
+{
+    if (!atomic_load(&vd_active))
+        return 0;
+    for (int fd = 0; fd <= vd_max_fd; fd++)
+        if (tab_load(fd))
+            return 1;
+    return 0;
 }

@@ -203,7 +203,10 @@ int vd_name_candidate(const char *path);
 int vd_open_image(int dirfd, const char *path, int flags, mode_t mode);
 /* stat of an image path: 0, -1 with errno, or VD_NOT_IMAGE. */
 int vd_stat_image(int dirfd, const char *path, int at_flags, struct stat64 *st);
-void vd_adopt_inherited(void);                /* constructor: find inherited image fds */
+void vd_adopt_inherited(int everything);      /* constructor: find inherited image fds */
+/* Set in a child's environment by the exec wrappers when the parent has image fds. */
+#define VD_INHERIT_ENV "VDISKIO_INHERIT"
+int vd_has_images(void);
 
 /* ---- metadata answers (stat.c) ----------------------------------------------------------- */
 void vd_fill_stat(struct vd_ofd *o, struct stat64 *st);
