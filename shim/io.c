@@ -55,20 +55,33 @@ int vd_ensure_disk(struct vd_ofd *o)
     return rc < 0 ? vd_fail(-rc) : 0;
 }
 
+/* Ask Python for the entries of the aligned batch of blocks holding blk: batches never
+ * overlap, so random reads over a disk fill each entry once. */
 static uint64_t fill(struct vd_disk *d, uint64_t blk)
 {
     uint64_t entries[VD_FILL_BATCH];
-    uint64_t count = d->nblocks - blk;
-    if (count > VD_FILL_BATCH)
-        count = VD_FILL_BATCH;
-    int n = VD_PY(vdpy_map, d->handle, blk, (uint32_t)count, entries);
+    uint64_t first = blk & ~(uint64_t)(VD_FILL_BATCH - 1);
+    while (first < blk) {
+        /* Skip the known head of the batch: Python answers from the first unknown. */
+        if (!vd_map_get(d, first))
+            break;
+        first++;
+    }
+    uint64_t count = d->nblocks - first;
+    uint64_t batch_end = (blk | (VD_FILL_BATCH - 1)) + 1;
+    if (count > batch_end - first)
+        count = batch_end - first;
+    int n = VD_PY(vdpy_map, d->handle, first, (uint32_t)count, entries);
     if (n <= 0) {
         errno = n < 0 ? -n : EIO;
         return 0;
     }
     for (int i = 0; i < n && (uint64_t)i < count; i++)
-        vd_map_set(d, blk + i, entries[i] ? entries[i] : (uint64_t)VD_KIND_SLOW << 61);
-    return entries[0] ? entries[0] : (uint64_t)VD_KIND_SLOW << 61;
+        vd_map_set(d, first + i, entries[i] ? entries[i] : (uint64_t)VD_KIND_SLOW << 61);
+    uint64_t e = vd_map_get(d, blk);
+    if (!e) /* Python stopped short of blk (its lookups per call are bounded): ask from blk */
+        return blk > first ? fill(d, blk) : (uint64_t)VD_KIND_SLOW << 61;
+    return e;
 }
 
 static inline uint64_t entry(struct vd_disk *d, uint64_t blk)

@@ -81,14 +81,13 @@ class Disk:
                 break
             ext = image.extent_at(start)
             lookups += 1
-            covered = 0
+            # Blocks from b that lie whole inside the extent (the disk's last block may be
+            # partial: it counts when the extent reaches the disk's end).
             limit = min(ext.end, size)
-            while b + covered < end_block:
-                bs = (b + covered) * bsize
-                be = min(bs + bsize, size)
-                if bs >= size or be > limit:
-                    break
-                covered += 1
+            whole = limit // bsize
+            if limit == size and size % bsize:
+                whole += 1
+            covered = max(0, min(whole, end_block) - b)
             if covered == 0:
                 entries.append(ENTRY_SLOW)
                 b += 1
@@ -99,10 +98,11 @@ class Disk:
                 kind = KIND_OWNED if (ext.owned and owned_ok) else KIND_DATA
                 base = (kind << 61) | (ext.file.fd << 40)
                 phys = ext.phys + (start - ext.offset)
-                for i in range(covered):
-                    p = phys + i * bsize
-                    entries.append(base | (p >> 9) if p % 512 == 0 and p <= MAX_ENTRY_PHYS
-                                   else ENTRY_SLOW)
+                if phys % 512 == 0 and phys + (covered - 1) * bsize <= MAX_ENTRY_PHYS:
+                    entries.extend([base | (p >> 9) for p in
+                                    range(phys, phys + covered * bsize, bsize)])
+                else:
+                    entries.extend([ENTRY_SLOW] * covered)
             else:
                 entries.extend([ENTRY_SLOW] * covered)
             b += covered

@@ -26,6 +26,7 @@ def _text(raw):
 
 class CowdExtent(GrainTableExtent):
     type_name = "VMFSSPARSE"
+    sector_entries = True       # entries are sector numbers: 0 unallocated
 
     def __init__(self, line, start, size, file, access, header):
         path = file.path

@@ -48,6 +48,27 @@ def read_entries(f, offset, count, typecode, what, mutable=False):
     return list(entries) if mutable else entries
 
 
+def _prefix_len(values, expected):
+    """How many leading items of list `values` equal those of sequence `expected` (a
+    binary search over slice comparisons, which run in C)."""
+    if values == list(expected):
+        return len(values)
+    lo, hi = 1, len(values)         # values[:lo] matches (the caller checked the first)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if values[:mid] == list(expected[:mid]):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _values(table, start, stop):
+    """Entries [start, stop) of a table (a memoryview, or a tuple/list) as a list."""
+    part = table[start:stop]
+    return part.tolist() if isinstance(part, memoryview) else list(part)
+
+
 def index_of(table, value):
     """Position of the first entry equal to value (error messages only)."""
     for i, entry in enumerate(table):
@@ -311,15 +332,9 @@ class GrainTableExtent(VmdkExtent):
         stop = slot + 1
         if kind == DATA:
             # Merge physically contiguous grains of this table into one run.
-            while stop < slots:
-                k, p = self.decode_entry(table[stop])
-                if k != DATA or p != phys + (stop - slot) * self.grain_bytes or \
-                        p + self.grain_need(first + stop) > self.file.size:
-                    break
-                stop += 1
+            stop = self._data_run(table, first, slot, slots, phys)
         elif kind != SPECIAL:
-            while stop < slots and self.decode_entry(table[stop])[0] == kind:
-                stop += 1
+            stop = self._same_run(table, slot, slots, kind)
         run_start = (first + slot) * self.grain_bytes
         run_end = min((first + stop) * self.grain_bytes, self.size)
         if kind == DATA:
@@ -328,6 +343,40 @@ class GrainTableExtent(VmdkExtent):
         if kind == SPECIAL:
             return Extent(self.start + run_start, run_end - run_start, SPECIAL, self.file, phys)
         return Extent(self.start + run_start, run_end - run_start, kind)
+
+    # Entries that are sector numbers (hosted sparse, COWD) are compared a table slice at
+    # a time: one run of 512 grains costs a few list comparisons, not 512 decodes.
+    sector_entries = False
+
+    def _data_run(self, table, first, slot, slots, phys):
+        """End (slot) of the run of grains from `slot` stored contiguously from `phys`."""
+        if self.sector_entries:
+            # Entries after a data entry that increase by one grain are data too (never 0
+            # or 1); only the last grain of the run needs checking against the file's end.
+            step = self.grain_bytes // SECTOR
+            stop = slot + _prefix_len(_values(table, slot, slots),
+                                      range(phys // SECTOR, phys // SECTOR + (slots - slot) * step,
+                                            step))
+            if table[stop - 1] * SECTOR + self.grain_need(first + stop - 1) <= self.file.size:
+                return stop
+        stop = slot + 1
+        while stop < slots:
+            k, p = self.decode_entry(table[stop])
+            if k != DATA or p != phys + (stop - slot) * self.grain_bytes or \
+                    p + self.grain_need(first + stop) > self.file.size:
+                break
+            stop += 1
+        return stop
+
+    def _same_run(self, table, slot, slots, kind):
+        """End of the run of entries of `kind` (unallocated or zeroed) from `slot`."""
+        if self.sector_entries:         # one raw value per such kind
+            values = _values(table, slot, slots)
+            return slot + _prefix_len(values, [values[0]] * len(values))
+        stop = slot + 1
+        while stop < slots and self.decode_entry(table[stop])[0] == kind:
+            stop += 1
+        return stop
 
     def allocated_grains(self, max_tables=256):
         """Grains this extent holds, when counting costs at most max_tables table reads."""

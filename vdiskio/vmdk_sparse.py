@@ -128,6 +128,7 @@ def inflate(data, limit):
 
 class HostedSparseExtent(GrainTableExtent):
     type_name = "SPARSE"
+    sector_entries = True       # entries are sector numbers: 0 unallocated
 
     def __init__(self, line, start, size, file, access, header):
         check_header(header, file.path)
