@@ -37,7 +37,9 @@ int vdpy_map(int64_t handle, uint64_t block, uint32_t count, uint64_t *entries);
 int64_t vdpy_read(int64_t handle, char *buf, uint64_t len, uint64_t off);
 int64_t vdpy_write(int64_t handle, const char *buf, uint64_t len, uint64_t off);
 int vdpy_flush(int64_t handle, int datasync);
-/* mode 0: deallocate (reads zeros after), 1: write zeros. */
+/* The range reads as zeros afterwards (deallocated where the format allows; mode 1,
+ * BLKZEROOUT and ZERO_RANGE, asks no more than mode 0: a sparse image cannot promise
+ * preallocation). */
 int vdpy_discard(int64_t handle, uint64_t off, uint64_t len, int mode);
 /* SEEK_DATA / SEEK_HOLE on the whole disk from off: the offset, or -ENXIO. */
 int64_t vdpy_seek(int64_t handle, uint64_t off, int whence);

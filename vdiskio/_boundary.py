@@ -108,7 +108,7 @@ def install(ffi):
     @ffi.def_extern(error=-errno.EIO)
     def vdpy_discard(handle, offset, length, mode):
         try:
-            registry.get(handle).discard(offset, length, write_zeros=bool(mode))
+            registry.get(handle).discard(offset, length)
             return 0
         except BaseException as e:
             return -_errno_of(e, "discard")

@@ -122,16 +122,14 @@ class Disk:
         log.debug(f"python write {self.path} @{offset} +{len(data)}")
         return len(data)
 
-    def discard(self, offset, length, write_zeros):
+    def discard(self, offset, length):
+        """Make a range read as zeros (fallocate PUNCH_HOLE and ZERO_RANGE, BLKDISCARD,
+        BLKZEROOUT alike): the image deallocates where its format allows, else writes
+        zeros. Nothing here promises preallocation: a sparse image cannot."""
         if not self.writable:
             raise VdError("image not opened for writing", self.path, errno.EBADF)
         with self.lock:
-            if write_zeros:
-                step = 1 << 20
-                for pos in range(offset, offset + length, step):
-                    self.image.write(pos, bytes(min(step, offset + length - pos)))
-            else:
-                self.image.discard(offset, length)
+            self.image.discard(offset, length)
 
     def flush(self, datasync=False):
         with self.lock:

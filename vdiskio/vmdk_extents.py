@@ -48,7 +48,7 @@ def read_entries(f, offset, count, typecode, what, mutable=False):
     return list(entries) if mutable else entries
 
 
-def _prefix_len(values, expected):
+def prefix_len(values, expected):
     """How many leading items of list `values` equal those of sequence `expected` (a
     binary search over slice comparisons, which run in C)."""
     if values == list(expected):
@@ -63,7 +63,7 @@ def _prefix_len(values, expected):
     return lo
 
 
-def _values(table, start, stop):
+def table_values(table, start, stop):
     """Entries [start, stop) of a table (a memoryview, or a tuple/list) as a list."""
     part = table[start:stop]
     return part.tolist() if isinstance(part, memoryview) else list(part)
@@ -354,7 +354,7 @@ class GrainTableExtent(VmdkExtent):
             # Entries after a data entry that increase by one grain are data too (never 0
             # or 1); only the last grain of the run needs checking against the file's end.
             step = self.grain_bytes // SECTOR
-            stop = slot + _prefix_len(_values(table, slot, slots),
+            stop = slot + prefix_len(table_values(table, slot, slots),
                                       range(phys // SECTOR, phys // SECTOR + (slots - slot) * step,
                                             step))
             if table[stop - 1] * SECTOR + self.grain_need(first + stop - 1) <= self.file.size:
@@ -371,8 +371,8 @@ class GrainTableExtent(VmdkExtent):
     def _same_run(self, table, slot, slots, kind):
         """End of the run of entries of `kind` (unallocated or zeroed) from `slot`."""
         if self.sector_entries:         # one raw value per such kind
-            values = _values(table, slot, slots)
-            return slot + _prefix_len(values, [values[0]] * len(values))
+            values = table_values(table, slot, slots)
+            return slot + prefix_len(values, [values[0]] * len(values))
         stop = slot + 1
         while stop < slots and self.decode_entry(table[stop])[0] == kind:
             stop += 1

@@ -29,7 +29,8 @@ import struct
 from .errors import CorruptImage, NotAnImage, Unsupported, VdError
 from .image import DATA, SPECIAL, ZERO, is_zero
 from .vhd import zero_file_range
-from .vmdk_extents import UNALLOCATED, GrainTableExtent, index_of, read_entries
+from .vmdk_extents import (UNALLOCATED, GrainTableExtent, index_of, prefix_len, read_entries,
+                           table_values)
 from .vmdk_structs import (COMPRESSION_DEFLATE, COMPRESSION_NONE, FLAG_MARKERS,
                            FLAG_REDUNDANT_GRAIN_TABLE, FLAG_VALID_NEW_LINE_DETECTION,
                            FLAG_ZEROED_GRAIN_GTE, GD_AT_END, GRAIN_MARKER, MARKER, MARKER_EOS,
@@ -302,6 +303,13 @@ class HostedSparseExtent(GrainTableExtent):
         pos = offset
         while pos < end:
             grain, ingrain = divmod(pos - self.start, gb)
+            if not has_parent and not ingrain:
+                # Whole grains that store nothing already read as zeros: skip them a
+                # table slice at a time (mkfs discards whole disks).
+                skip = self._unallocated_run(grain, (end - pos) // gb)
+                if skip:
+                    pos += skip * gb
+                    continue
             need = self.grain_need(grain)
             n = min(need - ingrain, end - pos)
             whole = n == need
@@ -328,6 +336,19 @@ class HostedSparseExtent(GrainTableExtent):
             if b > a:
                 self.file.punch_hole(a, b - a)
         return rest
+
+    def _unallocated_run(self, grain, limit):
+        """How many grains from `grain` (at most `limit`, within its grain table) have
+        no table entry."""
+        index, slot = divmod(grain, self.gt_entries)
+        count = min(limit, self.gt_entries - slot, self.grains - grain)
+        if count <= 0:
+            return 0
+        table = self.grain_table(index)
+        if table is None:
+            return count
+        values = table_values(table, slot, slot + count)
+        return prefix_len(values, [0] * count) if values[0] == 0 else 0
 
     def _allocate(self, new):
         """Give the grains of `new` (grain -> content, None: zeroed) space and entries:
