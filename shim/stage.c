@@ -72,7 +72,7 @@ static int stage_load(void)
     }
     int (*start)(const char *) = (int (*)(const char *))dlsym(h, "vdst_start");
 #define VD_API_SYM(name) (vd_api.name = (__typeof__(vd_api.name))dlsym(h, #name))
-    if (!start || !VD_API_SYM(vdpy_open) || !VD_API_SYM(vdpy_close) || !VD_API_SYM(vdpy_map) ||
+    if (!start || !VD_API_SYM(vdpy_ready) || !VD_API_SYM(vdpy_open) || !VD_API_SYM(vdpy_close) || !VD_API_SYM(vdpy_map) ||
         !VD_API_SYM(vdpy_read) || !VD_API_SYM(vdpy_write) || !VD_API_SYM(vdpy_flush) ||
         !VD_API_SYM(vdpy_discard) || !VD_API_SYM(vdpy_seek) || !VD_API_SYM(vdpy_allocated)) {
         vd_log("the Python stage %s lacks its entry points", stage);
@@ -80,8 +80,8 @@ static int stage_load(void)
     }
 #undef VD_API_SYM
     int rc = start(dir);
-    if (rc != 0) {
-        vd_log("the Python stage %s failed to start", stage);
+    if (rc != 0 || VD_PY(vdpy_ready) != 1) {
+        vd_log("the Python stage %s failed to start (reinstall vdiskio, or run make)", stage);
         return -ELIBBAD;
     }
     return 1;

@@ -29,6 +29,9 @@ struct vd_open_result {
     char real_path[4096];   /* the image file's absolute path */
 };
 
+/* 1 once the Python side is installed. cffi answers 0 for every call when its init code
+ * failed (a broken installation): this is asked first, so such a stage is refused. */
+int vdpy_ready(void);
 /* part: 0 whole disk, N partition N, -1 decide from the name (partition links). */
 int vdpy_open(const char *path, int flags, int part, struct vd_open_result *res);
 int vdpy_close(int64_t handle);

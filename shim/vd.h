@@ -214,6 +214,7 @@ int vd_fstat_ofd(struct vd_ofd *o, struct stat64 *st);
 
 /* ---- the Python stage (stage.c) ----------------------------------------------------------- */
 struct vd_stage_api {
+    int (*vdpy_ready)(void);
     int (*vdpy_open)(const char *, int, int, struct vd_open_result *);
     int (*vdpy_close)(int64_t);
     int (*vdpy_map)(int64_t, uint64_t, uint32_t, uint64_t *);

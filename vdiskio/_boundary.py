@@ -32,6 +32,10 @@ def _errno_of(exc, what):
 def install(ffi):
     """Define the extern "Python" functions of the embedding API on ffi."""
 
+    @ffi.def_extern(error=0)
+    def vdpy_ready():
+        return 1
+
     @ffi.def_extern(error=-errno.EIO)
     def vdpy_open(path, flags, part, res):
         name = os.fsdecode(ffi.string(path))
