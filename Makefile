@@ -18,7 +18,7 @@ $(PY): | deps
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --upgrade "setuptools>=64" wheel "cffi>=1.16" construct pytest
+	$(PY) -m pip install --quiet --upgrade "setuptools>=64" wheel "cffi>=1.16" "isal>=1.0" construct pytest
 	touch $@
 
 $(LIB): $(STAMP) $(SOURCES)

@@ -88,11 +88,12 @@ def install(ffi):
     @ffi.def_extern(error=-errno.EIO)
     def vdpy_read(handle, buf, length, offset):
         try:
-            data = registry.get(handle).read(offset, length)
+            disk = registry.get(handle)
+            length = max(0, min(length, disk.image.size - offset))
+            disk.read_into(memoryview(ffi.buffer(buf, length)), offset)
         except BaseException as e:
             return -_errno_of(e, "read")
-        ffi.memmove(buf, data, len(data))
-        return len(data)
+        return length
 
     @ffi.def_extern(error=-errno.EIO)
     def vdpy_write(handle, buf, length, offset):

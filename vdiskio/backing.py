@@ -125,6 +125,21 @@ class BackingFile:
             length -= len(data)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
+    def preadv_into(self, view, offset):
+        """Read into writable memoryview `view` from offset; the bytes read (fewer only at
+        the end of the file)."""
+        done = 0
+        while done < len(view):
+            try:
+                n = os.preadv(self.fd, [view[done:]], offset + done)
+            except OSError as e:
+                raise VdError(f"read error at offset {offset + done}: {e.strerror}", self.path,
+                              e.errno) from None
+            if n == 0:
+                break
+            done += n
+        return done
+
     def read_exact(self, offset, length, what):
         """Read exactly length bytes of the structure `what`, or fail naming it."""
         if offset < 0 or offset + length > self.size:

@@ -114,6 +114,11 @@ class Disk:
         log.debug(f"python read {self.path} @{offset} +{length} -> {len(data)}")
         return data
 
+    def read_into(self, view, offset):
+        """Fill `view` (inside the disk) with the disk's bytes from offset."""
+        self.image.read_into(view, offset)
+        log.debug(f"python read {self.path} @{offset} +{len(view)}")
+
     def write(self, offset, data):
         if not self.writable:
             raise VdError("image not opened for writing", self.path, errno.EBADF)

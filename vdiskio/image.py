@@ -16,6 +16,7 @@ SPECIAL = 2   # stored in a form only `layer.read_special` can decode (compresse
 KIND_NAMES = {ZERO: "zero", DATA: "data", SPECIAL: "special"}
 
 _ZEROS = bytes(1 << 20)
+_ZEROS_VIEW = memoryview(_ZEROS)
 
 
 def is_zero(data):
@@ -101,19 +102,26 @@ class Image:
 
     def read(self, offset, length):
         """Read virtual bytes; short only at the end of the disk."""
-        parts = []
-        for ext in self.walk(offset, length):
+        n = max(0, min(offset + length, self.size) - offset)
+        buf = bytearray(n)
+        self.read_into(memoryview(buf), offset)
+        return bytes(buf)
+
+    def read_into(self, view, offset):
+        """Fill writable memoryview `view` with the virtual bytes from `offset` (the caller
+        keeps it inside the disk). Raw data is read straight into it (no copies between
+        the file and, in the shim, the calling program's buffer)."""
+        base = offset
+        for ext in self.walk(offset, len(view)):
+            part = view[ext.offset - base:ext.end - base]
             if ext.kind == ZERO:
-                parts.append(bytes(ext.length))
+                part[:] = _ZEROS_VIEW[:len(part)] if len(part) <= len(_ZEROS) else bytes(len(part))
             elif ext.kind == DATA:
-                data = ext.file.pread(ext.phys, ext.length)
-                if len(data) != ext.length:
+                if ext.file.preadv_into(part, ext.phys) != len(part):
                     raise VdError(f"data at offset {ext.phys} (+{ext.length}) lies beyond the end"
                                   f" of the file", ext.file.path)
-                parts.append(data)
             else:
-                parts.append(ext.layer.read_special(ext, ext.offset, ext.length))
-        return b"".join(parts)
+                part[:] = ext.layer.read_special(ext, ext.offset, ext.length)
 
     # -- writing (formats that take writes override these) -----------------------------
     def write(self, offset, data):
