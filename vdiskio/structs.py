@@ -48,7 +48,15 @@ class Record:
         self.fields = fields
         self.struct = struct.Struct(byteorder + "".join(fmt for _, fmt in fields))
         self.size = self.struct.size
-        self.type = record_type(name, [field for field, _ in fields])
+        self._type = None
+
+    @property
+    def type(self):
+        """The record's class, made when first needed: most declared structures are never
+        parsed in a given process, and making one costs about 0.1 ms."""
+        if self._type is None:
+            self._type = record_type(self.name, [field for field, _ in self.fields])
+        return self._type
 
     def parse(self, buf, offset=0):
         return self.type._make(self.struct.unpack_from(buf, offset))
