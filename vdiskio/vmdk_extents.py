@@ -51,9 +51,11 @@ def read_entries(f, offset, count, typecode, what, mutable=False):
 def prefix_len(values, expected):
     """How many leading items of list `values` equal those of sequence `expected` (a
     binary search over slice comparisons, which run in C)."""
+    if not values or values[0] != expected[0]:
+        return 0                    # runs usually end at a window's edge: answer at once
     if values == list(expected):
         return len(values)
-    lo, hi = 1, len(values)         # values[:lo] matches (the caller checked the first)
+    lo, hi = 1, len(values)         # values[:lo] matches, values[:hi] does not
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if values[:mid] == list(expected[:mid]):
@@ -67,6 +69,24 @@ def table_values(table, start, stop):
     """Entries [start, stop) of a table (a memoryview, or a tuple/list) as a list."""
     part = table[start:stop]
     return part.tolist() if isinstance(part, memoryview) else list(part)
+
+
+def run_length(table, start, stop, first, step):
+    """How many entries from `start` (before `stop`) read first, first + step, ...: a few
+    small slices for a short run, growing windows for a long one."""
+    count = 0
+    window = 16
+    while start + count < stop:
+        end = min(stop, start + count + window)
+        values = table_values(table, start + count, end)
+        base = first + count * step
+        expected = range(base, base + len(values) * step, step) if step else [first] * len(values)
+        matched = prefix_len(values, expected)
+        count += matched
+        if matched < len(values):
+            break
+        window *= 4
+    return count
 
 
 def index_of(table, value):
@@ -354,9 +374,7 @@ class GrainTableExtent(VmdkExtent):
             # Entries after a data entry that increase by one grain are data too (never 0
             # or 1); only the last grain of the run needs checking against the file's end.
             step = self.grain_bytes // SECTOR
-            stop = slot + prefix_len(table_values(table, slot, slots),
-                                      range(phys // SECTOR, phys // SECTOR + (slots - slot) * step,
-                                            step))
+            stop = slot + run_length(table, slot, slots, phys // SECTOR, step)
             if table[stop - 1] * SECTOR + self.grain_need(first + stop - 1) <= self.file.size:
                 return stop
         stop = slot + 1
@@ -371,8 +389,7 @@ class GrainTableExtent(VmdkExtent):
     def _same_run(self, table, slot, slots, kind):
         """End of the run of entries of `kind` (unallocated or zeroed) from `slot`."""
         if self.sector_entries:         # one raw value per such kind
-            values = table_values(table, slot, slots)
-            return slot + prefix_len(values, [values[0]] * len(values))
+            return slot + run_length(table, slot, slots, table[slot], 0)
         stop = slot + 1
         while stop < slots and self.decode_entry(table[stop])[0] == kind:
             stop += 1

@@ -29,8 +29,7 @@ import struct
 from .errors import CorruptImage, NotAnImage, Unsupported, VdError
 from .image import DATA, SPECIAL, ZERO, is_zero
 from .vhd import zero_file_range
-from .vmdk_extents import (UNALLOCATED, GrainTableExtent, index_of, prefix_len, read_entries,
-                           table_values)
+from .vmdk_extents import UNALLOCATED, GrainTableExtent, index_of, read_entries, run_length
 from .vmdk_structs import (COMPRESSION_DEFLATE, COMPRESSION_NONE, FLAG_MARKERS,
                            FLAG_REDUNDANT_GRAIN_TABLE, FLAG_VALID_NEW_LINE_DETECTION,
                            FLAG_ZEROED_GRAIN_GTE, GD_AT_END, GRAIN_MARKER, MARKER, MARKER_EOS,
@@ -363,8 +362,7 @@ class HostedSparseExtent(GrainTableExtent):
         table = self.grain_table(index)
         if table is None:
             return count
-        values = table_values(table, slot, slot + count)
-        return prefix_len(values, [0] * count) if values[0] == 0 else 0
+        return run_length(table, slot, slot + count, 0, 0)
 
     def _allocate(self, new):
         """Give the grains of `new` (grain -> content, None: zeroed) space and entries:
