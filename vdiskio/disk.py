@@ -75,10 +75,19 @@ class Disk:
         b = block
         end_block = block + count
         lookups = 0
+        # A read-only sparse chain may answer a grain table slice at a time.
+        grain_entries = None if owned_ok else getattr(image, "grain_entries", None)
         while b < end_block and lookups < MAP_LOOKUPS:
             start = b * bsize
             if start >= size:
                 break
+            if grain_entries is not None:
+                got = grain_entries(start, end_block - b, bsize, self._data_base, ENTRY_ZERO)
+                if got:
+                    entries.extend(got)
+                    b += len(got)
+                    lookups += 1
+                    continue
             ext = image.extent_at(start)
             lookups += 1
             # Blocks from b that lie whole inside the extent (the disk's last block may be
@@ -107,6 +116,11 @@ class Disk:
                 entries.extend([ENTRY_SLOW] * covered)
             b += covered
         return entries
+
+    @staticmethod
+    def _data_base(file):
+        """Entry bits of read-only raw data in `file`, None if its fd cannot be encoded."""
+        return (KIND_DATA << 61) | (file.fd << 40) if 0 <= file.fd <= MAX_ENTRY_FD else None
 
     # -- data -----------------------------------------------------------------------------
     def read(self, offset, length):

@@ -25,7 +25,8 @@ from .errors import (CorruptImage, MissingFile, ReadOnlyImage, Refused, Unsuppor
                      VdError)
 from .image import SPECIAL, ZERO, Extent, Image
 from .paths import resolve_related
-from .vmdk_extents import UNALLOCATED, FlatExtent, GrainTableExtent, NoAccessExtent, ZeroExtent
+from .vmdk_extents import (UNALLOCATED, FlatExtent, GrainTableExtent, NoAccessExtent,
+                           ZeroExtent, table_values)
 from .vmdk_structs import (COWD_MAGIC_BYTES, SECTOR, SESPARSE_MAGIC_BYTES, SPARSE_EXTENT_HEADER,
                            SPARSE_MAGIC_BYTES)
 
@@ -323,6 +324,55 @@ class VMDK(Image):
         elif ext.owned and self._cid_pending:
             ext.owned = False       # the first write must reach write() (the CID)
         return ext
+
+    def grain_entries(self, offset, count, grain_bytes, base_of, zero):
+        """Translation table entries for up to `count` grains from `offset`, a grain table
+        slice at a time, for the common shape of a sparse chain: every layer a hosted
+        sparse extent with `grain_bytes` grains, uncompressed, the range inside one grain
+        table of each and inside every layer's disk. An entry is base_of(file) | sector
+        (sectors are what the tables hold) or `zero`. None for any other shape, or a
+        table entry that is not plainly inside its file: the caller then maps extent by
+        extent, where such entries are reported."""
+        layers = []
+        n = count
+        for layer in self.chain():
+            if not isinstance(layer, VMDK) or offset + grain_bytes > layer.size:
+                return None
+            ext = layer.extent_of(offset)
+            if (not isinstance(ext, vmdk_sparse.HostedSparseExtent) or ext.compressed or
+                    ext.grain_bytes != grain_bytes):
+                return None
+            base = base_of(ext.file)
+            if base is None:
+                return None
+            grain = (offset - ext.start) // grain_bytes
+            index, slot = divmod(grain, ext.gt_entries)
+            n = min(n, ext.gt_entries - slot, (ext.size // grain_bytes) - grain,
+                    (layer.size - offset) // grain_bytes)
+            layers.append((ext, index, slot, base))
+        if n <= 0:
+            return None
+        columns = []
+        for ext, index, slot, base in layers:
+            table = ext.grain_table(index)
+            if table is None:
+                continue
+            values = table_values(table, slot, slot + n)
+            top = max(values)
+            if top * SECTOR + grain_bytes > ext.file.size:
+                return None
+            columns.append((values, base, 1 if ext.zeroed_grains else -1))
+        out = []
+        append = out.append
+        for i in range(n):
+            for values, base, zeroed in columns:
+                e = values[i]
+                if e:
+                    append(zero if e == zeroed else base | e)
+                    break
+            else:
+                append(zero)
+        return out
 
     def unallocated(self, start, length, offset):
         """What this disk does not hold comes from the parent (zeros without one)."""

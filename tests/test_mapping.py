@@ -1,0 +1,98 @@
+"""The translation table entries the shim caches (Disk.map_blocks) for sparse chains:
+the grain-table fast path gives exactly what the extent-by-extent path gives, and both
+read back what qemu-img reads."""
+
+import pytest
+
+from conftest import qemu_convert_raw, random_raw, require_tool, run
+from vdiskio import disk as disk_mod
+from vdiskio import vmdk
+from vdiskio.disk import ENTRY_ZERO, KIND_DATA, Disk
+from vdiskio.formats import open_image
+
+MiB = 1 << 20
+
+
+def all_entries(image):
+    d = Disk(1, image, (0, 0), False)
+    n = -(-image.size >> d.shift)
+    out, b = [], 0
+    while b < n:
+        got = d.map_blocks(b, 512)
+        assert got
+        out += got
+        b += len(got)
+    return d.shift, out
+
+
+@pytest.fixture(scope="module")
+def chains(tmp_path_factory):
+    require_tool("qemu-io")
+    d = tmp_path_factory.mktemp("chains")
+    src = random_raw(d / "src.raw", 40 * MiB + 64 * 1024, seed=4, holes=[(3 * MiB, 9 * MiB)])
+    run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(src), str(d / "base.vmdk")])
+    run(["qemu-img", "create", "-q", "-f", "vmdk", "-o", "zeroed_grain=on", "-b", "base.vmdk",
+         "-F", "vmdk", str(d / "mid.vmdk")])
+    run(["qemu-io", "-f", "vmdk", "-c", "write -P 0x11 1M 3M", "-c", "write -z 8M 2M",
+         "-c", "write -P 0x12 35M 64k", str(d / "mid.vmdk")])
+    run(["qemu-img", "create", "-q", "-f", "vmdk", "-b", "mid.vmdk", "-F", "vmdk",
+         str(d / "top.vmdk")])
+    run(["qemu-io", "-f", "vmdk", "-c", "write -P 0x21 2M 64k", "-c", "write -P 0x22 20M 5M",
+         str(d / "top.vmdk")])
+    run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=monolithicFlat",
+         str(src), str(d / "flat.vmdk")])
+    run(["qemu-img", "create", "-q", "-f", "vmdk", "-b", "flat.vmdk", "-F", "vmdk",
+         str(d / "onflat.vmdk")])
+    return d
+
+
+@pytest.mark.parametrize("name", ["base", "mid", "top", "onflat"])
+def test_fast_path_equals_extent_path(chains, name, monkeypatch):
+    image = open_image(str(chains / f"{name}.vmdk"))
+    try:
+        shift, fast = all_entries(image)
+        monkeypatch.setattr(vmdk.VMDK, "grain_entries", lambda *a: None)
+        _, slow = all_entries(image)
+    finally:
+        image.close()
+    assert fast == slow
+    assert any(e >> 61 == KIND_DATA for e in fast)
+    if name != "onflat":                # a flat parent stores its holes as data
+        assert ENTRY_ZERO in fast
+
+
+def test_entries_read_what_qemu_reads(chains, tmp_path):
+    """Reading each block through its cached entry gives qemu-img's bytes."""
+    image = open_image(str(chains / "top.vmdk"))
+    raw = qemu_convert_raw(chains / "top.vmdk", tmp_path / "top.raw").read_bytes()
+    try:
+        shift, entries = all_entries(image)
+        bsize = 1 << shift
+        files = {f.fd: f for layer in image.chain() for f in layer.files}
+        for blk, e in enumerate(entries):
+            want = raw[blk * bsize:(blk + 1) * bsize]
+            if e == ENTRY_ZERO:
+                assert want == bytes(len(want)), blk
+            else:
+                f = files[(e >> 40) & 0x1FFFFF]
+                assert f.pread((e & 0xFFFFFFFFFF) << 9, len(want)) == want, blk
+    finally:
+        image.close()
+
+
+def test_writable_disks_take_the_extent_path(chains, tmp_path, monkeypatch):
+    """Owned entries (written in place by the shim) come only from extent_at."""
+    calls = []
+    monkeypatch.setattr(vmdk.VMDK, "grain_entries", lambda *a: calls.append(a) or None)
+    image = open_image(str(chains / "base.vmdk"))
+    try:
+        Disk(1, image, (0, 0), False).map_blocks(0, 64)
+        assert calls
+        calls.clear()
+        d = Disk(1, image, (0, 0), True)
+        d.image.read_only = False       # as a writable open would make it
+        d.map_blocks(0, 64)
+        assert not calls
+    finally:
+        image.close()
+    assert disk_mod.MAP_LOOKUPS > 0
