@@ -154,6 +154,20 @@ static ssize_t backing_pwrite(int fd, const char *p, size_t n, uint64_t phys)
     return (ssize_t)done;
 }
 
+/* VDISKIO_DEBUG: where a run of the disk was found (the translation table's answer). */
+static void log_mapping(const char *what, struct vd_disk *d, uint64_t pos, size_t run, uint64_t e)
+{
+    static const char *const kinds[] = {"unknown", "zeros", "python", "data", "data (owned)"};
+    unsigned kind = (unsigned)VD_E_KIND(e);
+    if (kind == VD_KIND_DATA || kind == VD_KIND_OWNED)
+        vd_log("  %s %s @%llu +%zu -> %s: fd %d @%llu", what, d->path, (unsigned long long)pos,
+               run, kinds[kind], VD_E_FD(e), (unsigned long long)VD_E_PHYS(e) +
+               (pos & ((1ULL << d->block_shift) - 1)));
+    else
+        vd_log("  %s %s @%llu +%zu -> %s", what, d->path, (unsigned long long)pos, run,
+               kind < 5 ? kinds[kind] : "?");
+}
+
 /* Read [pos, pos+n) of the disk, n > 0 and inside it. */
 static ssize_t disk_read(struct vd_disk *d, char *p, size_t n, uint64_t pos)
 {
@@ -169,6 +183,8 @@ static ssize_t disk_read(struct vd_disk *d, char *p, size_t n, uint64_t pos)
         size_t run = (size_t)((bmask + 1) - inblk);
         run = extend_run(d, blk, e, run, n - done, 0);
         ssize_t r;
+        if (VD_UNLIKELY(vd_debug))
+            log_mapping("read", d, pos, run, e);
         switch (VD_E_KIND(e)) {
         case VD_KIND_ZERO:
             memset(p + done, 0, run);
@@ -208,6 +224,8 @@ static ssize_t disk_write(struct vd_disk *d, const char *p, size_t n, uint64_t p
         ssize_t r;
         if (VD_E_KIND(e) == VD_KIND_OWNED) {
             run = extend_run(d, blk, e, run, n - done, 1);
+            if (VD_UNLIKELY(vd_debug))
+                log_mapping("write", d, pos, run, e);
             r = backing_pwrite(VD_E_FD(e), p + done, run, VD_E_PHYS(e) + inblk);
         } else {
             /* Everything up to the next owned block goes to Python in one call. */
@@ -219,6 +237,8 @@ static ssize_t disk_write(struct vd_disk *d, const char *p, size_t n, uint64_t p
             }
             if (run > n - done)
                 run = n - done;
+            if (VD_UNLIKELY(vd_debug))
+                log_mapping("write", d, pos, run, (uint64_t)VD_KIND_SLOW << 61);
             int64_t py = VD_PY(vdpy_write, d->handle, p + done, run, pos);
             vd_invalidate(d, pos, run);
             r = py < 0 ? vd_fail((int)-py) : (ssize_t)py;
@@ -245,8 +265,8 @@ ssize_t vd_pread(struct vd_ofd *o, void *buf, size_t n, uint64_t off)
         n = (size_t)(o->len - off);
     ssize_t r = disk_read(o->disk, buf, n, o->start + off);
     if (VD_UNLIKELY(vd_debug))
-        vd_log("read %s%s%d @%llu +%zu -> %zd", o->disk->path, o->part ? " part " : "",
-               o->part, (unsigned long long)off, n, r);
+        vd_log("read %s part %d @%llu +%zu -> %zd", o->disk->path, o->part,
+               (unsigned long long)off, n, r);
     if (VD_UNLIKELY(vd_dump) && r > 0)
         vd_hexdump(off, buf, (size_t)r);
     return r;
@@ -266,8 +286,8 @@ ssize_t vd_pwrite(struct vd_ofd *o, const void *buf, size_t n, uint64_t off)
         n = (size_t)(o->len - off); /* a short write; the next one gets ENOSPC */
     ssize_t r = disk_write(o->disk, buf, n, o->start + off);
     if (VD_UNLIKELY(vd_debug))
-        vd_log("write %s%s%d @%llu +%zu -> %zd", o->disk->path, o->part ? " part " : "",
-               o->part, (unsigned long long)off, n, r);
+        vd_log("write %s part %d @%llu +%zu -> %zd", o->disk->path, o->part,
+               (unsigned long long)off, n, r);
     return r;
 }
 

@@ -85,6 +85,7 @@ def test_debug_dump_and_log(img, tmp_path):
     assert p.stderr == b""                      # nothing printed: it all went to the log
     text = log.read_text()
     assert f"open {path}" in text and "read " in text and "close fd" in text
+    assert f"read {path} @512 +512 -> data: fd " in text       # the mapping of the read
     first = raw.read_bytes()[512:528]
     assert " ".join(f"{b:02x}" for b in first) in text     # the hex dump of the data read
     # Without the variables, nothing at all is printed.
@@ -146,6 +147,39 @@ def test_package_usable_under_the_library(img, tmp_path):
     copy = tmp_path / "copy.vhd"
     shimlib.run(VDISKIO + ["create", "--from", str(path), str(copy)], cwd=ROOT)
     assert shimlib.run(["cmp", str(copy), str(raw)]).returncode == 0
+
+
+def test_one_disk_for_every_name_of_an_image(img, tmp_path):
+    """A path, a hard link and a symlink to one image share one disk object (handle)."""
+    path, raw = img
+    hard, soft = tmp_path / "hard.vhd", tmp_path / "soft.vhd"
+    os.link(path, hard)
+    os.symlink(path, soft)
+    log = tmp_path / "log"
+    script = ("import os, sys; fds = [os.open(p, os.O_RDONLY) for p in sys.argv[1:]]; "
+              "print(len({os.pread(fd, 4096, 8192) for fd in fds}))")
+    out = shimlib.run([sys.executable, "-c", script, str(path), str(hard), str(soft)],
+                      extra_env={"VDISKIO_DEBUG": "1", "VDISKIO_LOG": str(log)}).stdout
+    assert out.strip() == b"1"
+    handles = {line.split("-> handle ")[1].split()[0] for line in log.read_text().splitlines()
+               if "python open" in line}
+    assert len(handles) == 1, log.read_text()
+
+
+def test_python_buffered_read_write(img, tmp_path):
+    """Python's own buffered file objects (open(..., "r+b")) read and write images."""
+    path = tmp_path / "rw.vhd"
+    shutil.copy(img[0], path)
+    want = bytearray(img[1].read_bytes())
+    script = ("import sys\n"
+              "with open(sys.argv[1], 'r+b') as f:\n"
+              "    f.seek(1000003); f.write(b'python-was-here' * 1000)\n"
+              "    f.seek(0); head = f.read(16)\n"
+              "print(head.hex())\n")
+    out = shimlib.run([sys.executable, "-c", script, str(path)]).stdout.decode().strip()
+    assert out == bytes(want[:16]).hex()
+    want[1000003:1000003 + 15000] = b"python-was-here" * 1000
+    assert qemu_convert_raw(path, tmp_path / "rw.raw", "vpc").read_bytes() == bytes(want)
 
 
 def test_parse_size():

@@ -59,6 +59,20 @@ def sys_open(path, flags, mode=0o777):
         bypass(0)
 
 
+def sync_directory(path):
+    """fsync a directory, so the names of files just created in it survive a crash."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass                        # some file systems cannot sync a directory
+    finally:
+        os.close(fd)
+
+
 def _flock(fd, cmd, ltype, offset):
     raw = fcntl.fcntl(fd, cmd, struct.pack(_FLOCK, ltype, os.SEEK_SET, offset, 1, 0))
     return struct.unpack(_FLOCK, raw)[0]

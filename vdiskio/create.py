@@ -61,6 +61,9 @@ def create_image(path, fmt=None, variant=None, size=None, parent=None, block_siz
         except BaseException:
             _remove_created(path)
             raise
+    # The new files are fsynced by their writers; their names by this.
+    from .backing import sync_directory
+    sync_directory(os.path.dirname(os.path.abspath(path)))
 
 
 def _remove_created(path):
