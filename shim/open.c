@@ -57,18 +57,15 @@ int vd_name_candidate(const char *path)
 }
 
 /* ---- which contents are images ---------------------------------------------------------- */
-/* A VMDK text descriptor (the same rule as vdiskio.vmdk.is_vmdk): text, possibly padded
- * with NULs to the end of the head, with a line "createType =" (spaces and tabs allowed
- * before the name and around it). */
+/* A VMDK text descriptor (the same rule as vdiskio.vmdk.is_vmdk): in the text before
+ * the first NUL, a line "createType =" (spaces and tabs allowed before the name and
+ * around it). What follows the NUL is padding, or leftovers (qemu-img leaves a stray
+ * newline there when its CID has leading zeros). */
 static int text_descriptor(const unsigned char *p, size_t n)
 {
     const unsigned char *nul = memchr(p, 0, n);
-    if (nul) {
-        for (const unsigned char *q = nul; q < p + n; q++)
-            if (*q)
-                return 0;
+    if (nul)
         n = (size_t)(nul - p);
-    }
     for (size_t i = 0; i < n; i++) {
         if (i && p[i - 1] != '\n')
             continue;
@@ -191,8 +188,11 @@ int vd_open_image(int dirfd, const char *path, int flags, mode_t mode)
     int kind = name_kind(path);
     struct stat64 st;
     char abspath[PATH_MAX];
-    if (!kind || !probe(dirfd, path, kind, flags, &st, abspath))
+    if (!kind || !probe(dirfd, path, kind, flags, &st, abspath)) {
+        if (VD_UNLIKELY(vd_debug) && kind)
+            vd_log("open %s flags %#x: not an image by its content, passed to libc", path, flags);
         return VD_NOT_IMAGE;
+    }
     if (flags & O_TRUNC) {
         vd_log("%s: refusing to open an image with O_TRUNC, which would destroy it"
                " (dd: use conv=notrunc)", path);
@@ -213,8 +213,11 @@ int vd_open_image(int dirfd, const char *path, int flags, mode_t mode)
     struct vd_open_result res;
     memset(&res, 0, sizeof res);
     rc = VD_PY(vdpy_open, abspath, flags, part, &res);
-    if (rc == VD_PY_NOT_IMAGE)
+    if (rc == VD_PY_NOT_IMAGE) {
+        if (VD_UNLIKELY(vd_debug))
+            vd_log("open %s: the decoder says it is not an image, passed to libc", path);
         return VD_NOT_IMAGE;
+    }
     if (rc < 0)
         return vd_fail(-rc);
     struct vd_disk *d = vd_disk_get(&res, res.real_path);

@@ -206,3 +206,38 @@ def test_info_for_every_manifest_image(tmp_path):
             for key in ("createType", "extents", "grain_size", "version"):
                 assert key in info, (row["open_this"], key)
             assert "parent" in info
+
+
+def test_the_library_detects_descriptors_as_vdiskio_does(tmp_path):
+    """The C detection rule (shim/open.c) against vmdk.is_vmdk's cases: a file the rule
+    accepts is handled (here: refused, as it is no complete image); one it rejects is
+    passed to libc and reads as itself."""
+    from test_vmdk import IS_VMDK_ACCEPT, IS_VMDK_REJECT
+    for i, head in enumerate(IS_VMDK_ACCEPT + IS_VMDK_REJECT):
+        path = tmp_path / f"case{i}.vmdk"
+        path.write_bytes(head)
+        p = shimlib.run(["cat", str(path)], check=False)
+        if head in IS_VMDK_ACCEPT:
+            assert p.returncode != 0 and str(path).encode() in p.stderr, head
+        else:
+            assert p.returncode == 0 and p.stdout == head, head
+
+
+def test_qemu_descriptor_with_a_short_cid(tmp_path):
+    """qemu-img writes its random CID without leading zeros and leaves a newline after
+    the descriptor's NUL: such an image is still an image, read and written as one."""
+    raw = random_raw(tmp_path / "src.raw", 4 * MiB, seed=8)
+    img = tmp_path / "short.vmdk"
+    run_plain(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o",
+               "subformat=twoGbMaxExtentSparse", str(raw), str(img)])
+    text = img.read_bytes()
+    start = text.index(b"CID=") + 4
+    end = text.index(b"\n", start)
+    body = text[:start] + b"44ea00" + text[end:].split(b"\0", 1)[0]
+    img.write_bytes((body + b"\0\n").ljust(len(text), b"\0"))
+    assert shimlib.run(["cmp", str(img), str(raw)]).returncode == 0
+    shimlib.run(["dd", f"of={img}", "bs=512", "seek=3", "count=1", "conv=notrunc", "status=none"],
+                input=b"\x42" * 512)
+    want = bytearray(raw.read_bytes())
+    want[1536:2048] = b"\x42" * 512
+    assert qemu_convert_raw(img, tmp_path / "after.raw").read_bytes() == bytes(want)

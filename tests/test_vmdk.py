@@ -104,6 +104,8 @@ IS_VMDK_ACCEPT = [
     b"# Description file created by VMDK stream converter\nversion=1\ncreateType=\"x\"\n",
     b"version=1\n  createType = \"vmfs\"\n" + bytes(3000),
     b"createType=\"vmfs\"",
+    # qemu-img, when the CID it wrote has leading zeros: a stray newline after the NUL.
+    b"# Disk DescriptorFile\nversion=1\nCID=44ea00\ncreateType=\"vmfs\"\n\0\n" + bytes(400),
 ]
 IS_VMDK_REJECT = [
     b"",
@@ -112,7 +114,7 @@ IS_VMDK_REJECT = [
     b"# createType=\"vmfs\"\n",                             # a comment
     b"xcreateType=\"vmfs\"\n",
     b"createtype=\"vmfs\"\n",                               # case-sensitive
-    b"createType=\"vmfs\"\n\0\0\0\x01",                     # NULs then data: binary
+    b"\0createType=\"vmfs\"\n",                             # a NUL first: binary
     b"\x00\x01createType=\"vmfs\"\n",
     b"KDM",
 ]

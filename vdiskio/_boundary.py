@@ -42,7 +42,8 @@ def install(ffi):
         try:
             writable = (flags & os.O_ACCMODE) != os.O_RDONLY
             disk, part, start, length, remapped = registry.open(name, writable, part)
-        except NotAnImage:
+        except NotAnImage as e:
+            log.debug(f"not an image: {e}")
             return NOT_IMAGE
         except BaseException as e:
             return -_errno_of(e, f"open {name}")

@@ -53,22 +53,20 @@ KNOWN_DESCRIPTOR_VERSIONS = ("1", "2", "3")
 #  1. The file starts with "KDMV" or "COWD", or with the 8 bytes be ba fe ca 00 00 00 00
 #     (seSparse's 64-bit little-endian magic 0xcafebabe): a VMDK.
 #  2. Otherwise the head (the file's first 4096 bytes, fewer if the file is shorter) is a
-#     text descriptor when: (a) from its first NUL byte, if any, to its end every byte is
-#     NUL (descriptors may be NUL-padded; binary files have NULs inside), and (b) before
-#     that NUL, some line (at offset 0 or right after a '\n') is made of optional spaces
-#     and tabs, the exact bytes "createType" (case-sensitive), optional spaces and tabs,
-#     then '='. Every tool writes createType near the top; the first line varies.
+#     text descriptor when, in the text before its first NUL byte (descriptors are padded
+#     with NULs; what follows the NUL is not looked at: qemu-img leaves a stray '\n' there
+#     when the CID it writes has leading zeros), some line (at offset 0 or right after a
+#     '\n') is made of optional spaces and tabs, the exact bytes "createType"
+#     (case-sensitive), optional spaces and tabs, then '='. Every tool writes createType
+#     near the top; the first line varies. A binary file has a NUL long before any such
+#     line.
 
 
 def is_vmdk(head):
     """Is a file whose first 4096 bytes are `head` a VMDK (sparse extent or descriptor)?"""
     if head[:4] in (SPARSE_MAGIC_BYTES, COWD_MAGIC_BYTES) or head[:8] == SESPARSE_MAGIC_BYTES:
         return True
-    nul = head.find(b"\0")
-    if nul >= 0:
-        if head.count(b"\0", nul) != len(head) - nul:
-            return False
-        head = head[:nul]
+    head = head.split(b"\0", 1)[0]
     for line in head.split(b"\n"):
         line = line.lstrip(b" \t")
         if line.startswith(b"createType") and line[10:].lstrip(b" \t").startswith(b"="):
