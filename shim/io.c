@@ -168,6 +168,14 @@ static void log_mapping(const char *what, struct vd_disk *d, uint64_t pos, size_
                kind < 5 ? kinds[kind] : "?");
 }
 
+/* A Python read or write of `want` bytes: all of them, or -1 with errno. */
+static ssize_t py_result(int64_t py, size_t want)
+{
+    if (py < 0)
+        return vd_fail((int)-py);
+    return (size_t)py == want ? (ssize_t)py : vd_fail(EIO);
+}
+
 /* Read [pos, pos+n) of the disk, n > 0 and inside it. */
 static ssize_t disk_read(struct vd_disk *d, char *p, size_t n, uint64_t pos)
 {
@@ -194,12 +202,8 @@ static ssize_t disk_read(struct vd_disk *d, char *p, size_t n, uint64_t pos)
         case VD_KIND_OWNED:
             r = backing_pread(VD_E_FD(e), p + done, run, VD_E_PHYS(e) + inblk);
             break;
-        default: {
-            int64_t py = VD_PY(vdpy_read, d->handle, p + done, run, pos);
-            r = py < 0 ? vd_fail((int)-py) : (ssize_t)py;
-            if (r >= 0 && (size_t)r != run)
-                r = vd_fail(EIO);
-        }
+        default:
+            r = py_result(VD_PY(vdpy_read, d->handle, p + done, run, pos), run);
         }
         if (r < 0)
             return done ? (ssize_t)done : -1;
@@ -239,11 +243,8 @@ static ssize_t disk_write(struct vd_disk *d, const char *p, size_t n, uint64_t p
                 run = n - done;
             if (VD_UNLIKELY(vd_debug))
                 log_mapping("write", d, pos, run, (uint64_t)VD_KIND_SLOW << 61);
-            int64_t py = VD_PY(vdpy_write, d->handle, p + done, run, pos);
+            r = py_result(VD_PY(vdpy_write, d->handle, p + done, run, pos), run);
             vd_invalidate(d, pos, run);
-            r = py < 0 ? vd_fail((int)-py) : (ssize_t)py;
-            if (r >= 0 && (size_t)r != run)
-                r = vd_fail(EIO);
         }
         if (r < 0)
             return done ? (ssize_t)done : -1;
