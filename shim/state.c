@@ -169,19 +169,22 @@ int vd_foreign_process(void)
 
 /* Make the kernel offset of every image description current and switch it to the
  * kernel as the authority: called before anything that lets another process use the
- * descriptions (fork, exec, spawn). */
-static void push_and_share_locked(void)
+ * descriptions (fork, exec, spawn). A vfork child shares our memory but its thread does
+ * not own our locks: it does the same without them (the parent is suspended). */
+static void push_and_share(int take_locks)
 {
     for (int fd = 0; fd <= vd_max_fd; fd++) {
         struct vd_ofd *o = tab_load(fd);
         if (!o || atomic_load(&o->shared))
             continue;
-        pthread_mutex_lock(&o->lock);
+        if (take_locks)
+            pthread_mutex_lock(&o->lock);
         if (!atomic_load(&o->shared)) {
             REAL(lseek64)(fd, (off_t)(VD_BASE + o->pos), SEEK_SET);
             atomic_store(&o->shared, 1);
         }
-        pthread_mutex_unlock(&o->lock);
+        if (take_locks)
+            pthread_mutex_unlock(&o->lock);
     }
 }
 
@@ -190,18 +193,11 @@ void vd_share_all(void)
     if (!atomic_load(&vd_active))
         return;
     if (vd_foreign_process()) {
-        /* A vfork child shares our memory but not our locks' owners: no locking here. */
-        for (int fd = 0; fd <= vd_max_fd; fd++) {
-            struct vd_ofd *o = tab_load(fd);
-            if (o && !atomic_load(&o->shared)) {
-                REAL(lseek64)(fd, (off_t)(VD_BASE + o->pos), SEEK_SET);
-                atomic_store(&o->shared, 1);
-            }
-        }
+        push_and_share(0);
         return;
     }
     pthread_mutex_lock(&vd_table_lock);
-    push_and_share_locked();
+    push_and_share(1);
     pthread_mutex_unlock(&vd_table_lock);
 }
 
@@ -210,7 +206,7 @@ static void fork_prepare(void)
 {
     pthread_mutex_lock(&vd_table_lock);
     if (atomic_load(&vd_active))
-        push_and_share_locked();
+        push_and_share(1);
 }
 
 static void fork_parent(void)

@@ -123,11 +123,6 @@ class Disk:
         return (KIND_DATA << 61) | (file.fd << 40) if 0 <= file.fd <= MAX_ENTRY_FD else None
 
     # -- data -----------------------------------------------------------------------------
-    def read(self, offset, length):
-        data = self.image.read(offset, length)
-        log.debug(f"python read {self.path} @{offset} +{length} -> {len(data)}")
-        return data
-
     def read_into(self, view, offset):
         """Fill `view` (inside the disk) with the disk's bytes from offset."""
         self.image.read_into(view, offset)
