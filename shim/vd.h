@@ -209,7 +209,6 @@ void vd_adopt_inherited(int everything);      /* constructor: find inherited ima
 int vd_has_images(void);
 
 /* ---- metadata answers (stat.c) ----------------------------------------------------------- */
-void vd_fill_stat(struct vd_ofd *o, struct stat64 *st);
 int vd_fstat_ofd(struct vd_ofd *o, struct stat64 *st);
 
 /* ---- the Python stage (stage.c) ----------------------------------------------------------- */

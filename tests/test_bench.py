@@ -2,7 +2,6 @@
 (every row is there, nothing crashed), never the speeds."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

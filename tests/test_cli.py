@@ -7,14 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
 import shimlib
 from conftest import ROOT, qemu_convert_raw, random_raw, require_tool
 from conftest import run as run_plain
-from vdiskio import vhd_create
 from vdiskio.cli import parse_size
 
 MiB = 1 << 20

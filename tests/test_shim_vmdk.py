@@ -4,7 +4,6 @@ import errno
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import textwrap
 

@@ -21,7 +21,6 @@ import vmdk_writer as W
 from conftest import ROOT, qemu_convert_raw, random_raw, require_tool, run
 from vdiskio import formats
 from vdiskio.errors import CorruptImage, ReadOnlyImage, VdError
-from vdiskio.image import DATA, ZERO
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 SECTOR = 512

@@ -5,7 +5,6 @@ make(kind, dir, size, seed) -> Writable(path, mirror, qemu_format). qemu_format 
 (a differencing VHD: qemu ignores VHD parents).
 """
 
-import os
 import subprocess
 import sys
 from dataclasses import dataclass

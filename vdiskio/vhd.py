@@ -12,8 +12,8 @@ import struct
 
 from . import log
 from .backing import BackingFile
-from .errors import (CorruptImage, MissingFile, NotAnImage, ReadOnlyImage, Refused, Unsupported,
-                     VdError)
+from .errors import (CorruptImage, MissingFile, NotAnImage, ReadOnlyImage, Refused,
+                     Unsupported)
 from .image import DATA, ZERO, Extent, Image, is_zero
 from .paths import resolve_related
 from .vhd_structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED,

@@ -43,7 +43,6 @@ class CowdExtent(GrainTableExtent):
         self.header = header
         self.version = header.version
         self.flags = header.flags
-        self.gt_bytes = COWD_GT_ENTRIES * 4
         if header.num_gd_entries < self.gd_entries:
             raise CorruptImage(f"COWD grain directory has {header.num_gd_entries} entries but"
                                f" {self.size // SECTOR} sectors need {self.gd_entries}", path)

@@ -61,7 +61,6 @@ class SESparseExtent(GrainTableExtent):
         gt_entries = GRAIN_TABLE_SECTORS * SECTOR // 8
         super().__init__(line, start, size, file, access, GRAIN_SECTORS * SECTOR, gt_entries)
         self.header = header
-        self.gt_bytes = gt_entries * 8
         path = file.path
         have = header.grain_dir_size * SECTOR // 8
         if have < self.gd_entries:

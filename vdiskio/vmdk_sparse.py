@@ -162,7 +162,6 @@ class HostedSparseExtent(GrainTableExtent):
         self.compressed = header.compress_algorithm == COMPRESSION_DEFLATE
         self.markers = bool(header.flags & FLAG_MARKERS)
         self.zeroed_grains = bool(header.flags & FLAG_ZEROED_GRAIN_GTE)
-        self.gt_bytes = self.gt_entries * 4
         self.writes_in_place = not self.compressed and self.version < 3
         self.mutable = file.writable and self.writes_in_place and access == "RW"
         self.damage = None                  # why the tables must not be written, if they must not
@@ -461,7 +460,6 @@ class HostedSparseExtent(GrainTableExtent):
         if h.descriptor_offset and h.descriptor_size:
             meta.append((h.descriptor_offset * SECTOR, h.descriptor_size * SECTOR,
                          "embedded descriptor"))
-        gd_bytes = self.gd_entries * 4
         gd = self._check_directory(out, meta, h.gd_offset, "grain directory")
         rgd = None
         if h.flags & FLAG_REDUNDANT_GRAIN_TABLE and not self.compressed:
