@@ -33,8 +33,10 @@ build: $(LIB)
 demo: build
 	sh tests/demo.sh
 
+# make test: every test but the `slow` ones (under 5 minutes); .ci/run adds those.
+TEST_ARGS ?= -m "not slow"
 test: build
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(TEST_ARGS)
 
 bench: build
 	$(PY) bench/run.py

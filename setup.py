@@ -13,8 +13,8 @@ from build_stage import python_version  # noqa: E402
 
 SHIM = "shim"
 C_STAGE = [os.path.join(SHIM, f) for f in (
-    "real.c", "state.c", "stage.c", "io.c", "open.c", "rw.c", "fd.c", "stat.c", "ioctl.c",
-    "stdio.c", "refuse.c", "exec.c")]
+    "real.c", "fdtable.c", "disk.c", "log.c", "inherit.c", "stage.c", "io.c", "open.c",
+    "rw.c", "fd.c", "stat.c", "ioctl.c", "sync.c", "stdio.c", "path.c", "refuse.c", "exec.c")]
 STAGE_FILE = "_stage" + sysconfig.get_config_var("EXT_SUFFIX")
 
 
@@ -35,7 +35,7 @@ class BuildExt(build_ext):
 preload = Extension(
     "vdiskio.libvdiskio",
     sources=C_STAGE,
-    depends=[os.path.join(SHIM, f) for f in ("vd.h", "stage_api.h", "libvdiskio.map")],
+    depends=[os.path.join(SHIM, f) for f in ("vd.h", "calls.h", "libvdiskio.map")],
     include_dirs=[SHIM],
     define_macros=[("VD_STAGE_FILE", f'"{STAGE_FILE}"'),
                    ("VD_PY_VERSION", f'"{python_version()}"')],

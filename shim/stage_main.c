@@ -16,24 +16,29 @@
 /* VD_PY_HOME, VD_PY_STDLIB, VD_PY_PLATSTDLIB, VD_PY_PURELIB, VD_BUILD_SITE come from the
  * build (the interpreter the stage was built for, and the site-packages cffi was in). */
 
+/* What Python may call in the C stage (calls.h), reached from vdiskio._boundary. */
+struct vd_callbacks vdst_cb;
+
+/* fork, in a program where this stage started the interpreter: called by the C stage's
+ * atfork handlers, before its own table lock is taken and after it is released. */
 static PyGILState_STATE fork_gil;
 
-static void fork_prepare(void)
+void vdst_fork(int phase)
 {
-    fork_gil = PyGILState_Ensure();
-    PyOS_BeforeFork();
-}
-
-static void fork_parent(void)
-{
-    PyOS_AfterFork_Parent();
-    PyGILState_Release(fork_gil);
-}
-
-static void fork_child(void)
-{
-    PyOS_AfterFork_Child();
-    PyGILState_Release(fork_gil);
+    switch (phase) {
+    case 0:
+        fork_gil = PyGILState_Ensure();
+        PyOS_BeforeFork();
+        break;
+    case 1:
+        PyOS_AfterFork_Parent();
+        PyGILState_Release(fork_gil);
+        break;
+    case 2:
+        PyOS_AfterFork_Child();
+        PyGILState_Release(fork_gil);
+        break;
+    }
 }
 
 static int is_dir(const char *p)
@@ -87,13 +92,15 @@ static void tune_malloc(void)
     mallopt(M_TOP_PAD, 4 << 20);
 }
 
-int vdst_start(const char *stage_dir)
+/* 1: the interpreter was started here; 0: the host's is used; -1: failure. */
+int vdst_start(const char *stage_dir, const struct vd_callbacks *cb)
 {
+    vdst_cb = *cb;
     tune_malloc();
     char paths[8][4096];
     int n = search_path(stage_dir, paths, 8);
     if (Py_IsInitialized())
-        return host_add_paths(paths, n);
+        return host_add_paths(paths, n) < 0 ? -1 : 0;
 
     PyConfig config;
     PyConfig_InitIsolatedConfig(&config);
@@ -133,7 +140,6 @@ int vdst_start(const char *stage_dir)
     }
     if (strncmp(Py_GetVersion(), VD_PY_VERSION, strlen(VD_PY_VERSION)) != 0)
         return -1;
-    pthread_atfork(fork_prepare, fork_parent, fork_child);
     PyEval_SaveThread(); /* cffi takes the GIL per call with PyGILState_Ensure */
-    return 0;
+    return 1;
 }
