@@ -36,16 +36,15 @@ def declarations():
     return out
 
 
-def _defines():
-    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix,
-            "installed_base": sys.base_prefix, "installed_platbase": sys.base_exec_prefix}
+def build_defines():
+    """What the C stage knows of the interpreter that built it: the fallback when the
+    installed package's own interpreter cannot be told (a source checkout)."""
     return [
-        ("VD_PY_HOME", _c_string(sys.base_prefix)),
-        ("VD_PY_STDLIB", _c_string(sysconfig.get_path("stdlib", vars=base))),
-        ("VD_PY_PLATSTDLIB", _c_string(sysconfig.get_path("platstdlib", vars=base))),
-        ("VD_PY_PURELIB", _c_string(sysconfig.get_path("purelib", vars=base))),
-        ("VD_BUILD_SITE", _c_string(os.path.dirname(os.path.dirname(cffi.__file__)))),
         ("VD_PY_VERSION", _c_string(python_version())),
+        ("VD_PY_HOME", _c_string(sys.base_prefix)),
+        ("VD_PY_LIBDIR", _c_string(sysconfig.get_config_var("LIBDIR") or "")),
+        ("VD_MULTIARCH", _c_string(sysconfig.get_config_var("MULTIARCH") or "")),
+        ("VD_BUILD_SITE", _c_string(os.path.dirname(os.path.dirname(cffi.__file__)))),
     ]
 
 
@@ -56,7 +55,7 @@ ffi.set_source(
     "vdiskio._stage",
     '#include "calls.h"\n' + _read("stage_main.c"),
     include_dirs=[HERE],
-    define_macros=_defines(),
+    define_macros=[("VD_PY_VERSION", _c_string(python_version()))],
     # Linked to libpython with an rpath to the interpreter it was built for, so the
     # loader never binds it to another libpython3.x it happens to find first.
     libraries=["python" + python_version() + getattr(sys, "abiflags", "")],

@@ -93,6 +93,14 @@ struct vd_open_result {
     X(void, invalidate, (int64_t handle, uint64_t off, uint64_t len))                       \
     X(int, log_fd, (void))
 
+/* The interpreter the stage starts (shim/pyfind.c finds it at run time). */
+struct vd_python_paths {
+    char home[4096];             /* its prefix */
+    char stdlib[4096];
+    char dynload[4096];
+    char site[2][4096];          /* the vdiskio package's parent; where cffi was at build, or "" */
+};
+
 #define VD_CALLBACK_MEMBER(ret, name, args) ret(*name) args;
 struct vd_callbacks {
     VD_C_CALLS(VD_CALLBACK_MEMBER)

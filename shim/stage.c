@@ -96,14 +96,23 @@ static int stage_load(void)
         return -ENAMETOOLONG;
     if (host_python_mismatch())
         return -ELIBBAD;
+    static struct vd_python_paths paths;
+    char site[PATH_MAX];
+    snprintf(site, sizeof site, "%s", dir);
+    slash = strrchr(site, '/');
+    if (slash && slash != site)
+        *slash = 0;
+    int found = vd_find_python(site, &paths);
+    if (found < 0)
+        return found;
 
     void *h = dlopen(stage, RTLD_LAZY | RTLD_GLOBAL);
     if (!h) {
         vd_log("cannot load the Python stage %s: %s", stage, dlerror());
         return -ELIBACC;
     }
-    int (*start)(const char *, const struct vd_callbacks *) =
-        (int (*)(const char *, const struct vd_callbacks *))dlsym(h, "vdst_start");
+    int (*start)(const struct vd_python_paths *, const struct vd_callbacks *) =
+        (int (*)(const struct vd_python_paths *, const struct vd_callbacks *))dlsym(h, "vdst_start");
     static const struct {
         const char *name;
         void **slot;
@@ -116,7 +125,7 @@ static int stage_load(void)
                stage);
         return -ELIBBAD;
     }
-    int rc = start(dir, &callbacks);
+    int rc = start(&paths, &callbacks);
     if (rc < 0 || VD_PY(vdpy_ready) != 1) {
         vd_log("the Python stage %s failed to start (reinstall vdiskio, or run make)", stage);
         return -ELIBBAD;

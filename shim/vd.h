@@ -340,6 +340,7 @@ struct vd_stage_api {
 };
 #undef VD_API_MEMBER
 int vd_stage_ready(void);                       /* load and start it; 0 or -errno */
+int vd_find_python(const char *site, struct vd_python_paths *p);   /* pyfind.c */
 extern struct vd_stage_api vd_api;              /* valid once vd_stage_ready() == 0 */
 void vd_stage_fork(int phase);                  /* 0 prepare, 1 parent, 2 child */
 /* Call into Python with the guard held: VD_PY(vdpy_open, args...) */
