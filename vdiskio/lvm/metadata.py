@@ -94,7 +94,8 @@ class Segment:
 
 
 class LogicalVolumeEntry:
-    __slots__ = ("name", "uuid", "status", "segments", "extents", "refused", "read_only")
+    __slots__ = ("name", "uuid", "status", "segments", "extents", "refused", "read_only",
+                 "snapshot_of")
 
     def __init__(self, name, uuid, status, segments):
         self.name = name
@@ -104,13 +105,19 @@ class LogicalVolumeEntry:
         self.extents = sum(s.count for s in segments)
         self.refused = None         # why the volume cannot be served (None: it can)
         self.read_only = None       # why it can be read but not written
+        self.snapshot_of = None     # the origin, for the exception store of a snapshot
 
     @property
     def visible(self):
-        return "VISIBLE" in self.status
+        """Listed by lvs: VISIBLE, or a snapshot (lvm2 hides a snapshot's exception store
+        in the metadata and shows it under its name)."""
+        return "VISIBLE" in self.status or self.snapshot_of is not None
 
     def types(self):
-        """Segment types in LV order, each once ("linear", "striped", "thin"...)."""
+        """Segment types in LV order, each once ("linear", "striped", "thin"...); a
+        snapshot's exception store is listed as lvs lists it, a snapshot."""
+        if self.snapshot_of is not None:
+            return ["snapshot"]
         seen = []
         for s in self.segments:
             if s.type_name not in seen:
@@ -351,7 +358,10 @@ def _mark_unservable(vg):
     for lv in vg.lvs.values():
         other = next((s for s in lv.segments if not s.mappable), None)
         stacked = next((a.lv for s in lv.segments for a in s.areas if a.lv is not None), None)
+        missing = next((a.pv for s in lv.segments for a in s.areas
+                        if a.pv is not None and a.pv.missing), None)
         if lv.name in snapshots:
+            lv.snapshot_of = snapshots[lv.name]
             lv.refused = (f"it is a snapshot of {snapshots[lv.name]} (segment type snapshot),"
                           f" which only device-mapper can assemble")
         elif other is not None:
@@ -359,6 +369,9 @@ def _mark_unservable(vg):
         elif stacked is not None:
             lv.refused = (f"it is stacked on volume {stacked} (a pvmove in progress?); only"
                           f" volumes on physical volumes are supported")
+        elif missing is not None:
+            lv.refused = (f"its PV {missing.uuid} is marked MISSING in the metadata (lvm2 lost"
+                          f" it once: vgextend --restoremissing)")
         if lv.name in origins:
             lv.read_only = (f"it is the origin of snapshot {', '.join(origins[lv.name])}: a write"
                             f" that bypasses device-mapper would change the snapshot")

@@ -242,9 +242,11 @@ def search_directory(directory, wanted, exclude, acquire, release):
         for k in chain_keys(source.image) - {key}:
             inside[k] = path
     found, kept = [], []
+    done = 0
     try:
         for path, key, source in opened:
-            if key in inside or key in exclude:
+            done += 1
+            if key in inside:
                 release(source)
                 continue
             try:
@@ -258,7 +260,7 @@ def search_directory(directory, wanted, exclude, acquire, release):
             else:
                 release(source)
     except BaseException:
-        for source in kept:
+        for source in kept + [s for _, _, s in opened[done:]]:
             release(source)
         raise
     return found, kept, notes
