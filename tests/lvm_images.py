@@ -163,7 +163,8 @@ def standard_disks(work):
     vg0/lv1 has three linear segments, the first at higher extents than the second
     (created, then extended at lower extents, then onto the other disk); vg0/lv2 is
     striped over both disks; vg0/lv3 starts on disk2 and continues on disk1;
-    data-vg/lv-5 lives in a logical partition, solo/lv7 and solo/lv8 on the whole disk.
+    data-vg/lv-5 lives in a logical partition, solo/lv7, solo/lv8 and solo/root on the
+    whole disk.
     The PV on disk1 partition 2 has two metadata areas.
     Returns (raw paths by name, Layout).
     """
@@ -208,6 +209,7 @@ def standard_disks(work):
         lvm(new + ["-l", "6", "-n", "lv-5", "data-vg"], devs)
         lvm(new + ["-l", "8", "-n", "lv7", "solo"], devs)
         lvm(new + ["-l", "4", "-n", "lv8", "solo"], devs)
+        lvm(new + ["-l", "2", "-n", "root", "solo"], devs)
         record_layout(layout, devs)
     for seed, key in enumerate(sorted(layout.volumes), 100):
         layout.fill(*key, seed)

@@ -82,7 +82,7 @@ def read_like_the_library(disk, offset, length):
 def test_volumes_read_their_windows(built, fmt):
     raws, layout, images = built
     registry = Registry()
-    assert len(layout.volumes) == 6
+    assert len(layout.volumes) == 7
     for (vg, lv), vol in layout.volumes.items():
         disk, part, start, length, _ = registry.open(str(link_to(images[fmt], vg, lv)), False, -1)
         try:
@@ -463,7 +463,7 @@ def test_wrapped_metadata_is_read_as_lvm2_reads_it(damaged, built):
         dev = loops.attach(mine["disk3"])
         report = li.lvm(["lvs", "-o", "lv_name,lv_size", "--units", "b", "--nosuffix",
                          "--reportformat", "json", "solo"], [dev])["lv"]
-    assert {r["lv_name"] for r in report} == {"lv7", "lv8"}
+    assert {r["lv_name"] for r in report} == {"lv7", "lv8", "root"}
     vgs = {v.name: v for v in assemble()}
     copy = vgs["solo"].pvs[pv("solo", "disk3")[1]].copies[0][0]
     assert copy.wrapped and copy.offset == offset

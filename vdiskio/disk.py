@@ -492,7 +492,10 @@ class Registry:
             lv = named[0].vg.lvs.get(lv_name) if named else None
             if lv is not None and lv.visible:
                 return named[0], lv
-        if request.partition is not None:
+        # A name whose VG exists here means a volume; otherwise it may be a partition
+        # link with a separator that looks like one ("disk.vhd-part-2").
+        if not any(v.name == vg for vg, _ in request.candidates for v in vgs) and \
+                request.partition is not None:
             return None, None
         have = [f"{v.name}/{lv.name}" for v in vgs for lv in v.vg.lvs.values() if lv.visible]
         vg_name, lv_name = request.candidates[0]
