@@ -155,20 +155,33 @@ def assemble(found):
                     f" (seqno {vg.seqno}) but is not one of its PVs")
         pvs = {u: by_uuid[u] for u in best.pv_uuids() if u in by_uuid}
         missing = [u for u in best.pv_uuids() if u not in by_uuid]
-        _check_windows(best, pvs)
+        check_windows(best, pvs)
         result.append(VgFound(best, pvs, missing))
     return result
 
 
-def _check_windows(vg, pvs):
+def check_windows(vg, pvs):
+    """Each PV's extents inside its window, clear of its label and metadata areas (so no
+    volume write can reach them)."""
     for entry in vg.pvs.values():
         pv = pvs.get(entry.uuid)
         if pv is None:
             continue
-        end = (entry.pe_start + entry.pe_count * vg.extent_size) * SECTOR
+        start = entry.pe_start * SECTOR
+        end = start + entry.pe_count * vg.extent_bytes
         if end > pv.size:
             raise CorruptImage(f"volume group {vg.name}: PV {entry.uuid} ({pv.where}) has"
                                f" {pv.size} bytes, but its extents end at byte {end}")
+        if entry.pe_count == 0 or pv.label is None:
+            continue
+        reserved = [(pv.label.sector * SECTOR, SECTOR, "its label")]
+        reserved += [(o, n, f"metadata area {i}")
+                     for i, (o, n) in enumerate(pv.label.metadata_areas, 1)]
+        for offset, size, what in reserved:
+            if offset < end and start < offset + size:
+                raise CorruptImage(f"volume group {vg.name}: the extents of PV {entry.uuid}"
+                                   f" ({pv.where}, bytes {start}-{end - 1}) overlap {what}"
+                                   f" (bytes {offset}-{offset + size - 1})")
 
 
 def add_found(vgf, more):

@@ -45,14 +45,16 @@ class ImageSource:
 
 
 class Stripe:
-    """One area of a segment: on `source`, from byte `base` of its disk."""
+    """One area of a segment: on `source`, from byte `base` of its disk; pv is where the
+    PV was found (scan.PvFound), entry what the metadata says of it."""
 
-    __slots__ = ("source", "base", "pv")
+    __slots__ = ("source", "base", "pv", "entry")
 
-    def __init__(self, source, base, pv):
+    def __init__(self, source, base, pv, entry):
         self.source = source
         self.base = base
         self.pv = pv
+        self.entry = entry
 
 
 class Span:
@@ -111,7 +113,7 @@ class LogicalVolumeImage(Image):
                 pv = vgf.pvs[area.pv.uuid]
                 source = sources[area.pv.uuid]
                 base = pv.start + area.pv.pe_start * SECTOR + area.start * extent
-                stripes.append(Stripe(source, base, pv))
+                stripes.append(Stripe(source, base, pv, area.pv))
                 alignment = min(alignment, lowest_bit(base))
                 if all(source is not s for s in self.sources):
                     self.sources.append(source)
@@ -248,7 +250,7 @@ class LogicalVolumeImage(Image):
             "logical_volume": self.lv_name,
             "dm_name": dm_name(self.vg_name, self.lv_name),
             "segments": [{"start": sp.start, "length": sp.end - sp.start,
-                          "stripes": [{"disk": st.pv.path, "pv": st.pv.uuid, "offset": st.base}
+                          "stripes": [{"disk": st.pv.path, "pv": st.entry.uuid, "offset": st.base}
                                       for st in sp.stripes],
                           "chunk": sp.chunk if len(sp.stripes) > 1 else None}
                          for sp in self.spans],
