@@ -74,6 +74,18 @@ def test_dd_reads_each_volume(built, fmt):
     assert int(out) == layout.volumes[("vg0", "lv2")]["size"]
 
 
+def test_descriptors_inherited_across_exec(built):
+    """The shim reopens an inherited volume fd by the path its open returned (the link's)."""
+    raws, layout, images = built
+    path = link(images["vhd"], "vg0", "lv1")
+    want = layout.read("vg0", "lv1")
+    got = shimlib.run(f"exec 3<{path}; dd bs=64k status=none <&3").stdout
+    assert got == want
+    got = shimlib.run(f"{{ dd bs=1M count=1 status=none; dd bs=1M count=1 status=none; }}"
+                      f" < {path}").stdout
+    assert got == want[:2 << 20]
+
+
 @pytest.mark.xfail(strict=True, reason="needs the shim to hand every <image>-... link to"
                    " Registry.resolve (the lead's name-rule change); XPASS means it is merged:"
                    " drop this marker")
