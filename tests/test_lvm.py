@@ -506,6 +506,22 @@ def test_text_damage_is_an_error(damaged, edit, expect):
     assert expect in str(e.value), str(e.value)
 
 
+def test_pv_header_with_more_metadata_areas_than_lvm2_makes(damaged):
+    mine, pv, assemble = damaged
+    start, _ = pv("solo", "disk3")
+    sector = bytearray(Path(mine["disk3"]).read_bytes()[start + 512:start + 1024])
+    # Data area, end, then three metadata areas, end.
+    struct.pack_into("<QQQQQQQQQQQQ", sector, 72, 1 << 20, 0, 0, 0, 4096, 8192, 16384, 8192,
+                     32768, 8192, 0, 0)
+    struct.pack_into("<I", sector, 16, li.lvm_crc(bytes(sector[20:])))
+    with open(mine["disk3"], "r+b") as f:
+        f.seek(start + 512)
+        f.write(sector)
+    with pytest.raises(CorruptImage) as e:
+        assemble()
+    assert "lists 3 metadata areas; lvm2 makes at most 2" in str(e.value)
+
+
 def test_pv_header_lists_bounded_by_the_sector(damaged):
     mine, pv, assemble = damaged
     start, _ = pv("solo", "disk3")

@@ -15,6 +15,7 @@ from .structs import (DISK_LOCN, ID_LEN, LABEL_CRC_START, LABEL_HEADER, LABEL_ID
                       SECTOR, calc_crc)
 
 SCAN_BYTES = LABEL_SCAN_SECTORS * SECTOR
+MAX_METADATA_AREAS = 2          # lvm2 makes at most two: at the start and at the end
 
 # lvm2's UUID alphabet (lib/uuid/uuid.c).
 ID_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#")
@@ -101,6 +102,9 @@ def _pv_header(sector, number, offset, where):
     pos = offset + PV_HEADER.size
     data_areas, pos = _locn_list(sector, pos, "data areas", where)
     metadata_areas, pos = _locn_list(sector, pos, "metadata areas", where)
+    if len(metadata_areas) > MAX_METADATA_AREAS:
+        raise CorruptImage(f"{where}: PV header lists {len(metadata_areas)} metadata areas;"
+                           f" lvm2 makes at most {MAX_METADATA_AREAS}")
     ext_version = ext_flags = 0
     bootloader = []
     # The extension (lvm2 2.02.110 and later) follows when the sector has room for it;

@@ -14,7 +14,7 @@ from .structs import (FMTT_MAGIC, FMTT_VERSION, MDA_HEADER, MDA_HEADER_SIZE, RAW
 
 # A copy of the metadata larger than this is refused: lvm2's default area holds about
 # 500 KiB of text, and a VG of thousands of volumes a few MiB.
-MAX_METADATA = 16 << 20
+MAX_METADATA = 8 << 20
 
 
 class MetadataCopy:
