@@ -17,7 +17,7 @@ import sys
 from _thread import RLock, allocate_lock
 
 from . import log
-from .errors import NotAnImage, VdError
+from .errors import MissingFile, NotAnImage, VdError
 from .formats import open_image, sniff
 from .image import DATA, ZERO
 
@@ -431,7 +431,6 @@ class Registry:
                     held.extend(kept)
                     vgf = scan.add_found(vgf, more)
                     if vgf.missing:
-                        from .errors import MissingFile
                         why = f" (images not read: {'; '.join(notes)})" if notes else ""
                         raise MissingFile(
                             f"volume group {vgf.name} needs PV {', '.join(vgf.missing)}, found"
