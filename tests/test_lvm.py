@@ -149,6 +149,40 @@ def test_pv_in_no_image_of_the_directory(built, tmp_path):
     registry.release(d.handle)
 
 
+def test_other_pvs_searched_beside_the_target(built, tmp_path):
+    """The directory holds disk2.vmdk's snapshot child (the disk's current state), the
+    parent itself, and a second name for it: the volume reads from the child, and one
+    file under two names is one image."""
+    raws, layout, images = built
+    for name in ("disk1", "disk2"):
+        shutil.copy(images["vmdk"][name], tmp_path / f"{name}.vmdk")
+    run(["qemu-img", "create", "-q", "-f", "vmdk", "-b", "disk2.vmdk", "-F", "vmdk",
+         "disk2-000001.vmdk"], cwd=tmp_path)
+    os.symlink("disk2.vmdk", tmp_path / "alias.vmdk")
+    # lv1's third segment is on disk2: the child gets new bytes there.
+    raw, offset, length = layout.windows("vg0", "lv1")[2]
+    assert raw.name == "disk2.raw"
+    lv_offset = sum(n for _, _, n in layout.windows("vg0", "lv1")[:2])
+    run(["qemu-io", "-f", "vmdk", "-c", f"write -q -P 0x6b {offset} 65536",
+         str(tmp_path / "disk2-000001.vmdk")])
+    os.symlink("disk1.vmdk", tmp_path / "disk1.vmdk-vg0-lv1")
+    registry = Registry()
+    d, *_ = registry.open(str(tmp_path / "disk1.vmdk-vg0-lv1"), False, -1)
+    want = bytearray(layout.read("vg0", "lv1"))
+    want[lv_offset:lv_offset + 65536] = b"\x6b" * 65536
+    assert d.image.read(0, d.image.size) == bytes(want)
+    assert sorted(os.path.basename(b.path) for b in d.bases) == ["disk1.vmdk",
+                                                                "disk2-000001.vmdk"]
+    registry.release(d.handle)
+    assert registry.by_handle == {}
+    # A copy of a disk beside it holds the same PV: an error naming both, not a choice.
+    shutil.copy(tmp_path / "disk2-000001.vmdk", tmp_path / "copy.vmdk")
+    with pytest.raises(CorruptImage) as e:
+        registry.open(str(tmp_path / "disk1.vmdk-vg0-lv1"), False, -1)
+    assert "appears twice" in str(e.value) and "copy.vmdk" in str(e.value)
+    assert registry.by_handle == {}
+
+
 def test_name_that_is_also_a_partition_link(built, tmp_path):
     raws, layout, images = built
     link = tmp_path / "disk1.vhd-part-2"           # vdpartx -p -part- makes such names

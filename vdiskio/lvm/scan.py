@@ -219,11 +219,12 @@ def chain_keys(image):
 def search_directory(directory, wanted, exclude, acquire, release):
     """PvFound for the PV UUIDs in `wanted`, from the other images of `directory`.
 
-    Images are the *.vhd, *.vmdk and *.vhdx files; those that are part of another image
-    (a VMDK extent, the parent of a snapshot: only the top of a chain is a disk's state)
-    or whose key is in `exclude` are skipped. acquire(path) gives a source (raising
-    VdError when the file is not a usable image), release(source) gives it back;
-    sources holding none of the wanted PVs are released before returning.
+    Images are the *.vhd, *.vmdk and *.vhdx files (each file once, whatever links name
+    it); those that are part of another image (a VMDK extent, the parent of a snapshot:
+    only the top of a chain is a disk's state) or whose key is in `exclude` are skipped.
+    acquire(path) gives a source (raising VdError when the file is not a usable image),
+    release(source) gives it back; sources holding none of the wanted PVs are released
+    before returning.
 
     Returns (found PVs, {source kept}, [one-line notes on images that could not be read]).
     """
@@ -232,6 +233,7 @@ def search_directory(directory, wanted, exclude, acquire, release):
     except OSError as e:
         return [], [], [f"{directory}: {e.strerror}"]
     opened, notes = [], []
+    seen = set(exclude)
     for name in names:
         if not name.lower().endswith(IMAGE_SUFFIXES):
             continue
@@ -240,8 +242,10 @@ def search_directory(directory, wanted, exclude, acquire, release):
             st = os.stat(path)
         except OSError:
             continue
-        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in exclude:
-            continue
+        key = (st.st_dev, st.st_ino)
+        if not stat.S_ISREG(st.st_mode) or key in seen:
+            continue                # not a file, excluded, or another name of one seen
+        seen.add(key)
         try:
             source = acquire(path)
         except NotAnImage:
@@ -249,31 +253,30 @@ def search_directory(directory, wanted, exclude, acquire, release):
         except VdError as e:
             notes.append(f"{name}: {e.message}")
             continue
-        opened.append((path, (st.st_dev, st.st_ino), source))
+        opened.append((path, key, source))
     inside = {}
     for path, key, source in opened:
         for k in chain_keys(source.image) - {key}:
             inside[k] = path
     found, kept = [], []
-    done = 0
+    pending = list(opened)          # acquired, neither kept nor released yet
     try:
-        for path, key, source in opened:
-            done += 1
-            if key in inside:
-                release(source)
-                continue
-            try:
-                pvs = [pv for pv in scan_source(source, path) if pv.uuid in wanted]
-            except VdError as e:
-                notes.append(f"{os.path.basename(path)}: {e.message}")
-                pvs = []
+        while pending:
+            path, key, source = pending[0]
+            pvs = []
+            if key not in inside:
+                try:
+                    pvs = [pv for pv in scan_source(source, path) if pv.uuid in wanted]
+                except VdError as e:
+                    notes.append(f"{os.path.basename(path)}: {e.message}")
+            pending.pop(0)
             if pvs:
                 found.extend(pvs)
                 kept.append(source)
             else:
                 release(source)
     except BaseException:
-        for source in kept + [s for _, _, s in opened[done:]]:
+        for source in kept + [s for _, _, s in pending]:
             release(source)
         raise
     return found, kept, notes
