@@ -102,6 +102,8 @@ TARGETS = {
     "first-open": Target("<=", 15, "ms"),
     "huge-open-time": Target("<=", 100, "ms"),
     "huge-open-rss": Target("<=", 64, "MiB"),
+    "lvm-seq": Target(">=", 0.90, text="within 10% of the raw disk"),
+    "lvm-open": Target("<=", 20, "ms"),
 }
 
 
@@ -456,9 +458,62 @@ def build_huge(b):
 
 def space_needed(scale):
     # raw + 7 variants (the chain about 1.7 disks) + one copy written by the peers, the
-    # write cases (3 files) and the big images' data (3 files + a copy).
-    return int(scale.disk * 10.7 + scale.write_bytes * 3 + scale.big_written * 5
+    # write cases (3 files), the big images' data (3 files + a copy), and the LVM disk
+    # (a raw copy and two images).
+    return int(scale.disk * 13.7 + scale.write_bytes * 3 + scale.big_written * 5
                + scale.mkfs_size * 0.1 + 64 * MiB)
+
+
+LVM_CONFIG = "global{activation=0} backup{backup=0 archive=0}"
+
+
+def sbin_tool(name):
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+
+
+def build_lvm(b):
+    """A copy of the raw disk with one DOS partition (from 1 MiB to the end) holding an
+    LVM2 PV, and one linear volume over all its extents: lvm2 on a loop device (root
+    only), activation off. As a dynamic VHD and a monolithicSparse VMDK, each with its
+    volume link. b.lvm = (raw copy, volume's byte offset in it, volume size, [(Variant,
+    link)])."""
+    b.lvm = None
+    tools = {t: sbin_tool(t) for t in ("losetup", "sfdisk", "pvcreate", "vgcreate", "lvcreate",
+                                       "lvs", "pvs")}
+    if os.geteuid() != 0 or not all(tools.values()):
+        raise BenchError("needs root, util-linux (losetup, sfdisk) and lvm2")
+    raw = b.work / "lvm.raw"
+    run(["cp", "--reflink=auto", b.raw, raw])
+    p = subprocess.run([tools["sfdisk"], "-q", "--no-reread", "--no-tell-kernel", str(raw)],
+                       input="label: dos\n2048,,8e\n", capture_output=True, text=True)
+    if p.returncode:
+        raise BenchError(f"sfdisk: {p.stderr.strip()}")
+    with open(raw, "r+b") as f:             # no stray signature in the PV's first sectors
+        f.seek(MiB)
+        f.write(bytes(8192))
+    env = dict(os.environ, LVM_SUPPRESS_FD_WARNINGS="1")
+    dev = run([tools["losetup"], "-f", "--show", "-o", MiB, raw]).stdout.strip()
+    try:
+        lvm = lambda tool, *args: run([tools[tool], *args, "--devices", dev, "--config",
+                                       LVM_CONFIG], env=env)
+        lvm("pvcreate", "-q", dev)
+        lvm("vgcreate", "-q", "-s", "4m", "benchvg", dev)
+        lvm("lvcreate", "-q", "-Zn", "-an", "-l", "100%FREE", "-n", "lv1", "benchvg")
+        pe_start = int(lvm("pvs", "-o", "pe_start", "--units", "b", "--nosuffix",
+                           "--noheadings").stdout)
+        size = int(lvm("lvs", "-o", "lv_size", "--units", "b", "--nosuffix", "--noheadings",
+                       "benchvg/lv1").stdout)
+    finally:
+        run([tools["losetup"], "-d", dev], check=False)
+    images = []
+    for v in (Variant("vhd dynamic", "vpc", "subformat=dynamic,force_size=on"),
+              Variant("vmdk monolithicSparse", "vmdk", "subformat=monolithicSparse")):
+        place(b, v, "lvm-")
+        run(convert(b, v, raw, v.path))
+        link = v.path.parent / f"{v.path.name}-benchvg-lv1"
+        link.symlink_to(v.path.name)
+        images.append((v, link))
+    b.lvm = (raw, MiB + pe_start, size, images)
 
 
 def build_all(b, vs, only):
@@ -489,6 +544,12 @@ def build_all(b, vs, only):
         build_big(b)
     if "huge-open" in only:
         build_huge(b)
+    if "lvm" in only:
+        b.say("building the LVM disk")
+        try:
+            build_lvm(b)
+        except BenchError as e:
+            b.lvm_error = str(e)
     for p in background:
         _, err = p.communicate()
         if p.returncode:
@@ -783,6 +844,39 @@ def case_huge_open(b):
               unit="MiB", target=TARGETS["huge-open-rss"]))
 
 
+def case_lvm(b):
+    """A linear logical volume through its link (<image>-benchvg-lv1): sequential dd bs=1M
+    vs plain dd of the same bytes of the raw disk, and the first open of the link vs the
+    first open of its image (what finding the volume adds)."""
+    if b.lvm is None:
+        raise BenchError(getattr(b, "lvm_error", "the LVM disk was not built"))
+    raw, start, size, images = b.lvm
+    count = min(size, b.scale.seq_bytes[1 << 20]) // MiB
+    k = b.scale.open_batch
+    spawn = b.tools["spawn"]
+    for v, link in images:
+        check = run(["sh", "-c", f"dd if={shlex.quote(str(link))} bs=1M count=1 skip=3"
+                     " status=none | cksum"], env=b.env_lib).stdout
+        want = run(["sh", "-c", f"dd if={shlex.quote(str(raw))} bs=1M count=1"
+                    f" skip={start + 3 * MiB} iflag=skip_bytes status=none | cksum"]).stdout
+        warm(v.files + [raw])
+        s = b.alternate({"raw": Cmd(dd(raw, count=count, extra=[f"skip={start}",
+                                                                  "iflag=skip_bytes"])),
+                         "volume": Cmd(dd(link, count=count), lib=True)})
+        row = Row("seq read dd bs=1M of a linear LV", v.name,
+                  f"plain dd of the same bytes of the raw disk ({count} MiB)",
+                  speeds(s["raw"], s["volume"]), target=TARGETS["lvm-seq"])
+        if check != want:
+            row.status = "ERROR: the volume returned other bytes than the raw disk"
+        b.add(row)
+        s = b.alternate({"image": Cmd([spawn, k] + dd(v.path, bs=512, count=1), lib=True),
+                         "volume": Cmd([spawn, k] + dd(link, bs=512, count=1), lib=True)},
+                        warmup=True)
+        b.add(Row("first open of an LV link: dd 1 sector", v.name,
+                  "the same dd of the image itself", added_ms(s["image"], s["volume"], k),
+                  unit="ms", target=TARGETS["lvm-open"]))
+
+
 # ---- the machine and the record -----------------------------------------------------------
 def first_line(cmd):
     try:
@@ -864,6 +958,11 @@ edits this file: rerun `bench/run.py --write` on a quiet machine to update it.
   of an image adds over `dd` of a raw file without the library (both warm), per
   process; the {huge} open adds time and peak RSS (ru_maxrss of the dd, taken by
   `bench/spawn.c -m`).
+- LVM: a copy of the raw disk with one partition holding an LVM2 PV and one linear
+  volume over all of it (lvm2 on a loop device; needs root), as a dynamic VHD and a
+  monolithicSparse VMDK: `dd bs=1M` of the volume's link through the library vs plain
+  dd of the same bytes of the raw disk, and the first open of the link (finding the
+  volume) vs the first open of the image itself.
 """
 
 
@@ -888,7 +987,7 @@ def human(n):
 
 # ---- main ---------------------------------------------------------------------------------
 CASES = ("seq", "pread", "peers", "sparse-copy", "writes", "mkfs", "untouched", "first-open",
-         "huge-open")
+         "huge-open", "lvm")
 
 
 def install_peers(b):
@@ -976,7 +1075,8 @@ def main(argv=None):
                                 ("writes", case_writes, ()), ("mkfs", case_mkfs, ()),
                                 ("untouched", case_untouched, ()),
                                 ("first-open", case_first_open, (vs,)),
-                                ("huge-open", case_huge_open, ())):
+                                ("huge-open", case_huge_open, ()),
+                                ("lvm", case_lvm, ())):
             if case in only:
                 guarded(b, case, fn, *extra)
     finally:

@@ -22,6 +22,7 @@ PER_VARIANT = ("seq read dd bs=1M", "seq read dd bs=4096", "seq read dd bs=512",
 OTHER = ("cp --sparse=always", "seq write dd bs=1M", "mkfs.ext4", "/bin/true", "find ",
          "first open: dd 1 sector", "first open: open().read(512)",
          "sparse vmdk + read 1 sector: time", "sparse vmdk + read 1 sector: peak RSS")
+LVM = ("seq read dd bs=1M of a linear LV", "first open of an LV link: dd 1 sector")
 
 
 def test_smoke_prints_every_row(tmp_path):
@@ -45,6 +46,14 @@ def test_smoke_prints_every_row(tmp_path):
             assert any(case in line for line in mine), f"no row {case!r} for {v}:\n{table}"
     for case in OTHER:
         assert any(case in line for line in lines), f"no row {case!r}:\n{table}"
+    # The LVM disk is made by lvm2 on a loop device: root only.
+    if os.geteuid() == 0:
+        for v in ("vhd dynamic", "vmdk monolithicSparse"):
+            for case in LVM:
+                assert any(case in line and f"  {v}  " in line for line in lines), \
+                    f"no row {case!r} for {v}:\n{table}"
+    else:
+        assert any(line.startswith("lvm ") and "needs root" in line for line in lines), table
     record = (tmp_path / "B.md").read_text()
     assert record.startswith("# Benchmarks") and "| case |" in record
     # The temporary images are gone.

@@ -353,11 +353,19 @@ def test_outdir_must_exist(disk, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args", [[], ["disk.vhd"], ["-a", "-d", "disk.vhd"], ["-x", "disk.vhd"],
-                                  ["-a"], ["-a", "disk.vhd", "extra"], ["-p"]])
+                                  ["-a"], ["-p"]])
 def test_bad_usage(disk, tmp_path, args):
     p = vdpartx(args, cwd=tmp_path)
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.startswith("usage: vdpartx ")
+    assert links_of(tmp_path) == {}
+
+
+def test_every_image_named_is_read_before_any_link_is_made(disk, tmp_path):
+    p = vdpartx(["-a", "disk.vhd", "extra.vhd"], cwd=tmp_path)
+    assert p.returncode == 1 and p.stdout == ""
+    assert one_error_line(p.stderr) == \
+        "vdpartx: extra.vhd: cannot open: No such file or directory"
     assert links_of(tmp_path) == {}
 
 

@@ -47,8 +47,74 @@ def cmd_preload_path(args):
     return 0
 
 
+def _layout_info(image, path):
+    """What `info` says about the disk's contents: its partitions, and the LVM2 volume
+    groups with a physical volume on it (those needing PVs in other images say so)."""
+    from .lvm import scan
+    from .lvm.names import link_name
+    from .lvm.volume import ImageSource
+    from .partitions import NoPartitionTable, read_table
+    out = {}
+    try:
+        table = read_table(image.read, image.size, path)
+        out["partition_table"] = table.kind
+        out["partitions"] = [{"number": p.number, "start_sector": p.start_sector,
+                              "sectors": p.sectors, "type": p.type, "name": p.name}
+                             for p in table.partitions]
+    except NoPartitionTable:
+        out["partition_table"] = "none"
+        out["partitions"] = []
+    except VdError as e:
+        out["partition_table"] = f"error: {e.message}"
+        out["partitions"] = []
+    try:
+        vgs = scan.assemble(scan.scan_source(ImageSource(image), path))
+    except VdError as e:
+        out["lvm_error"] = e.message
+        return out
+    name = os.path.basename(path)
+    out["volume_groups"] = [{
+        "name": v.name, "uuid": v.vg.uuid, "seqno": v.vg.seqno,
+        "extent_size": v.vg.extent_bytes,
+        "pvs": [{"uuid": pv.uuid, "found": pv.uuid in v.pvs,
+                 "where": v.pvs[pv.uuid].where if pv.uuid in v.pvs else None}
+                for pv in v.vg.pvs.values()],
+        "volumes": [{"name": lv.name, "uuid": lv.uuid, "size": lv.extents * v.vg.extent_bytes,
+                     "types": lv.types(), "link": link_name(name, v.name, lv.name),
+                     "refused": lv.refused, "read_only": lv.read_only}
+                    for lv in v.vg.lvs.values() if lv.visible],
+    } for v in vgs]
+    return out
+
+
+def _print_layout(info, indent):
+    table = info.get("partition_table")
+    if table is None:
+        return
+    print(f"{indent}  partition table: {table}")
+    for p in info["partitions"]:
+        end = p["start_sector"] + p["sectors"] - 1
+        name = f" {p['name']!r}" if p["name"] else ""
+        print(f"{indent}    {p['number']}: sectors {p['start_sector']}-{end}"
+              f" ({human(p['sectors'] * 512)}) type {p['type']}{name}")
+    if "lvm_error" in info:
+        print(f"{indent}  LVM: {info['lvm_error']}")
+    for g in info.get("volume_groups", []):
+        pvs = ", ".join(f"{pv['uuid']} ({pv['where'] or 'not in this image'})" for pv in g["pvs"])
+        print(f"{indent}  volume group {g['name']} (seqno {g['seqno']}, extents of"
+              f" {human(g['extent_size'])}), PVs {pvs}")
+        for v in g["volumes"]:
+            note = f" (not supported: {v['refused']})" if v["refused"] else \
+                f" (read-only: {v['read_only']})" if v["read_only"] else ""
+            print(f"{indent}    {v['name']}: {human(v['size'])} {','.join(v['types'])},"
+                  f" link {v['link']}{note}")
+
+
+LAYOUT_KEYS = ("partition_table", "partitions", "volume_groups", "lvm_error")
+
+
 def _print_info(info, indent=""):
-    skip = {"parent", "path"}
+    skip = {"parent", "path"} | set(LAYOUT_KEYS)
     print(f"{indent}image: {info['path']}")
     print(f"{indent}  format: {info['format']} ({info['variant']})")
     print(f"{indent}  virtual size: {info['virtual_size']} ({human(info['virtual_size'])})")
@@ -58,6 +124,7 @@ def _print_info(info, indent=""):
         if isinstance(value, (list, dict)):
             value = json.dumps(value)
         print(f"{indent}  {key.replace('_', ' ')}: {value}")
+    _print_layout(info, indent)
     if info.get("parent"):
         print(f"{indent}  parent:")
         _print_info(info["parent"], indent + "    ")
@@ -75,6 +142,7 @@ def cmd_info(args):
             continue
         try:
             info = image.info()
+            info.update(_layout_info(image, path))
         finally:
             image.close()
         if args.json:

@@ -4,15 +4,21 @@ The shim asks a Disk three kinds of question: where do these blocks live (map_bl
 for its C translation table), read or write these bytes (what the table cannot
 describe), and which partition window does this name mean. Partition windows and file
 positions belong to the caller; a Disk only knows the whole virtual disk.
+
+A logical volume (a link named <image>-<VG>-<LV>) is a disk of its own, a VolumeDisk,
+whose image remaps onto the Disks of the image files holding its PVs: it holds a
+reference on each, and reaches their Image through them at every call, so one image
+file never has two Images (two allocators), whatever is open on it.
 """
 
 import errno
 import os
+import sys
 from _thread import RLock, allocate_lock
 
 from . import log
 from .entries import (ENTRY_SLOW, ENTRY_ZERO, KIND_DATA, KIND_OWNED, MAX_PHYS, data_base)
-from .errors import NoMoreData, NotAnImage, VdError
+from .errors import MissingFile, NoMoreData, NotAnImage, VdError
 from .formats import open_image, sniff
 from .image import DATA, ZERO
 
@@ -35,6 +41,17 @@ def partition_number(link_path):
     return int(m.group("num"))
 
 
+def invalidate(handle, offset, length):
+    """Drop the C library's cached translation entries of disk `handle` for bytes
+    [offset, offset+length): their mapping changed through another disk (a volume and
+    the disk under it). The boundary's C callback (vdiskio._boundary.invalidate) does
+    it once the boundary has one; until then, and outside the shim, this does nothing."""
+    boundary = sys.modules.get("vdiskio._boundary")
+    callback = getattr(boundary, "invalidate", None)
+    if callback is not None:
+        callback(handle, offset, length)
+
+
 def block_shift(block_size):
     shift = max(9, min(30, (max(block_size, 512) - 1).bit_length()))
     return shift
@@ -50,6 +67,7 @@ class Disk:
         self.retired = []           # images replaced by a writable reopen, closed at the end
         self.shift = block_shift(image.block_size)
         self.lock = allocate_lock()
+        self.layered = []           # VolumeDisks with PVs on this disk
 
     @property
     def path(self):
@@ -123,15 +141,18 @@ class Disk:
         self.image.read_into(view, offset)
         log.debug(f"python read {self.path} @{offset} +{len(view)}")
 
-    def write(self, offset, data):
+    def write(self, offset, data, origin=None):
+        """Write through Python. origin: the volume image the write came through (None:
+        this disk's own handle, whose cached entries the C library drops itself)."""
         if not self.writable:
             raise VdError("image not opened for writing", self.path, errno.EBADF)
         with self.lock:
             self.image.write(offset, data)
         log.debug(f"python write {self.path} @{offset} +{len(data)}")
+        self.changed(offset, len(data), origin)
         return len(data)
 
-    def discard(self, offset, length):
+    def discard(self, offset, length, origin=None):
         """Make a range read as zeros (fallocate PUNCH_HOLE and ZERO_RANGE, BLKDISCARD,
         BLKZEROOUT alike): the image deallocates where its format allows, else writes
         zeros. Nothing here promises preallocation: a sparse image cannot."""
@@ -139,6 +160,17 @@ class Disk:
             raise VdError("image not opened for writing", self.path, errno.EBADF)
         with self.lock:
             self.image.discard(offset, length)
+        self.changed(offset, length, origin)
+
+    def changed(self, offset, length, origin):
+        """Bytes [offset, offset+length) of this disk were written through Python: drop
+        the cached entries other disks hold for them (the C library drops those of the
+        disk the write came through)."""
+        if origin is not None:
+            invalidate(self.handle, offset, length)
+        for volume in list(self.layered):
+            if volume.image is not origin:
+                volume.base_changed(self, offset, length)
 
     def flush(self, datasync=False):
         with self.lock:
@@ -223,8 +255,92 @@ class Disk:
                 old.close()
 
 
+def _volume_request(path):
+    """The (vg, lv) names a link's name may mean ([] without a '-', the common case: the
+    LVM modules are then not even imported)."""
+    if "-" not in os.path.basename(path):
+        return []
+    from .lvm.names import volume_request
+    return volume_request(path)
+
+
+class VolumeDisk(Disk):
+    """A logical volume: its image (lvm.volume.LogicalVolumeImage) reaches the Disks of
+    the image files holding its PVs, on each of which it holds a reference."""
+
+    def __init__(self, handle, image, key, registry, bases):
+        super().__init__(handle, image, key, False)
+        self.registry = registry
+        self.bases = bases
+        for base in bases:
+            base.layered.append(self)
+
+    def reopen_writable(self):
+        """Writable opens of a volume make the disks under it writable (the caller holds
+        the registry's lock); the volume's image reaches their new Images by itself."""
+        for base in self.bases:
+            if not base.writable:
+                base.reopen_writable()
+        self.writable = True
+
+    def base_changed(self, base, offset, length):
+        for start, n in self.image.volume_ranges(base, offset, length):
+            invalidate(self.handle, start, n)
+
+    def allocated(self):
+        return sum(base.allocated() for base in self.bases)
+
+    def window(self, part):
+        return 0, self.image.size
+
+    def geometry(self):
+        return 0, 0, 0
+
+    def close(self):
+        try:
+            if self.writable:
+                self.image.flush()
+        finally:
+            for base in self.bases:
+                if self in base.layered:
+                    base.layered.remove(self)
+                self.registry.release(base.handle)
+
+
+class NoSuchVolume(VdError):
+    """The link names a volume the image's volume groups do not have."""
+
+    default_errno = errno.ENXIO
+
+    def __init__(self, message, path=None, err=None):
+        super().__init__(message, None, err)
+        self.path = path
+
+
+class VolumeRequest:
+    """A link named <image>-<VG>-<LV>: the (vg, lv) names it may mean. The same name may
+    also mean a partition (a partition link with a separator such as '-part-'); that
+    number is worked out only if no such volume exists."""
+
+    __slots__ = ("candidates", "link", "as_partition")
+
+    def __init__(self, candidates, link, as_partition):
+        self.candidates = candidates
+        self.link = link
+        self.as_partition = as_partition
+
+    @property
+    def partition(self):
+        """The partition number the name also means, or None."""
+        if not self.as_partition:
+            return None
+        number = partition_number(self.link)
+        return number if number is not None and 1 <= number <= MAX_PARTITION else None
+
+
 class Registry:
-    """The open disks of this process, by handle and by (st_dev, st_ino)."""
+    """The open disks of this process, by handle and by (st_dev, st_ino) (for volumes:
+    the image's, with the VG and LV UUIDs)."""
 
     def __init__(self):
         self.by_handle = {}
@@ -233,16 +349,26 @@ class Registry:
         self.lock = RLock()
 
     def resolve(self, path, part):
-        """(image path, partition number) for a path the shim handed over.
+        """(image path, partition number or VolumeRequest) for a path the shim handed over.
 
-        part -1: path is a link named <image>N; None is returned when it is not one.
+        part -1: path is a link named <image>N or <image>-<VG>-<LV>; None is returned when
+        it is not one. part 0 with a link named as a volume opens that volume: it is how
+        an inherited descriptor of a volume is opened again (the shim keeps the path the
+        open returned, which for a volume is the link's).
         """
         if part != -1:
+            if part == 0 and "-" in os.path.basename(path) and os.path.islink(path):
+                candidates = _volume_request(path)
+                if candidates:
+                    return os.path.realpath(path), VolumeRequest(candidates, path, False)
             return os.path.realpath(path), part
         if not os.path.islink(path):
             return None
-        number = partition_number(path)
+        candidates = _volume_request(path)
         target = os.path.realpath(path)
+        if candidates:
+            return (target, VolumeRequest(candidates, path, True)) if sniff(target) else None
+        number = partition_number(path)
         if number is None or sniff(target) is None:
             return None
         if not 1 <= number <= MAX_PARTITION:
@@ -251,11 +377,27 @@ class Registry:
         return target, number
 
     def open(self, path, writable, part):
-        """(Disk, partition number, window start, window length), one reference taken."""
+        """(Disk, partition number, window start, window length, remapped), one
+        reference taken."""
         resolved = self.resolve(path, part)
         if resolved is None:
             raise NotAnImage("not an image or a partition link", path)
         real, part = resolved
+        if isinstance(part, VolumeRequest):
+            opened = self.open_volume(path, real, part, writable)
+            if opened is not None:
+                return opened
+            part = part.partition       # the name means a partition after all
+        disk, remapped = self.acquire(real, writable)
+        try:
+            start, length = disk.window(part)
+        except BaseException:
+            self.release(disk.handle)
+            raise
+        return disk, part, start, length, remapped
+
+    def acquire(self, real, writable):
+        """(the Disk of image file `real`, remapped), one reference taken."""
         try:
             st = os.stat(real)
         except OSError as e:
@@ -274,12 +416,98 @@ class Registry:
                 disk.reopen_writable()
                 remapped = True
             disk.refs += 1
-        try:
-            start, length = disk.window(part)
-        except BaseException:
-            self.release(disk.handle)
-            raise
-        return disk, part, start, length, remapped
+        return disk, remapped
+
+    def open_volume(self, link, target, request, writable):
+        """Open the volume a link names: (VolumeDisk, 0, 0, size, remapped), or None when
+        the image has no such volume and the name also means a partition."""
+        from .lvm import scan
+        from .lvm.volume import LogicalVolumeImage
+        link = os.path.abspath(link)
+        with self.lock:
+            base, _ = self.acquire(target, False)
+            held = [base]
+            try:
+                vgf, lv = self._find_volume(link, base, request)
+                if vgf is None:
+                    return None
+                if vgf.missing:
+                    more, kept, notes = scan.search_directory(
+                        os.path.dirname(target), set(vgf.missing), scan.chain_keys(base.image),
+                        lambda p: self.acquire(p, False)[0], lambda d: self.release(d.handle))
+                    held.extend(kept)
+                    vgf = scan.add_found(vgf, more)
+                    if vgf.missing:
+                        why = f" (images not read: {'; '.join(notes)})" if notes else ""
+                        raise MissingFile(
+                            f"volume group {vgf.name} needs PV {', '.join(vgf.missing)}, found"
+                            f" in no image of {os.path.dirname(target) or '.'}{why}", link)
+                    lv = vgf.vg.lvs.get(lv.name)
+                    if lv is None or not lv.visible:
+                        raise NoSuchVolume(f"{link}: the volume is gone from the newest metadata"
+                                           f" of volume group {vgf.name}", link)
+                sources = {uuid: pv.source for uuid, pv in vgf.pvs.items()}
+                image = LogicalVolumeImage(link, vgf, lv, sources)
+                used = [d for d in held if any(d is s for s in image.sources)]
+                for d in held:
+                    if all(d is not u for u in used):
+                        self.release(d.handle)
+                held = used
+                key = (base.key, vgf.vg.uuid, lv.uuid)
+                disk = self.by_key.get(key)
+                remapped = False
+                if disk is not None:
+                    if disk.image.layout != image.layout:
+                        raise VdError(f"volume {vgf.name}/{lv.name} is open here with another"
+                                      f" layout: its metadata changed since", link, errno.EBUSY)
+                    if writable and not disk.writable:
+                        disk.reopen_writable()
+                        remapped = True
+                    for d in held:
+                        self.release(d.handle)
+                    held = []
+                else:
+                    disk = VolumeDisk(self.next_handle, image, key, self, held)
+                    held = []
+                    try:
+                        if writable:
+                            disk.reopen_writable()
+                    except BaseException:
+                        disk.close()
+                        raise
+                    self.next_handle += 1
+                    self.by_handle[disk.handle] = disk
+                    self.by_key[key] = disk
+                disk.refs += 1
+                return disk, 0, 0, disk.image.size, remapped
+            finally:
+                for d in held:
+                    self.release(d.handle)
+
+    def _find_volume(self, link, base, request):
+        """(VgFound, LogicalVolumeEntry) the request names among the VGs with a PV on
+        `base`, or (None, None) for a name that then means a partition."""
+        from .lvm import scan
+        vgs = scan.assemble(scan.scan_source(base, base.path))
+        for vg_name, lv_name in request.candidates:
+            named = [v for v in vgs if v.name == vg_name]
+            if len(named) > 1:
+                raise VdError(f"{base.path} holds {len(named)} volume groups named {vg_name}"
+                              f" (UUIDs {', '.join(v.vg.uuid for v in named)})", link,
+                              errno.ENXIO)
+            lv = named[0].vg.lvs.get(lv_name) if named else None
+            if lv is not None and lv.visible:
+                return named[0], lv
+        # A name whose VG exists here means a volume; otherwise it may be a partition
+        # link with a separator that looks like one ("disk.vhd-part-2").
+        if not any(v.name == vg for vg, _ in request.candidates for v in vgs) and \
+                request.partition is not None:
+            return None, None
+        have = [f"{v.name}/{lv.name}" for v in vgs for lv in v.vg.lvs.values() if lv.visible]
+        vg_name, lv_name = request.candidates[0]
+        listing = f"volumes {', '.join(have)}" if have else "no logical volumes"
+        raise NoSuchVolume(f"{base.path} has {listing}; there is no volume {vg_name}/{lv_name}",
+                           link)
 
     def refresh(self):
         for disk in list(self.by_handle.values()):

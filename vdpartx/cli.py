@@ -1,7 +1,10 @@
-"""vdpartx: create, list, update and remove partition links of a VHD or VMDK image.
+"""vdpartx: create, list, update and remove partition and logical volume links of VHD
+and VMDK images.
 
 A partition link is a symbolic link named <image><SEP><N> whose target reaches the
-image; the vdiskio shim opens it as partition N alone. The table is read through the
+image; the vdiskio shim opens it as partition N alone. A volume link is named
+<image>-<VG>-<LV> (device-mapper's name for the volume after the image's); the shim opens
+it as that LVM2 logical volume alone. Tables and LVM metadata are read through the
 project's own decoders (vdiskio.formats.open_image); no LD_PRELOAD is involved.
 
 Every change is planned and checked before any is made, so an error leaves the
@@ -15,17 +18,28 @@ import sys
 
 from vdiskio.errors import VdError
 from vdiskio.formats import open_image
-from vdiskio.partitions import read_table
+from vdiskio.lvm import scan
+from vdiskio.lvm.names import link_name, parse_link_name
+from vdiskio.lvm.volume import ImageSource
+from vdiskio.partitions import NoPartitionTable, read_table
 
 PROG = "vdpartx"
 
 DESCRIPTION = """\
-Create, list, update or delete partition links for a VHD or VMDK image.
+Create, list, update or delete partition and LVM2 logical volume links for VHD and VMDK
+images.
 
 The link for partition N is named IMAGE followed by SEP and N (disk.vhd1, or disk.vhdp1
 with -p p) and placed beside the image, or in DIR with -o. Programs run under the vdiskio
 shim see such a link as that partition alone. Partition numbers follow Linux: MBR
-primaries 1-4, logical partitions from 5, GPT entries by their index."""
+primaries 1-4, logical partitions from 5, GPT entries by their index.
+
+Each logical volume found in the images' physical volumes (whole disks or partitions)
+gets a link named IMAGE-VG-LV, a '-' inside the VG or LV name doubled as device-mapper
+does (centos.vmdk-centos-root). A volume group spanning several images needs all of them
+named on the command line (vdpartx -a disk1.vmdk disk2.vmdk), and in one directory: the
+shim finds a volume group's other physical volumes beside the link's target. Its links
+are named after the first image named that holds one of its physical volumes."""
 
 EPILOG = """\
 Links beside the image point at the image's file name (a relative target). With -o,
@@ -62,16 +76,77 @@ def _parser():
                    help="separator between the image name and the number (default: none)")
     p.add_argument("-o", dest="outdir", metavar="DIR",
                    help="create the links in DIR instead of beside the image")
-    p.add_argument("image", metavar="IMAGE", help="a VHD or VMDK image (or a link to one)")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="VHD or VMDK images (or links to them)")
     return p
 
 
-def _read_table(path):
-    image = open_image(path)
-    try:
-        return read_table(image.read, image.size, path)
-    finally:
-        image.close()
+class ImageScan:
+    """One image named on the command line: its partition table (None for a disk
+    without one) and the LVM2 physical volumes on it."""
+
+    def __init__(self, path):
+        self.path = path
+        image = open_image(path)
+        try:
+            try:
+                self.table = read_table(image.read, image.size, path)
+                self.no_table = None
+            except NoPartitionTable as e:
+                self.table, self.no_table = None, e
+            self.pvs = scan.scan_source(ImageSource(image), path)
+        finally:
+            image.close()
+        if self.table is None and not self.pvs:
+            raise self.no_table
+
+    def numbers(self):
+        return self.table.numbers() if self.table is not None else []
+
+
+class Volume:
+    """A logical volume to link: named after `home` (an ImageScan), in `links`."""
+
+    def __init__(self, vgf, lv, home, links):
+        self.vgf = vgf
+        self.lv = lv
+        self.home = home
+        self.links = links
+        self.path = os.path.join(links.dir, link_name(links.image_name, vgf.name, lv.name))
+
+    @property
+    def label(self):
+        return f"{self.vgf.name}/{self.lv.name}"
+
+
+def _volumes(disks, links_of):
+    """The volumes of every VG whose PVs lie in the disks named, with their links;
+    Failure when a VG lacks a PV or spans directories the shim would not search."""
+    found = [pv for d in disks for pv in d.pvs]
+    volumes = []
+    for vgf in scan.assemble(found):
+        if vgf.missing:
+            raise Failure(f"volume group {vgf.name} needs PV {', '.join(vgf.missing)}, in none of"
+                          f" the images named (name every image of the volume group)")
+        holders = {pv.path for pv in vgf.pvs.values()}
+        home = next(d for d in disks if d.path in holders)
+        # The shim looks for a VG's other PVs in the directory of the image a link reaches.
+        directory = os.path.dirname(os.path.realpath(home.path))
+        away = sorted(p for p in holders if os.path.dirname(os.path.realpath(p)) != directory)
+        if away:
+            raise Failure(f"volume group {vgf.name} spans {home.path} and {', '.join(away)}, in"
+                          f" another directory: the shim looks for a volume group's physical"
+                          f" volumes beside the image a link reaches ({directory})")
+        for lv in vgf.vg.lvs.values():
+            if lv.visible:
+                volumes.append(Volume(vgf, lv, home, links_of[home.path]))
+    seen = {}
+    for v in volumes:
+        other = seen.setdefault(v.path, v)
+        if other is not v:
+            raise Failure(f"two volume groups named {v.vgf.name} (UUIDs {other.vgf.vg.uuid} and"
+                          f" {v.vgf.vg.uuid}) would both link {v.path}")
+    return volumes
 
 
 def _identity(path):
@@ -107,7 +182,8 @@ class Links:
         self.image = image
         self.sep = sep
         self.dir = outdir if outdir is not None else os.path.dirname(image)
-        self.prefix = os.path.basename(image) + sep
+        self.image_name = os.path.basename(image)
+        self.prefix = self.image_name + sep
         self.target = _link_target(image, outdir)
         self.image_id = _identity(image)
 
@@ -156,10 +232,23 @@ class Links:
                 found.append(int(m.group(1)))
         return sorted(found)
 
+    def existing_volume_links(self):
+        """Paths of links in the directory named <image>-<VG>-<LV> that reach this image."""
+        found = []
+        try:
+            names = os.listdir(self.dir or ".")
+        except OSError as e:
+            raise Failure(f"{self.dir or '.'}: {e.strerror}") from None
+        for name in names:
+            if any(image == self.image_name for image, _, _ in parse_link_name(name)):
+                path = os.path.join(self.dir, name)
+                if self.points_here(path):
+                    found.append(path)
+        return sorted(found)
+
 
 class Runner:
-    def __init__(self, links, verbose, dry_run):
-        self.links = links
+    def __init__(self, verbose, dry_run):
         self.verbose = verbose
         self.dry_run = dry_run
 
@@ -168,19 +257,18 @@ class Runner:
         if self.verbose or (change and self.dry_run):
             print(line)
 
-    def plan_additions(self, numbers):
-        """Links to create; Failure naming every taken name if any is taken."""
+    def plan_additions(self, wanted):
+        """Links to create, [(path, Links)]; Failure naming every taken name if any is."""
         todo, taken = [], []
-        for n in numbers:
-            link = self.links.path(n)
-            state = self.links.state(link)
+        for link, links in wanted:
+            state = links.state(link)
             if state == "absent":
-                todo.append(link)
+                todo.append((link, links))
             elif state == "ours":
                 self.say(f"kept {link} -> {os.readlink(link)} (already there)", change=False)
             elif state == "renamed":
                 taken.append(f"{link} exists and is a link to {os.readlink(link)}, which is"
-                             f" {self.links.image} under another name")
+                             f" {links.image} under another name")
             else:
                 taken.append(f"{link} exists and is {state}")
         if taken:
@@ -189,12 +277,12 @@ class Runner:
 
     def create(self, todo):
         created = []
-        for link in todo:
+        for link, links in todo:
             if self.dry_run:
-                self.say(f"would create {link} -> {self.links.target}")
+                self.say(f"would create {link} -> {links.target}")
                 continue
             try:
-                os.symlink(self.links.target, link)
+                os.symlink(links.target, link)
             except OSError as e:
                 for done in created:        # leave the directory as it was
                     try:
@@ -203,7 +291,7 @@ class Runner:
                         pass
                 raise Failure(f"cannot create {link}: {e.strerror}; no links created") from None
             created.append(link)
-            self.say(f"created {link} -> {self.links.target}")
+            self.say(f"created {link} -> {links.target}")
 
     def remove(self, link):
         if self.dry_run:
@@ -216,18 +304,41 @@ class Runner:
         self.say(f"removed {link}")
 
 
-def _list(table, links):
-    for p in table.partitions:
-        line = f"{links.path(p.number)} : {p.start_sector} {p.sectors} {p.type}"
-        if p.name:
-            line += f" {p.name}"
-        print(line)
+def _list(disks, links_of, volumes):
+    for d in disks:
+        links = links_of[d.path]
+        for p in d.table.partitions if d.table is not None else []:
+            line = f"{links.path(p.number)} : {p.start_sector} {p.sectors} {p.type}"
+            if p.name:
+                line += f" {p.name}"
+            print(line)
+        for v in volumes:
+            if v.home is d:
+                size = v.lv.extents * v.vgf.vg.extent_size
+                line = f"{v.path} : {v.vgf.name} {v.lv.name} {size} {','.join(v.lv.types())}"
+                if v.lv.refused:
+                    line += f" (not supported: {v.lv.refused})"
+                print(line)
 
 
-def _delete(table, runner):
-    links = runner.links
-    for n in table.numbers():
-        link = links.path(n)
+def _wanted(disks, links_of, volumes):
+    """Every link -a makes: [(path, Links)], partitions first, image by image."""
+    wanted = []
+    for d in disks:
+        links = links_of[d.path]
+        wanted += [(links.path(n), links) for n in d.numbers()]
+        wanted += [(v.path, v.links) for v in volumes if v.home is d and not v.lv.refused]
+    return wanted
+
+
+def _skipped(volumes):
+    for v in volumes:
+        if v.lv.refused:
+            print(f"{PROG}: no link for volume {v.label}: {v.lv.refused}", file=sys.stderr)
+
+
+def _delete(wanted, runner):
+    for link, links in wanted:
         state = links.state(link)
         if state in ("ours", "renamed"):
             runner.remove(link)
@@ -237,25 +348,39 @@ def _delete(table, runner):
             print(f"{PROG}: left {link} alone: it is {state}", file=sys.stderr)
 
 
-def _update(table, runner):
-    links = runner.links
-    wanted = set(table.numbers())
-    todo = runner.plan_additions(table.numbers())
-    stale = [links.path(n) for n in links.existing_numbers() if n not in wanted]
+def _update(disks, links_of, wanted, runner):
+    todo = runner.plan_additions(wanted)
+    keep = {link for link, _ in wanted}
+    stale = []
+    for d in disks:
+        links = links_of[d.path]
+        numbers = set(d.numbers())
+        stale += [links.path(n) for n in links.existing_numbers() if n not in numbers]
+        stale += [p for p in links.existing_volume_links() if p not in keep]
     runner.create(todo)
     for link in stale:
         runner.remove(link)
 
 
-def _check_recognisable(links, table):
-    """Links the library would not take for partition links are refused up front."""
+def _check_recognisable(disks, links_of, volumes):
+    """Links the library would not take for partition or volume links are refused up
+    front."""
     from vdiskio.disk import partition_number
-    for number in table.numbers():
-        name = links.path(number)
-        if partition_number(name) != number:
-            raise Failure(f"{os.path.basename(name)}: libvdiskio would not recognise this name"
-                          f" as partition {number} (the image's name must end in .vhd or .vmdk,"
-                          f" and the separator must not end in a digit)")
+    from vdiskio.lvm.names import volume_request
+    for d in disks:
+        links = links_of[d.path]
+        for number in d.numbers():
+            name = links.path(number)
+            if partition_number(name) != number:
+                raise Failure(f"{os.path.basename(name)}: libvdiskio would not recognise this"
+                              f" name as partition {number} (the image's name must end in .vhd"
+                              f" or .vmdk, and the separator must not end in a digit)")
+    for v in volumes:
+        asks = volume_request(v.path)
+        if not asks or asks[0] != (v.vgf.name, v.lv.name):
+            raise Failure(f"{os.path.basename(v.path)}: libvdiskio would not recognise this name"
+                          f" as volume {v.label} (the image's name must end in .vhd, .vmdk or"
+                          f" .vhdx)")
 
 
 def run(args):
@@ -263,20 +388,30 @@ def run(args):
         raise Failure(f"{args.outdir}: not a directory")
     if "/" in args.sep or "\0" in args.sep:
         raise Failure(f"separator {args.sep!r} cannot be part of a file name")
-    table = _read_table(args.image)
-    links = Links(args.image, args.sep, args.outdir)
+    disks, seen = [], set()
+    for path in args.images:
+        key = _identity(path)
+        if key is not None and key in seen:
+            continue                # the same image named twice
+        seen.add(key)
+        disks.append(ImageScan(path))
+    links_of = {d.path: Links(d.path, args.sep, args.outdir) for d in disks}
+    volumes = _volumes(disks, links_of)
     if args.action in ("add", "update"):
-        _check_recognisable(links, table)
+        _check_recognisable(disks, links_of, volumes)
     if args.action == "list":
-        _list(table, links)
+        _list(disks, links_of, volumes)
         return
-    runner = Runner(links, args.verbose, args.dry_run)
+    runner = Runner(args.verbose, args.dry_run)
+    wanted = _wanted(disks, links_of, volumes)
     if args.action == "add":
-        runner.create(runner.plan_additions(table.numbers()))
+        runner.create(runner.plan_additions(wanted))
+        _skipped(volumes)
     elif args.action == "delete":
-        _delete(table, runner)
+        _delete(wanted, runner)
     else:
-        _update(table, runner)
+        _update(disks, links_of, wanted, runner)
+        _skipped(volumes)
 
 
 def main(argv=None):
