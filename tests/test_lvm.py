@@ -14,7 +14,9 @@ import pytest
 import lvm_images as li
 from conftest import qemu_convert_raw, run
 from vdiskio import disk as disk_module
-from vdiskio.disk import KIND_DATA, KIND_OWNED, KIND_SLOW, KIND_ZERO, Registry
+from vdiskio.disk import Registry
+from vdiskio import entries as entries_
+from vdiskio.entries import KIND_DATA, KIND_OWNED, KIND_SLOW, KIND_ZERO
 from vdiskio.errors import CorruptImage, MissingFile, OutOfRange, ReadOnlyImage, Unsupported
 from vdiskio.lvm import scan
 from vdiskio.lvm.names import link_name
@@ -58,11 +60,10 @@ def read_like_the_library(disk, offset, length):
         for e in entries:
             start = block * bsize
             n = min(bsize, disk.image.size - start)
-            kind = e >> 61
+            kind, fd, phys = entries_.decode(e)
             if kind == KIND_ZERO:
                 out += bytes(n)
             elif kind in (KIND_DATA, KIND_OWNED):
-                fd, phys = (e >> 40) & ((1 << 21) - 1), (e & ((1 << 40) - 1)) << 9
                 data = os.pread(fd, n, phys)
                 assert len(data) == n
                 out += data

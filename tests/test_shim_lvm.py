@@ -86,9 +86,6 @@ def test_descriptors_inherited_across_exec(built):
     assert got == want[:2 << 20]
 
 
-@pytest.mark.xfail(strict=True, reason="needs the shim to hand every <image>-... link to"
-                   " Registry.resolve (the lead's name-rule change); XPASS means it is merged:"
-                   " drop this marker")
 def test_any_volume_name_reaches_the_library(built):
     raws, layout, images = built
     path = link(images["vmdk"], "solo", "root")
@@ -185,9 +182,6 @@ COHERENCE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(strict=True, reason="needs vdiskio._boundary.invalidate (the lead's C"
-                   " callback dropping another disk's cached entries); XPASS means it is"
-                   " merged: drop this marker")
 def test_one_process_sees_its_own_writes_through_volume_and_disk(built, tmp_path):
     """In a dynamic VHD whose blocks under the volume are not allocated yet, the whole
     disk caches "zeros" for them; a write through the volume allocates them, and a read
