@@ -81,7 +81,7 @@ def _metadata(block_size, flags, size, lss, pss, locator):
               FILE_PARAMETERS.build(FILE_PARAMETERS.type(block_size=block_size, flags=flags))),
              (VIRTUAL_DISK_SIZE_GUID, META_IS_REQUIRED | META_IS_VIRTUAL_DISK,
               struct.pack("<Q", size)),
-             (VIRTUAL_DISK_ID_GUID, META_IS_REQUIRED | META_IS_VIRTUAL_DISK, uuid.uuid4().bytes),
+             (VIRTUAL_DISK_ID_GUID, META_IS_REQUIRED | META_IS_VIRTUAL_DISK, uuid.uuid4().bytes_le),
              (LOGICAL_SECTOR_SIZE_GUID, META_IS_REQUIRED | META_IS_VIRTUAL_DISK,
               struct.pack("<I", lss)),
              (PHYSICAL_SECTOR_SIZE_GUID, META_IS_REQUIRED | META_IS_VIRTUAL_DISK,
@@ -189,7 +189,7 @@ def create(path, size=None, variant="dynamic", block_size=None, logical_sector_s
     fd = _exclusive_create(path)
     try:
         os.ftruncate(fd, end)
-        guids = uuid.uuid4().bytes, uuid.uuid4().bytes
+        guids = uuid.uuid4().bytes_le, uuid.uuid4().bytes_le
         writes = [(0, ident), (HEADER1_OFFSET, _header(0, *guids)),
                   (HEADER2_OFFSET, _header(1, *guids)),
                              (REGION_TABLE1_OFFSET, _region_table(bat_length)),

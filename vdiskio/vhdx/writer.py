@@ -53,7 +53,7 @@ def replay_log(image):
     """Replay the active log sequence into the file (a writable open): the FileWriteGuid
     changes first, as before any modification; the log is marked empty once the replayed
     sectors are flushed."""
-    write_headers(image, file_write_guid=uuid.uuid4().bytes)
+    write_headers(image, file_write_guid=uuid.uuid4().bytes_le)
     vlog.replay_into_file(image.file, image.replayed)
     write_headers(image, log_guid=ZERO_GUID)
     image.session_started = True
@@ -81,8 +81,8 @@ class WritableVHDX(VHDX):
             raise ReadOnlyImage(self.read_only_reason, self.path)
         self.check_write_range(offset, length)
         if self._guids_pending:
-            write_headers(self, file_write_guid=uuid.uuid4().bytes,
-                          data_write_guid=uuid.uuid4().bytes)
+            write_headers(self, file_write_guid=uuid.uuid4().bytes_le,
+                          data_write_guid=uuid.uuid4().bytes_le)
             self._guids_pending = False
             self.session_started = True
 
@@ -224,7 +224,7 @@ class WritableVHDX(VHDX):
         f = self.file
         f.sync(datasync=True)               # the payload they will reference, first
         if self.header.log_guid == ZERO_GUID:
-            write_headers(self, log_guid=uuid.uuid4().bytes)
+            write_headers(self, log_guid=uuid.uuid4().bytes_le)
             self.log_position = 0
             self.log_sequence = 0
         hdr = self.header
