@@ -69,7 +69,7 @@ def _parser():
 def _read_table(path):
     image = open_image(path)
     try:
-        return read_table(image.read, image.size, path)
+        return read_table(image.read, image.size, path, image.logical_sector_size)
     finally:
         image.close()
 
