@@ -220,6 +220,9 @@ class VHDX(Image):
                 hdr.log_length % ALIGNMENT:
             raise CorruptImage(f"log at offset {hdr.log_offset} (+{hdr.log_length}) is not 1 MiB"
                                f" aligned after the header section", self.path)
+        if hdr.log_offset + hdr.log_length > self.file.size:
+            raise CorruptImage(f"log at offset {hdr.log_offset} (+{hdr.log_length}) lies beyond"
+                               f" the end of the file ({self.file.size} bytes)", self.path)
 
     def _read_regions(self):
         problems = []
@@ -255,6 +258,11 @@ class VHDX(Image):
             if a + alen > b:
                 raise CorruptImage(f"{aname} (offset {a}, +{alen}) overlaps {bname} (offset {b})",
                                    self.path)
+        limit = self._file_limit()
+        for offset, length, name in spans:
+            if offset + length > limit and name != "BAT":
+                raise CorruptImage(f"{name} at offset {offset} (+{length}) lies beyond the end of"
+                                   f" the file ({limit} bytes)", self.path)
         self.regions = regions
         self.bat_offset, self.bat_length, _ = regions[BAT_GUID]
         self.metadata_offset, self.metadata_length, _ = regions[METADATA_GUID]
@@ -334,6 +342,9 @@ class VHDX(Image):
         else:
             entries = self.data_blocks + (self.data_blocks - 1) // self.chunk_ratio
         self.bat_entries = entries
+        if self.bat_offset + entries * BAT_ENTRY_SIZE > self._file_limit():
+            raise CorruptImage(f"BAT at offset {self.bat_offset} ({entries} entries) lies beyond"
+                               f" the end of the file ({self.file.size} bytes)", self.path)
         if entries * BAT_ENTRY_SIZE > self.bat_length:
             # A dynamic disk's BAT needs no entry after the last payload block's, but a
             # differencing one needs its last chunk's sector bitmap entry.
