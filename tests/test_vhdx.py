@@ -244,6 +244,40 @@ def test_dirty_log_replayed_in_memory_then_into_the_file(extras, tmp_path):
     vdiskio_check(path)
 
 
+HOLD = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+from vdiskio.formats import open_image
+image = open_image(sys.argv[1])
+print("open", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_dirty_log_not_replayed_under_another_reader(tmp_path):
+    """A writable open takes the writer's lock before replaying the log into the file:
+    while another process reads the image, it fails (EBUSY) and changes nothing."""
+    b = vw.Builder(2 * MiB)
+    b.full(0, b"\x33" * MiB)
+    b.full(1, b"\x44" * MiB)
+    path = b.write(tmp_path / "d.vhdx", dirty_blocks=[1])
+    before = sha(path.read_bytes())
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path), str(ROOT)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"open"
+        with pytest.raises(VdError) as e:
+            open_image(str(path), writable=True)
+        assert e.value.errno == errno.EBUSY
+        assert sha(path.read_bytes()) == before
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    image = open_image(str(path), writable=True)
+    image.close()
+    assert sha(path.read_bytes()) != before and read_all(path) == b.image()
+
+
 def test_log_guid_mismatch_is_not_replayed(tmp_path):
     b = vw.Builder(2 * MiB)
     b.full(0, b"\x33" * MiB)

@@ -503,12 +503,20 @@ class VHDX(Image):
 
     # -- description -----------------------------------------------------------------------
     def states(self):
-        """{state name: payload blocks in it}, reading the whole BAT."""
+        """{state name: payload blocks in it}, reading the whole BAT a slice at a time."""
         counts = {}
-        for block in range(self.data_blocks):
-            state = self.bat_entry(self.bat_index(block)) & BAT_STATE_MASK
-            name = PAYLOAD_STATE_NAMES.get(state, f"reserved {state}")
-            counts[name] = counts.get(name, 0) + 1
+        ratio = self.chunk_ratio
+        step = BAT_READ // BAT_ENTRY_SIZE
+        for first in range(0, self.bat_entries, step):
+            n = min(step, self.bat_entries - first)
+            raw = self.meta.read(self.bat_offset + BAT_ENTRY_SIZE * first, BAT_ENTRY_SIZE * n)
+            for i, (entry,) in enumerate(struct.iter_unpack("<Q", raw)):
+                index = first + i
+                if index % (ratio + 1) == ratio or index - index // (ratio + 1) >= self.data_blocks:
+                    continue            # a sector bitmap entry, or past the last block
+                name = PAYLOAD_STATE_NAMES.get(entry & BAT_STATE_MASK, "reserved")
+                counts[name] = counts.get(name, 0) + 1
+            self.meta.forget()
         return counts
 
     def info(self):
@@ -551,6 +559,9 @@ def open_vhdx(path, writable=False, fd=None, chain=()):
         if len(chain) >= MAX_CHAIN_DEPTH:
             raise CorruptImage(f"parent chain deeper than {MAX_CHAIN_DEPTH}", path)
         if writable:
+            # The writer's lock first: opening may replay the log into the file, which
+            # must never happen under another process's feet.
+            f.lock(writer=True)
             from .writer import WritableVHDX
             image = WritableVHDX(f, chain)
         else:
