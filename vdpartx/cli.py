@@ -1,4 +1,4 @@
-"""vdpartx: create, list, update and remove partition links of a VHD or VMDK image.
+"""vdpartx: create, list, update and remove partition links of a VHD, VHDX or VMDK image.
 
 A partition link is a symbolic link named <image><SEP><N> whose target reaches the
 image; the vdiskio shim opens it as partition N alone. The table is read through the
@@ -20,7 +20,7 @@ from vdiskio.partitions import read_table
 PROG = "vdpartx"
 
 DESCRIPTION = """\
-Create, list, update or delete partition links for a VHD or VMDK image.
+Create, list, update or delete partition links for a VHD, VHDX or VMDK image.
 
 The link for partition N is named IMAGE followed by SEP and N (disk.vhd1, or disk.vhdp1
 with -p p) and placed beside the image, or in DIR with -o. Programs run under the vdiskio
@@ -62,7 +62,7 @@ def _parser():
                    help="separator between the image name and the number (default: none)")
     p.add_argument("-o", dest="outdir", metavar="DIR",
                    help="create the links in DIR instead of beside the image")
-    p.add_argument("image", metavar="IMAGE", help="a VHD or VMDK image (or a link to one)")
+    p.add_argument("image", metavar="IMAGE", help="a VHD, VHDX or VMDK image (or a link to one)")
     return p
 
 

@@ -167,7 +167,7 @@ def parse_region_table(raw):
 class VHDX(Image):
     format = "vhdx"
 
-    def __init__(self, f, chain=()):
+    def __init__(self, f):
         super().__init__(f.path)
         self.file = f
         self.files = [f]
@@ -563,9 +563,9 @@ def open_vhdx(path, writable=False, fd=None, chain=()):
             # must never happen under another process's feet.
             f.lock(writer=True)
             from .writer import WritableVHDX
-            image = WritableVHDX(f, chain)
+            image = WritableVHDX(f)
         else:
-            image = VHDX(f, chain)
+            image = VHDX(f)
         if image.has_parent:
             if os.environ.get(IGNORE_PARENT) == "1":
                 image.parent_ignored = True

@@ -56,13 +56,11 @@ def replay_log(image):
     write_headers(image, file_write_guid=uuid.uuid4().bytes_le)
     vlog.replay_into_file(image.file, image.replayed)
     write_headers(image, log_guid=ZERO_GUID)
-    image.session_started = True
 
 
 class WritableVHDX(VHDX):
-    def __init__(self, f, chain=()):
-        self.session_started = False    # headers renewed by this open
-        super().__init__(f, chain)
+    def __init__(self, f):
+        super().__init__(f)
         self._guids_pending = True      # DataWriteGuid not yet renewed by this open
         self.next_free = None
         self.log_position = 0
@@ -84,7 +82,6 @@ class WritableVHDX(VHDX):
             write_headers(self, file_write_guid=uuid.uuid4().bytes_le,
                           data_write_guid=uuid.uuid4().bytes_le)
             self._guids_pending = False
-            self.session_started = True
 
     def _allocate(self, size):
         """File space for a new block (1 MiB aligned, at the end of the file, zeros)."""
