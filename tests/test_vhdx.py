@@ -292,6 +292,29 @@ def test_log_guid_mismatch_is_not_replayed(tmp_path):
     assert read_all(path) == b"\x33" * MiB + bytes(MiB)   # block 1 stays NOT_PRESENT
 
 
+def test_stale_log_guid_without_entries(tmp_path):
+    """A writer that set a LogGuid and crashed before its first entry was stable: nothing
+    to replay; a writable open that writes uses a LogGuid of its own and leaves the log
+    empty; one that writes nothing leaves the file alone."""
+    b = vw.Builder(2 * MiB)
+    b.full(0, b"\x33" * MiB)
+    b.full(1, b"\x44" * MiB)
+    path = b.write(tmp_path / "d.vhdx", dirty_blocks=[1])
+    raw = bytearray(path.read_bytes())
+    raw[vw.LOG_AT:vw.LOG_AT + 4] = b"torn"
+    path.write_bytes(raw)
+    assert read_all(path) == b"\x33" * MiB + bytes(MiB)
+    before = sha(path.read_bytes())
+    image = open_image(str(path), writable=True)
+    image.close()
+    assert sha(path.read_bytes()) == before
+    image = open_image(str(path), writable=True)
+    image.write(MiB + 512, b"\x55" * 512)
+    image.close()
+    qemu_check(path)
+    assert read_all(path) == b"\x33" * MiB + bytes(512) + b"\x55" * 512 + bytes(MiB - 1024)
+
+
 # ---- writes ----------------------------------------------------------------------------------
 def _mirrored_writes(path, mirror, seed, count=300, flush_every=60):
     rng = random.Random(seed)

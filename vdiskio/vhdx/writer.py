@@ -65,6 +65,7 @@ class WritableVHDX(VHDX):
         self.next_free = None
         self.log_position = 0
         self.log_sequence = 0
+        self._log_ours = False          # the header's LogGuid is one this open wrote
 
     def refuse_writes(self, reason):
         self.read_only = True
@@ -220,8 +221,11 @@ class WritableVHDX(VHDX):
             return
         f = self.file
         f.sync(datasync=True)               # the payload they will reference, first
-        if self.header.log_guid == ZERO_GUID:
+        if not self._log_ours:
+            # A LogGuid of our own (even over a stale one a crashed writer left with no
+            # valid entry): no entry already in the log can join our sequences.
             write_headers(self, log_guid=uuid.uuid4().bytes_le)
+            self._log_ours = True
             self.log_position = 0
             self.log_sequence = 0
         hdr = self.header
@@ -246,13 +250,14 @@ class WritableVHDX(VHDX):
         if self.read_only:
             return
         self.commit()
-        if self.header.log_guid != ZERO_GUID:
+        if self._log_ours:
             write_headers(self, log_guid=ZERO_GUID)
+            self._log_ours = False
         self.file.sync(datasync)
 
     def close(self):
         try:
-            if not self.read_only and (self.meta.dirty or self.header.log_guid != ZERO_GUID):
+            if not self.read_only and (self.meta.dirty or self._log_ours):
                 self.flush()
         finally:
             super().close()
