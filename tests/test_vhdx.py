@@ -196,6 +196,12 @@ def test_parent_problems(tmp_path, monkeypatch):
             image.close()
     assert e.value.errno == errno.EROFS
     monkeypatch.delenv("VDISKIO_IGNORE_PARENT")
+    for text in ("nonsense", "{ffffffffffff-ff-ffff-ffff-ffffffffffff}"):
+        bad = vw.Builder(2 * MiB)
+        bad.write(tmp_path / "bad.avhdx", parent=base.data_write_guid,
+                  locator_pairs=[("parent_linkage", text), ("relative_path", "moved.vhdx")])
+        with pytest.raises(CorruptImage, match="is not a GUID"):
+            open_image(str(tmp_path / "bad.avhdx"))
     # A child naming itself as its parent: a loop, refused.
     loop = vw.Builder(2 * MiB)
     loop.write(tmp_path / "loop.avhdx", parent=loop.data_write_guid,

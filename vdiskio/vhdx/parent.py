@@ -57,13 +57,14 @@ def locator_entries(image):
 
 def _linkage(text, path):
     """The binary GUID in a "{83ed0ec3-24c8-49a6-a959-5e4bf1288bfb}" value."""
+    import struct
     from .structs import guid
     t = text.strip().strip("{}")
     try:
-        if len(t) != 36:
+        if [len(part) for part in t.split("-")] != [8, 4, 4, 4, 12]:
             raise ValueError(t)
         return guid(t)
-    except ValueError:
+    except (ValueError, struct.error):
         raise CorruptImage(f"parent_linkage {text!r} is not a GUID", path) from None
 
 
