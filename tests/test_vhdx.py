@@ -284,6 +284,37 @@ def test_dirty_log_not_replayed_under_another_reader(tmp_path):
     assert sha(path.read_bytes()) != before and read_all(path) == b.image()
 
 
+def _zero_entry(log_guid, offset, length, file_size, seq=1):
+    """A log entry of one zero descriptor (MS-VHDX 2.3.1.2), built here by hand."""
+    raw = b"loge" + bytes(4) + struct.pack("<IIQII", 4096, 0, seq, 1, 0) + log_guid
+    raw += struct.pack("<QQ", file_size, file_size)
+    raw += b"zero" + bytes(4) + struct.pack("<QQQ", length, offset, seq)
+    return vw.with_crc(raw.ljust(4096, b"\0"), 4)
+
+
+@pytest.mark.parametrize("writable", [False, True])
+def test_zero_descriptors(writable, tmp_path):
+    """A zero descriptor over the BAT's first page: every block NOT_PRESENT again; one
+    reaching a terabyte past the end of the file: refused, nothing written."""
+    b = vw.Builder(3 * MiB)
+    for block in range(3):
+        b.full(block, bytes([block + 1]) * MiB)
+    path = b.write(tmp_path / "z.vhdx", dirty_blocks=[0])
+    raw = bytearray(path.read_bytes())
+    log_guid = bytes(raw[(64 << 10) + 48:(64 << 10) + 64])
+    raw[vw.LOG_AT:vw.LOG_AT + 4096] = _zero_entry(log_guid, vw.BAT_AT, 4096, len(raw))
+    path.write_bytes(raw)
+    image = open_image(str(path), writable=writable)
+    assert image.read(0, 3 * MiB) == bytes(3 * MiB)
+    image.close()
+    raw[vw.LOG_AT:vw.LOG_AT + 4096] = _zero_entry(log_guid, vw.BAT_AT, 1 << 40, len(raw))
+    path.write_bytes(raw)
+    size = path.stat().st_size
+    with pytest.raises(CorruptImage, match="far past the end"):
+        open_image(str(path), writable=writable)
+    assert path.stat().st_size == size
+
+
 def test_log_guid_mismatch_is_not_replayed(tmp_path):
     b = vw.Builder(2 * MiB)
     b.full(0, b"\x33" * MiB)

@@ -191,7 +191,7 @@ class VHDX(Image):
             self._check_log_place(hdr)
             entries = vlog.Log(f, hdr.log_offset, hdr.log_length, hdr.log_guid).active_sequence()
             if entries:
-                vlog.check_targets(entries, hdr.log_offset, hdr.log_length, f.path)
+                vlog.check_targets(entries, hdr.log_offset, hdr.log_length, f.size, f.path)
                 head = entries[-1].header
                 if f.size < head.flushed_file_offset:
                     raise CorruptImage(f"file truncated: {f.size} bytes, the log says at least"

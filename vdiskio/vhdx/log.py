@@ -18,6 +18,7 @@ from .structs import (DATA_DESCRIPTOR, DATA_DESCRIPTOR_SIGNATURE, DATA_SECTOR,
                       ZERO_DESCRIPTOR, ZERO_DESCRIPTOR_SIGNATURE, checksum_of)
 
 MAX_LOG_LENGTH = 256 << 20          # a larger log is refused rather than read into memory
+MAX_GROWTH = 1 << 30                # how far past the file's end a replay may reach
 CHECKSUM_OFFSET = LOG_ENTRY_HEADER.offset_of("checksum")
 # The first descriptor sector holds the 64-byte header, i.e. the room of 2 descriptors.
 HEADER_SLOTS = LOG_ENTRY_HEADER.size // DESCRIPTOR_SIZE
@@ -158,9 +159,15 @@ class Log:
         return candidate
 
 
-def check_targets(entries, log_offset, log_length, path):
+def check_targets(entries, log_offset, log_length, file_size, path):
     """Every write of a sequence must land on logged metadata: not in the file identifier
-    or the headers (never logged), nor in the log itself."""
+    or the headers (never logged), nor in the log itself, nor further past the end of the
+    file than metadata can need (a replay extends the file, it does not fill a disk)."""
+    limit = file_size + MAX_GROWTH
+    if entries and entries[-1].header.last_file_offset > limit:
+        raise CorruptImage(f"log entry {entries[-1].sequence_number} says the file ends at"
+                           f" {entries[-1].header.last_file_offset}, far past its"
+                           f" {file_size} bytes", path)
     for e in entries:
         for offset, data in e.writes:
             n = data if isinstance(data, int) else len(data)
@@ -170,6 +177,10 @@ def check_targets(entries, log_offset, log_length, path):
             if offset < log_offset + log_length and log_offset < offset + n:
                 raise CorruptImage(f"log entry {e.sequence_number} writes at offset {offset}"
                                    f" (+{n}), inside the log itself", path)
+            if offset + n > limit:
+                raise CorruptImage(f"log entry {e.sequence_number} writes at offset {offset}"
+                                   f" (+{n}), far past the end of the file ({file_size}"
+                                   f" bytes)", path)
 
 
 class Overlay:
@@ -227,19 +238,21 @@ class Overlay:
 def replay_into_file(f, entries):
     """Write a sequence's sectors to their places, extend the file to the head entry's
     LastFileOffset, and flush (the caller then marks the log empty)."""
+    import os
+    from ..vhd import zero_file_range
     for e in entries:
         for offset, data in e.writes:
             if isinstance(data, int):
-                pos, end = offset, offset + data
-                while pos < end:
-                    n = min(end - pos, 1 << 20)
-                    f.pwrite(pos, bytes(n))
-                    pos += n
+                end, old_end = offset + data, f.size
+                if end > old_end:           # past the end: growing the file gives zeros
+                    os.ftruncate(f.fd, end)
+                    f.size = end
+                if offset < old_end:
+                    zero_file_range(f, offset, min(end, old_end) - offset)
             else:
                 f.pwrite(offset, data)
     last = entries[-1].header.last_file_offset
     if f.size < last:
-        import os
         os.ftruncate(f.fd, last)
         f.size = last
     f.sync(datasync=True)
