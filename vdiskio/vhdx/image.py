@@ -48,6 +48,7 @@ PAGE = LOG_SECTOR                   # metadata is cached, logged and dirtied by 
 BAT_READ = 64 << 10                 # BAT bytes read at once on a miss
 PAGE_CACHE_LIMIT = 8192             # clean pages kept (32 MiB)
 ZERO_RUN_SCAN = 4096                # unallocated BAT entries merged into one extent
+MAX_COUNTED_ENTRIES = 1 << 22       # info counts block states up to this BAT size
 _LE64 = struct.Struct("<Q")
 
 # Block states that read as zeros whatever the disk type; NOT_PRESENT means "the parent"
@@ -533,8 +534,9 @@ class VHDX(Image):
             "log": self.log_state,
             "chunk_ratio": self.chunk_ratio,
             "total_blocks": self.data_blocks,
-            "block_states": self.states(),
         })
+        if self.bat_entries <= MAX_COUNTED_ENTRIES:
+            info["block_states"] = self.states()
         if self.has_parent:
             from .parent import locator_entries
             info["parent_locator"] = locator_entries(self)

@@ -141,14 +141,17 @@ class WritableVHDX(VHDX):
             return              # zeros into a block that reads as zeros: nothing to store
         phys = self._allocate(self.block_size)
         self.file.pwrite(phys + inblk, chunk)
-        if from_parent:
+        whole = inblk == 0 and len(chunk) == min(self.block_size,
+                                                 self.size - block * self.block_size)
+        if from_parent and not whole:
             # The rest of the block still comes from the parent: the sector bitmap says
             # which sectors this file now holds.
             self._bitmap_for(block)
             self._set_payload(block, PAYLOAD_BLOCK_PARTIALLY_PRESENT, phys)
             self._mark_present(block, inblk, len(chunk))
         else:
-            # The block read as zeros, and so does the new space around the chunk.
+            # The block read as zeros, and so does the new space around the chunk (or
+            # the chunk is the whole block).
             self._set_payload(block, PAYLOAD_BLOCK_FULLY_PRESENT, phys)
 
     def _bitmap_for(self, block):
