@@ -1,5 +1,6 @@
-# vdiskio. `make` builds the venv and libvdiskio in the repo; `make demo` runs the main
-# job on a generated sample image; `make test` runs every test; `make bench` measures.
+# vdiskio. `make` builds the venv and libvdiskio in the repo (.venv/bin/vdiskio); `make
+# install` puts the vdiskio and vdpartx commands in PREFIX/bin; `make demo` runs the main
+# job on a generated sample image; `make test` runs the tests; `make bench` measures.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -7,12 +8,13 @@ STAMP  := $(VENV)/.deps-installed
 LIB    := vdiskio/libvdiskio.so
 SOURCES := $(wildcard shim/*.c shim/*.h shim/*.map shim/*.py) setup.py pyproject.toml
 
-.PHONY: all build deps demo test bench clean
+.PHONY: all build deps demo test bench clean install uninstall
 
 all: build
 
+# Building needs only the build packages; the demo and the tests add theirs.
 deps:
-	@.ci/install-deps
+	@.ci/install-deps build
 
 $(PY): | deps
 	$(PYTHON) -m venv $(VENV)
@@ -31,13 +33,32 @@ build: $(LIB)
 	$(PY) -m compileall -q vdiskio vdpartx
 
 demo: build
+	@.ci/install-deps demo
 	sh tests/demo.sh
 
+# make test: every test but the `slow` ones (under 5 minutes); .ci/run adds those.
+TEST_ARGS ?= -m "not slow"
 test: build
-	$(PY) -m pytest -q
+	@.ci/install-deps test || echo "(tests whose tools are missing are skipped)" >&2
+	$(PY) -m pytest -q $(TEST_ARGS)
 
 bench: build
 	$(PY) bench/run.py
+
+# make install: the vdiskio and vdpartx commands in $(PREFIX)/bin, running from a venv of
+# their own in $(PREFIX)/lib/vdiskio (PREFIX: /usr/local for root, ~/.local for others).
+PREFIX ?= $(if $(filter 0,$(shell id -u)),/usr/local,$(HOME)/.local)
+INSTALL_VENV = $(PREFIX)/lib/vdiskio
+install: | deps
+	$(PYTHON) -m venv --clear $(INSTALL_VENV)
+	$(INSTALL_VENV)/bin/python -m pip install --quiet --upgrade "setuptools>=64" wheel "cffi>=1.16"
+	$(INSTALL_VENV)/bin/python -m pip install --quiet --no-build-isolation .
+	mkdir -p $(PREFIX)/bin
+	ln -sf $(INSTALL_VENV)/bin/vdiskio $(INSTALL_VENV)/bin/vdpartx $(PREFIX)/bin/
+	@echo "installed: $(PREFIX)/bin/vdiskio and $(PREFIX)/bin/vdpartx"
+
+uninstall:
+	rm -rf $(INSTALL_VENV) $(PREFIX)/bin/vdiskio $(PREFIX)/bin/vdpartx
 
 clean:
 	rm -rf build $(VENV) *.egg-info vdiskio/*.so demo

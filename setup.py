@@ -9,16 +9,23 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim"))
-from build_stage import python_version  # noqa: E402
+from build_stage import build_defines  # noqa: E402
 
 SHIM = "shim"
 C_STAGE = [os.path.join(SHIM, f) for f in (
-    "real.c", "state.c", "stage.c", "io.c", "open.c", "rw.c", "fd.c", "stat.c", "ioctl.c",
-    "stdio.c", "refuse.c", "exec.c")]
+    "real.c", "fdtable.c", "disk.c", "log.c", "inherit.c", "stage.c", "io.c", "open.c",
+    "rw.c", "fd.c", "stat.c", "ioctl.c", "sync.c", "stdio.c", "path.c", "refuse.c", "exec.c",
+    "pyfind.c")]
 STAGE_FILE = "_stage" + sysconfig.get_config_var("EXT_SUFFIX")
 
 
 class BuildExt(build_ext):
+    def finalize_options(self):
+        super().finalize_options()
+        # Always compiled afresh: build/ may hold objects another interpreter made (its
+        # paths are compiled in), and the whole build takes seconds.
+        self.force = True
+
     def get_ext_filename(self, ext_name):
         # Called with the full name and with its last component: keep the package path.
         parts = ext_name.split(".")
@@ -35,10 +42,9 @@ class BuildExt(build_ext):
 preload = Extension(
     "vdiskio.libvdiskio",
     sources=C_STAGE,
-    depends=[os.path.join(SHIM, f) for f in ("vd.h", "stage_api.h", "libvdiskio.map")],
+    depends=[os.path.join(SHIM, f) for f in ("vd.h", "calls.h", "libvdiskio.map")],
     include_dirs=[SHIM],
-    define_macros=[("VD_STAGE_FILE", f'"{STAGE_FILE}"'),
-                   ("VD_PY_VERSION", f'"{python_version()}"')],
+    define_macros=[("VD_STAGE_FILE", f'"{STAGE_FILE}"')] + build_defines(),
     extra_compile_args=["-O2", "-fvisibility=hidden", "-U_FORTIFY_SOURCE", "-std=gnu11",
                         "-Wall", "-Wextra", "-Wno-unused-parameter"],
     extra_link_args=["-Wl,--version-script=" + os.path.join(SHIM, "libvdiskio.map"),

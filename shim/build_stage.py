@@ -1,9 +1,11 @@
-"""cffi build of the Python stage (vdiskio/_stage*.so): the embedding API the C stage
-calls (stage_api.h), its start-up code (stage_main.c), and the init code that loads
-vdiskio._boundary, where the API is implemented."""
+"""cffi build of the Python stage (vdiskio/_stage*.so): the calls of calls.h as cffi's
+embedding API, its start-up code (stage_main.c), and the init code that loads
+vdiskio._boundary, where the calls are implemented."""
 
 import json
 import os
+import shlex
+import subprocess
 import sys
 import sysconfig
 
@@ -25,26 +27,35 @@ def python_version():
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def _defines():
-    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix,
-            "installed_base": sys.base_prefix, "installed_platbase": sys.base_exec_prefix}
+def declarations():
+    """calls.h as plain C declarations (the C preprocessor expands its lists)."""
+    cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    out = subprocess.run(cc + ["-E", "-P", "-DVD_CFFI_DECLARATIONS", "-xc", "-"],
+                         input='#include "calls.h"\n', capture_output=True, text=True,
+                         cwd=HERE, check=True).stdout
+    return out
+
+
+def build_defines():
+    """What the C stage knows of the interpreter that built it: the fallback when the
+    installed package's own interpreter cannot be told (a source checkout)."""
     return [
-        ("VD_PY_HOME", _c_string(sys.base_prefix)),
-        ("VD_PY_STDLIB", _c_string(sysconfig.get_path("stdlib", vars=base))),
-        ("VD_PY_PLATSTDLIB", _c_string(sysconfig.get_path("platstdlib", vars=base))),
-        ("VD_PY_PURELIB", _c_string(sysconfig.get_path("purelib", vars=base))),
-        ("VD_BUILD_SITE", _c_string(os.path.dirname(os.path.dirname(cffi.__file__)))),
         ("VD_PY_VERSION", _c_string(python_version())),
+        ("VD_PY_HOME", _c_string(sys.base_prefix)),
+        ("VD_PY_LIBDIR", _c_string(sysconfig.get_config_var("LIBDIR") or "")),
+        ("VD_MULTIARCH", _c_string(sysconfig.get_config_var("MULTIARCH") or "")),
+        ("VD_BUILD_SITE", _c_string(os.path.dirname(os.path.dirname(cffi.__file__)))),
     ]
 
 
 ffi = cffi.FFI()
-ffi.embedding_api(_read("stage_api.h"))
+ffi.embedding_api(declarations())
+ffi.cdef("extern struct vd_callbacks vdst_cb;")
 ffi.set_source(
     "vdiskio._stage",
-    '#include "stage_api.h"\n' + _read("stage_main.c"),
+    '#include "calls.h"\n' + _read("stage_main.c"),
     include_dirs=[HERE],
-    define_macros=_defines(),
+    define_macros=[("VD_PY_VERSION", _c_string(python_version()))],
     # Linked to libpython with an rpath to the interpreter it was built for, so the
     # loader never binds it to another libpython3.x it happens to find first.
     libraries=["python" + python_version() + getattr(sys, "abiflags", "")],
@@ -53,7 +64,7 @@ ffi.set_source(
     py_limited_api=False,       # the start-up code uses PyConfig, outside the stable ABI
 )
 ffi.embedding_init_code("""
-from vdiskio._stage import ffi
+from vdiskio._stage import ffi, lib
 from vdiskio import _boundary
-_boundary.install(ffi)
+_boundary.install(ffi, lib)
 """)

@@ -11,52 +11,15 @@
 #include <string.h>
 
 #define VD_FILL_BATCH 512
-
-static pthread_mutex_t ensure_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* An fd inherited across exec carries only a path and a window: open its disk now. */
-int vd_ensure_disk(struct vd_ofd *o)
-{
-    if (VD_LIKELY(__atomic_load_n(&o->disk, __ATOMIC_ACQUIRE) != NULL))
-        return 0;
-    int rc = vd_stage_ready();
-    if (rc < 0)
-        return vd_fail(rc == -EAGAIN ? EIO : -rc);
-    pthread_mutex_lock(&ensure_lock);
-    if (!o->disk) {
-        struct vd_open_result res;
-        memset(&res, 0, sizeof res);
-        /* A window not known yet (fd adopted from a plain parent, or opened in a vfork
-         * child) is the one Python finds now; a known one is kept as the parent saw it. */
-        int unknown = o->len == UINT64_MAX;
-        rc = VD_PY(vdpy_open, o->path, o->flags, unknown ? o->part : 0, &res);
-        if (rc == 0) {
-            struct vd_disk *d = vd_disk_get(&res, res.real_path);
-            if (!d) {
-                rc = -ENOMEM;
-            } else {
-                if (unknown) {
-                    o->start = res.win_start;
-                    o->len = res.win_len;
-                    o->part = res.part;
-                } else if (o->start > d->size || o->len > d->size - o->start) {
-                    vd_log("%s: inherited partition window lies outside the disk", o->path);
-                    vd_disk_put(d);
-                    rc = -EIO;
-                    d = NULL;
-                }
-                __atomic_store_n(&o->disk, d, __ATOMIC_RELEASE);
-            }
-        } else if (rc > 0) {
-            rc = -EIO; /* the file is no longer an image */
-        }
-    }
-    pthread_mutex_unlock(&ensure_lock);
-    return rc < 0 ? vd_fail(-rc) : 0;
-}
+#define ENTRY_SLOW ((uint64_t)VD_KIND_SLOW << VD_KIND_SHIFT)
+#define E_KIND(e) ((unsigned)((e) >> VD_KIND_SHIFT))
+#define E_FD(e) ((int)(((e) >> VD_FD_SHIFT) & ((1u << VD_FD_BITS) - 1)))
+#define E_PHYS(e) (((e) & ((1ULL << VD_PHYS_BITS) - 1)) * VD_PHYS_UNIT)
 
 /* Ask Python for the entries of the aligned batch of blocks holding blk: batches never
- * overlap, so random reads over a disk fill each entry once. */
+ * overlap, so random reads over a disk fill each entry once. An invalidation racing the
+ * fill (a write through Python, another process's change) moves the disk's epoch: what
+ * the fill stored is then dropped again, never kept stale. */
 static uint64_t fill(struct vd_disk *d, uint64_t blk)
 {
     uint64_t entries[VD_FILL_BATCH];
@@ -71,16 +34,27 @@ static uint64_t fill(struct vd_disk *d, uint64_t blk)
     uint64_t batch_end = (blk | (VD_FILL_BATCH - 1)) + 1;
     if (count > batch_end - first)
         count = batch_end - first;
+    uint64_t epoch = atomic_load(&d->epoch);
     int n = VD_PY(vdpy_map, d->handle, first, (uint32_t)count, entries);
     if (n <= 0) {
         errno = n < 0 ? -n : EIO;
         return 0;
     }
-    for (int i = 0; i < n && (uint64_t)i < count; i++)
-        vd_map_set(d, first + i, entries[i] ? entries[i] : (uint64_t)VD_KIND_SLOW << 61);
+    if ((uint64_t)n > count)
+        n = (int)count;
+    for (int i = 0; i < n; i++)
+        vd_map_set(d, first + i, entries[i] ? entries[i] : ENTRY_SLOW);
+    if (atomic_load(&d->epoch) != epoch) {
+        for (int i = 0; i < n; i++)
+            vd_map_set(d, first + i, 0);
+        /* Answer this one read from what was asked (it raced the change, as any read may),
+         * without keeping it. */
+        return blk - first < (uint64_t)n && entries[blk - first] ? entries[blk - first]
+                                                                  : ENTRY_SLOW;
+    }
     uint64_t e = vd_map_get(d, blk);
     if (!e) /* Python stopped short of blk (its lookups per call are bounded): ask from blk */
-        return blk > first ? fill(d, blk) : (uint64_t)VD_KIND_SLOW << 61;
+        return blk > first ? fill(d, blk) : ENTRY_SLOW;
     return e;
 }
 
@@ -92,7 +66,7 @@ static inline uint64_t entry(struct vd_disk *d, uint64_t blk)
 
 static inline int is_data(uint64_t e)
 {
-    return VD_E_KIND(e) == VD_KIND_DATA || VD_E_KIND(e) == VD_KIND_OWNED;
+    return E_KIND(e) == VD_KIND_DATA || E_KIND(e) == VD_KIND_OWNED;
 }
 
 /* Extend a run from block blk (whose entry is e, run bytes so far) over following
@@ -106,12 +80,11 @@ static size_t extend_run(struct vd_disk *d, uint64_t blk, uint64_t e, size_t run
         if (!n)
             break;
         if (is_data(e)) {
-            if (!is_data(n) || VD_E_FD(n) != VD_E_FD(e) ||
-                VD_E_PHYS(n) != VD_E_PHYS(e) + bsize ||
-                (owned_only && VD_E_KIND(n) != VD_KIND_OWNED))
+            if (!is_data(n) || E_FD(n) != E_FD(e) || E_PHYS(n) != E_PHYS(e) + bsize ||
+                (owned_only && E_KIND(n) != VD_KIND_OWNED))
                 break;
             e = n;
-        } else if (owned_only ? VD_E_KIND(n) == VD_KIND_OWNED : VD_E_KIND(n) != VD_E_KIND(e)) {
+        } else if (owned_only ? E_KIND(n) == VD_KIND_OWNED : E_KIND(n) != E_KIND(e)) {
             break;
         }
         run += bsize;
@@ -123,7 +96,7 @@ static ssize_t backing_pread(int fd, char *p, size_t n, uint64_t phys)
 {
     size_t done = 0;
     while (done < n) {
-        ssize_t r = REAL(pread64)(fd, p + done, n - done, (off_t)(phys + done));
+        ssize_t r = PASS(pread64, fd, p + done, n - done, (off_t)(phys + done));
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -143,7 +116,7 @@ static ssize_t backing_pwrite(int fd, const char *p, size_t n, uint64_t phys)
 {
     size_t done = 0;
     while (done < n) {
-        ssize_t r = REAL(pwrite64)(fd, p + done, n - done, (off_t)(phys + done));
+        ssize_t r = PASS(pwrite64, fd, p + done, n - done, (off_t)(phys + done));
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -158,10 +131,10 @@ static ssize_t backing_pwrite(int fd, const char *p, size_t n, uint64_t phys)
 static void log_mapping(const char *what, struct vd_disk *d, uint64_t pos, size_t run, uint64_t e)
 {
     static const char *const kinds[] = {"unknown", "zeros", "python", "data", "data (owned)"};
-    unsigned kind = (unsigned)VD_E_KIND(e);
+    unsigned kind = E_KIND(e);
     if (kind == VD_KIND_DATA || kind == VD_KIND_OWNED)
         vd_log("  %s %s @%llu +%zu -> %s: fd %d @%llu", what, d->path, (unsigned long long)pos,
-               run, kinds[kind], VD_E_FD(e), (unsigned long long)VD_E_PHYS(e) +
+               run, kinds[kind], E_FD(e), (unsigned long long)E_PHYS(e) +
                (pos & ((1ULL << d->block_shift) - 1)));
     else
         vd_log("  %s %s @%llu +%zu -> %s", what, d->path, (unsigned long long)pos, run,
@@ -179,6 +152,7 @@ static ssize_t py_result(int64_t py, size_t want)
 /* Read [pos, pos+n) of the disk, n > 0 and inside it. */
 static ssize_t disk_read(struct vd_disk *d, char *p, size_t n, uint64_t pos)
 {
+    vd_coherent_check();
     unsigned shift = d->block_shift;
     uint64_t bmask = (1ULL << shift) - 1;
     size_t done = 0;
@@ -193,14 +167,14 @@ static ssize_t disk_read(struct vd_disk *d, char *p, size_t n, uint64_t pos)
         ssize_t r;
         if (VD_UNLIKELY(vd_debug))
             log_mapping("read", d, pos, run, e);
-        switch (VD_E_KIND(e)) {
+        switch (E_KIND(e)) {
         case VD_KIND_ZERO:
             memset(p + done, 0, run);
             r = (ssize_t)run;
             break;
         case VD_KIND_DATA:
         case VD_KIND_OWNED:
-            r = backing_pread(VD_E_FD(e), p + done, run, VD_E_PHYS(e) + inblk);
+            r = backing_pread(E_FD(e), p + done, run, E_PHYS(e) + inblk);
             break;
         default:
             r = py_result(VD_PY(vdpy_read, d->handle, p + done, run, pos), run);
@@ -213,8 +187,20 @@ static ssize_t disk_read(struct vd_disk *d, char *p, size_t n, uint64_t pos)
     return (ssize_t)done;
 }
 
+/* A write through Python: one at a time across the processes sharing the images. */
+static ssize_t python_write(struct vd_disk *d, const char *p, size_t n, uint64_t pos)
+{
+    vd_coherent_begin();
+    ssize_t r = py_result(VD_PY(vdpy_write, d->handle, p, n, pos), n);
+    vd_invalidate(d, pos, n);
+    vd_coherent_end();
+    return r;
+}
+
 static ssize_t disk_write(struct vd_disk *d, const char *p, size_t n, uint64_t pos)
 {
+    vd_coherent_check();
+    atomic_fetch_add(&d->writes, 1);
     unsigned shift = d->block_shift;
     uint64_t bmask = (1ULL << shift) - 1;
     size_t done = 0;
@@ -226,25 +212,24 @@ static ssize_t disk_write(struct vd_disk *d, const char *p, size_t n, uint64_t p
         uint64_t inblk = pos & bmask;
         size_t run = (size_t)((bmask + 1) - inblk);
         ssize_t r;
-        if (VD_E_KIND(e) == VD_KIND_OWNED) {
+        if (E_KIND(e) == VD_KIND_OWNED) {
             run = extend_run(d, blk, e, run, n - done, 1);
             if (VD_UNLIKELY(vd_debug))
                 log_mapping("write", d, pos, run, e);
-            r = backing_pwrite(VD_E_FD(e), p + done, run, VD_E_PHYS(e) + inblk);
+            r = backing_pwrite(E_FD(e), p + done, run, E_PHYS(e) + inblk);
         } else {
             /* Everything up to the next owned block goes to Python in one call. */
             while (run < n - done) {
                 uint64_t nx = vd_map_get(d, (pos + run) >> shift);
-                if (VD_E_KIND(nx) == VD_KIND_OWNED)
+                if (E_KIND(nx) == VD_KIND_OWNED)
                     break;
                 run += (size_t)(bmask + 1);
             }
             if (run > n - done)
                 run = n - done;
             if (VD_UNLIKELY(vd_debug))
-                log_mapping("write", d, pos, run, (uint64_t)VD_KIND_SLOW << 61);
-            r = py_result(VD_PY(vdpy_write, d->handle, p + done, run, pos), run);
-            vd_invalidate(d, pos, run);
+                log_mapping("write", d, pos, run, ENTRY_SLOW);
+            r = python_write(d, p + done, run, pos);
         }
         if (r < 0)
             return done ? (ssize_t)done : -1;
@@ -268,8 +253,10 @@ ssize_t vd_pread(struct vd_ofd *o, void *buf, size_t n, uint64_t off)
     if (VD_UNLIKELY(vd_debug))
         vd_log("read %s part %d @%llu +%zu -> %zd", o->disk->path, o->part,
                (unsigned long long)off, n, r);
-    if (VD_UNLIKELY(vd_dump) && r > 0)
+    if (VD_UNLIKELY(vd_dump) && r > 0) {
+        vd_log("data of %s part %d at %llu:", o->disk->path, o->part, (unsigned long long)off);
         vd_hexdump(off, buf, (size_t)r);
+    }
     return r;
 }
 
@@ -290,6 +277,34 @@ ssize_t vd_pwrite(struct vd_ofd *o, const void *buf, size_t n, uint64_t off)
         vd_log("write %s part %d @%llu +%zu -> %zd", o->disk->path, o->part,
                (unsigned long long)off, n, r);
     return r;
+}
+
+/* Make [off, off+len) of the window read as zeros: mode 0 deallocates, 1 writes zeros. */
+int vd_discard(struct vd_ofd *o, uint64_t off, uint64_t len, int mode)
+{
+    if ((o->flags & O_ACCMODE) == O_RDONLY)
+        return vd_fail(EBADF);
+    if (vd_ensure_disk(o) < 0)
+        return -1;
+    if (off > o->len || len > o->len - off)
+        return vd_fail(EINVAL);
+    if (!len)
+        return 0;
+    struct vd_disk *d = o->disk;
+    atomic_fetch_add(&d->writes, 1);
+    vd_coherent_begin();
+    int r = VD_PY(vdpy_discard, d->handle, o->start + off, len, mode);
+    vd_invalidate(d, o->start + off, len);
+    vd_coherent_end();
+    return r < 0 ? vd_fail(-r) : 0;
+}
+
+int vd_flush(struct vd_ofd *o, int datasync)
+{
+    if (vd_ensure_disk(o) < 0)
+        return -1;
+    int r = VD_PY(vdpy_flush, o->disk->handle, datasync);
+    return r < 0 ? vd_fail(-r) : 0;
 }
 
 static ssize_t vector_io(struct vd_ofd *o, const struct iovec *iov, int cnt, uint64_t off,
@@ -323,23 +338,23 @@ ssize_t vd_pwritev(struct vd_ofd *o, const struct iovec *iov, int cnt, uint64_t 
     return vector_io(o, iov, cnt, off, 1);
 }
 
-/* Position of the description: the kernel's (minus VD_BASE) once shared, else ours. */
+/* Position of the description: the kernel's once shared, else ours. */
 static uint64_t get_pos(int fd, struct vd_ofd *o)
 {
     if (!atomic_load(&o->shared))
         return o->pos;
-    off_t k = REAL(lseek64)(fd, 0, SEEK_CUR);
-    return k > VD_BASE ? (uint64_t)(k - VD_BASE) : 0;
+    off_t k = PASS(lseek64, fd, 0, SEEK_CUR);
+    return k > 0 ? (uint64_t)k : 0;
 }
 
 static void set_pos(int fd, struct vd_ofd *o, uint64_t pos)
 {
     o->pos = pos;
     if (atomic_load(&o->shared))
-        REAL(lseek64)(fd, (off_t)(VD_BASE + pos), SEEK_SET);
+        PASS(lseek64, fd, (off_t)pos, SEEK_SET);
 }
 
-ssize_t vd_read_at_pos(int fd, struct vd_ofd *o, const struct iovec *iov, int cnt, int write)
+ssize_t vd_io_at_position(int fd, struct vd_ofd *o, const struct iovec *iov, int cnt, int write)
 {
     if (vd_ensure_disk(o) < 0)
         return -1;
@@ -377,6 +392,7 @@ off_t vd_lseek(int fd, struct vd_ofd *o, off_t off, int whence)
             break;
         }
         {
+            vd_coherent_check();
             int64_t r = VD_PY(vdpy_seek, o->disk->handle, o->start + (uint64_t)off, whence);
             if (r < 0 && r != -ENXIO) {
                 err = (int)-r;

@@ -1,5 +1,5 @@
-/* Pointers to the real libc functions, taken with dlsym(RTLD_NEXT) when first used: a
- * process that never calls one never pays its lookup. */
+/* The next definition of every interposed symbol, taken with dlsym(RTLD_NEXT) when first
+ * used: a process that never calls one never pays its lookup. */
 #include "vd.h"
 
 #include <dlfcn.h>
@@ -11,8 +11,11 @@
 VD_REAL_LIST(VD_DEFINE_REAL)
 #undef VD_DEFINE_REAL
 
-/* Symbols that older glibc versions lack: their interposers answer ENOSYS. */
-static const char *const optional[] = {"close_range", "closefrom", "execveat", "statx", NULL};
+/* Symbols a libc may lack (older glibc, or newer ones that keep the pre-2.33 stat entry
+ * points only for old binaries): their interposers answer ENOSYS. */
+static const char *const optional[] = {
+    "close_range", "closefrom", "execveat", "statx", "__xstat", "__xstat64", "__lxstat",
+    "__lxstat64", "__fxstat", "__fxstat64", "__fxstatat", "__fxstatat64", NULL};
 
 static int is_optional(const char *name)
 {
@@ -36,7 +39,7 @@ void *vd_resolve(const char *name)
     return p;
 }
 
-/* Optional functions: NULL when this libc lacks them (their interposers answer ENOSYS). */
+/* Optional functions: NULL when this libc lacks them. */
 int vd_have_real(void **slot, const char *name)
 {
     if (!*slot)

@@ -8,21 +8,27 @@
 
 #include <sys/mman.h>
 
-static void *do_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+static int image_mapping(int flags, int fd)
 {
-    if (VD_UNLIKELY(!(flags & MAP_ANONYMOUS) && vd_is_image_fd(fd)) && !vd_guard) {
+    return VD_UNLIKELY(!(flags & MAP_ANONYMOUS) && !vd_guard && vd_is_image_fd(fd));
+}
+
+VD_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    if (image_mapping(flags, fd)) {
         errno = ENODEV;
         return MAP_FAILED;
     }
-    return REAL(mmap64)(addr, len, prot, flags, fd, off);
+    return PASS(mmap, addr, len, prot, flags, fd, off);
 }
-VD_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
-{
-    return do_mmap(addr, len, prot, flags, fd, off);
-}
+
 VD_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
-    return do_mmap(addr, len, prot, flags, fd, off);
+    if (image_mapping(flags, fd)) {
+        errno = ENODEV;
+        return MAP_FAILED;
+    }
+    return PASS(mmap64, addr, len, prot, flags, fd, off);
 }
 
 static int either_image(int a, int b)
@@ -35,23 +41,26 @@ VD_EXPORT ssize_t copy_file_range(int in, off_t *inoff, int out, off_t *outoff, 
 {
     if (either_image(in, out))
         return vd_fail(EXDEV);
-    return REAL(copy_file_range)(in, inoff, out, outoff, n, flags);
+    return PASS(copy_file_range, in, inoff, out, outoff, n, flags);
 }
 
 VD_EXPORT ssize_t sendfile(int out, int in, off_t *off, size_t n)
 {
     if (either_image(in, out))
         return vd_fail(EINVAL);
-    return REAL(sendfile64)(out, in, off, n);
+    return PASS(sendfile, out, in, off, n);
 }
+
 VD_EXPORT ssize_t sendfile64(int out, int in, off_t *off, size_t n)
 {
-    return sendfile(out, in, off, n);
+    if (either_image(in, out))
+        return vd_fail(EINVAL);
+    return PASS(sendfile64, out, in, off, n);
 }
 
 VD_EXPORT ssize_t splice(int in, off_t *inoff, int out, off_t *outoff, size_t n, unsigned flags)
 {
     if (either_image(in, out))
         return vd_fail(EINVAL);
-    return REAL(splice)(in, inoff, out, outoff, n, flags);
+    return PASS(splice, in, inoff, out, outoff, n, flags);
 }

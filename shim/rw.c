@@ -1,30 +1,25 @@
-/* The read and write families. Ordinary fds go straight to libc. */
+/* The read and write families. Ordinary fds go to the next definition of each symbol. */
 #include "vd.h"
 
 extern void __chk_fail(void) __attribute__((noreturn));
 
-/* ---- positioned at the description's offset ----------------------------------------------- */
-static ssize_t rw_pos(int fd, const struct iovec *iov, int cnt, int write, int *handled)
+/* At the description's position (read, readv, write, writev, preadv2 with offset -1). */
+static ssize_t at_position(int fd, const struct iovec *iov, int cnt, int write)
 {
     struct vd_ofd *o = vd_get(fd);
-    if (VD_LIKELY(!o)) {
-        *handled = 0;
-        return 0;
-    }
-    *handled = 1;
-    ssize_t r = vd_read_at_pos(fd, o, iov, cnt, write);
+    if (VD_LIKELY(!o))
+        return VD_NOT_IMAGE;
+    ssize_t r = vd_io_at_position(fd, o, iov, cnt, write);
     vd_put(o);
     return r;
 }
 
-static ssize_t rw_at(int fd, const struct iovec *iov, int cnt, off_t off, int write, int *handled)
+/* At an offset (pread, preadv, pwrite, pwritev). */
+static ssize_t at_offset(int fd, const struct iovec *iov, int cnt, off_t off, int write)
 {
     struct vd_ofd *o = vd_get(fd);
-    if (VD_LIKELY(!o)) {
-        *handled = 0;
-        return 0;
-    }
-    *handled = 1;
+    if (VD_LIKELY(!o))
+        return VD_NOT_IMAGE;
     ssize_t r;
     if (off < 0)
         r = vd_fail(EINVAL);
@@ -34,153 +29,104 @@ static ssize_t rw_at(int fd, const struct iovec *iov, int cnt, off_t off, int wr
     return r;
 }
 
-static ssize_t do_read(int fd, void *buf, size_t n)
+static ssize_t read_at_position(int fd, void *buf, size_t n)
 {
-    int h;
     struct iovec iov = {buf, n};
-    ssize_t r = rw_pos(fd, &iov, 1, 0, &h);
-    return h ? r : REAL(read)(fd, buf, n);
+    return at_position(fd, &iov, 1, 0);
 }
 
-static ssize_t do_pread(int fd, void *buf, size_t n, off_t off)
+static ssize_t read_at(int fd, void *buf, size_t n, off_t off)
 {
-    struct vd_ofd *o = vd_get(fd);
-    if (VD_LIKELY(!o))
-        return REAL(pread64)(fd, buf, n, off);
-    ssize_t r = off < 0 ? vd_fail(EINVAL) : vd_pread(o, buf, n, (uint64_t)off);
-    vd_put(o);
-    return r;
+    struct iovec iov = {buf, n};
+    return at_offset(fd, &iov, 1, off, 0);
 }
 
-VD_EXPORT ssize_t read(int fd, void *buf, size_t n) { return do_read(fd, buf, n); }
-VD_EXPORT ssize_t __read(int fd, void *buf, size_t n) { return do_read(fd, buf, n); }
+static ssize_t write_at_position(int fd, const void *buf, size_t n)
+{
+    struct iovec iov = {(void *)buf, n};
+    return at_position(fd, &iov, 1, 1);
+}
+
+static ssize_t write_at(int fd, const void *buf, size_t n, off_t off)
+{
+    struct iovec iov = {(void *)buf, n};
+    return at_offset(fd, &iov, 1, off, 1);
+}
+
+/* name(args): the image's answer, or the next definition's. */
+#define VD_RW(ret, name, params, image_call, ...)                                           \
+    VD_EXPORT ret name params                                                               \
+    {                                                                                       \
+        ssize_t r = image_call;                                                             \
+        return r != VD_NOT_IMAGE ? (ret)r : PASS(name, __VA_ARGS__);                        \
+    }
+
+VD_RW(ssize_t, read, (int fd, void *buf, size_t n), read_at_position(fd, buf, n), fd, buf, n)
+VD_RW(ssize_t, __read, (int fd, void *buf, size_t n), read_at_position(fd, buf, n), fd, buf, n)
+VD_RW(ssize_t, pread, (int fd, void *buf, size_t n, off_t off), read_at(fd, buf, n, off),
+      fd, buf, n, off)
+VD_RW(ssize_t, pread64, (int fd, void *buf, size_t n, off_t off), read_at(fd, buf, n, off),
+      fd, buf, n, off)
+VD_RW(ssize_t, __pread64, (int fd, void *buf, size_t n, off_t off), read_at(fd, buf, n, off),
+      fd, buf, n, off)
+VD_RW(ssize_t, readv, (int fd, const struct iovec *iov, int cnt), at_position(fd, iov, cnt, 0),
+      fd, iov, cnt)
+VD_RW(ssize_t, preadv, (int fd, const struct iovec *iov, int cnt, off_t off),
+      at_offset(fd, iov, cnt, off, 0), fd, iov, cnt, off)
+VD_RW(ssize_t, preadv64, (int fd, const struct iovec *iov, int cnt, off_t off),
+      at_offset(fd, iov, cnt, off, 0), fd, iov, cnt, off)
+/* An offset of -1 means "at the current position", as readv. */
+VD_RW(ssize_t, preadv2, (int fd, const struct iovec *iov, int cnt, off_t off, int flags),
+      off == -1 ? at_position(fd, iov, cnt, 0) : at_offset(fd, iov, cnt, off, 0),
+      fd, iov, cnt, off, flags)
+VD_RW(ssize_t, preadv64v2, (int fd, const struct iovec *iov, int cnt, off_t off, int flags),
+      off == -1 ? at_position(fd, iov, cnt, 0) : at_offset(fd, iov, cnt, off, 0),
+      fd, iov, cnt, off, flags)
+
+VD_RW(ssize_t, write, (int fd, const void *buf, size_t n), write_at_position(fd, buf, n),
+      fd, buf, n)
+VD_RW(ssize_t, __write, (int fd, const void *buf, size_t n), write_at_position(fd, buf, n),
+      fd, buf, n)
+VD_RW(ssize_t, pwrite, (int fd, const void *buf, size_t n, off_t off),
+      write_at(fd, buf, n, off), fd, buf, n, off)
+VD_RW(ssize_t, pwrite64, (int fd, const void *buf, size_t n, off_t off),
+      write_at(fd, buf, n, off), fd, buf, n, off)
+VD_RW(ssize_t, __pwrite64, (int fd, const void *buf, size_t n, off_t off),
+      write_at(fd, buf, n, off), fd, buf, n, off)
+VD_RW(ssize_t, writev, (int fd, const struct iovec *iov, int cnt), at_position(fd, iov, cnt, 1),
+      fd, iov, cnt)
+VD_RW(ssize_t, pwritev, (int fd, const struct iovec *iov, int cnt, off_t off),
+      at_offset(fd, iov, cnt, off, 1), fd, iov, cnt, off)
+VD_RW(ssize_t, pwritev64, (int fd, const struct iovec *iov, int cnt, off_t off),
+      at_offset(fd, iov, cnt, off, 1), fd, iov, cnt, off)
+VD_RW(ssize_t, pwritev2, (int fd, const struct iovec *iov, int cnt, off_t off, int flags),
+      off == -1 ? at_position(fd, iov, cnt, 1) : at_offset(fd, iov, cnt, off, 1),
+      fd, iov, cnt, off, flags)
+VD_RW(ssize_t, pwritev64v2, (int fd, const struct iovec *iov, int cnt, off_t off, int flags),
+      off == -1 ? at_position(fd, iov, cnt, 1) : at_offset(fd, iov, cnt, off, 1),
+      fd, iov, cnt, off, flags)
+
+/* The fortified reads check the buffer first, as glibc's do. */
 VD_EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
 {
     if (n > buflen)
         __chk_fail();
-    return do_read(fd, buf, n);
+    ssize_t r = read_at_position(fd, buf, n);
+    return r != VD_NOT_IMAGE ? r : PASS(__read_chk, fd, buf, n, buflen);
 }
-VD_EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t off) { return do_pread(fd, buf, n, off); }
-VD_EXPORT ssize_t pread64(int fd, void *buf, size_t n, off_t off) { return do_pread(fd, buf, n, off); }
-VD_EXPORT ssize_t __pread64(int fd, void *buf, size_t n, off_t off) { return do_pread(fd, buf, n, off); }
+
 VD_EXPORT ssize_t __pread_chk(int fd, void *buf, size_t n, off_t off, size_t buflen)
 {
     if (n > buflen)
         __chk_fail();
-    return do_pread(fd, buf, n, off);
+    ssize_t r = read_at(fd, buf, n, off);
+    return r != VD_NOT_IMAGE ? r : PASS(__pread_chk, fd, buf, n, off, buflen);
 }
+
 VD_EXPORT ssize_t __pread64_chk(int fd, void *buf, size_t n, off_t off, size_t buflen)
 {
     if (n > buflen)
         __chk_fail();
-    return do_pread(fd, buf, n, off);
-}
-
-VD_EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
-{
-    int h;
-    ssize_t r = rw_pos(fd, iov, cnt, 0, &h);
-    return h ? r : REAL(readv)(fd, iov, cnt);
-}
-
-static ssize_t do_preadv(int fd, const struct iovec *iov, int cnt, off_t off)
-{
-    int h;
-    ssize_t r = rw_at(fd, iov, cnt, off, 0, &h);
-    return h ? r : REAL(preadv64)(fd, iov, cnt, off);
-}
-VD_EXPORT ssize_t preadv(int fd, const struct iovec *iov, int cnt, off_t off)
-{
-    return do_preadv(fd, iov, cnt, off);
-}
-VD_EXPORT ssize_t preadv64(int fd, const struct iovec *iov, int cnt, off_t off)
-{
-    return do_preadv(fd, iov, cnt, off);
-}
-
-static ssize_t do_preadv2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
-{
-    int h;
-    /* An offset of -1 means "at the current position", as readv. */
-    ssize_t r = off == -1 ? rw_pos(fd, iov, cnt, 0, &h) : rw_at(fd, iov, cnt, off, 0, &h);
-    return h ? r : REAL(preadv64v2)(fd, iov, cnt, off, flags);
-}
-VD_EXPORT ssize_t preadv2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
-{
-    return do_preadv2(fd, iov, cnt, off, flags);
-}
-VD_EXPORT ssize_t preadv64v2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
-{
-    return do_preadv2(fd, iov, cnt, off, flags);
-}
-
-/* ---- writes ----------------------------------------------------------------------------------- */
-static ssize_t do_write(int fd, const void *buf, size_t n)
-{
-    int h;
-    struct iovec iov = {(void *)buf, n};
-    ssize_t r = rw_pos(fd, &iov, 1, 1, &h);
-    return h ? r : REAL(write)(fd, buf, n);
-}
-
-static ssize_t do_pwrite(int fd, const void *buf, size_t n, off_t off)
-{
-    struct vd_ofd *o = vd_get(fd);
-    if (VD_LIKELY(!o))
-        return REAL(pwrite64)(fd, buf, n, off);
-    ssize_t r = off < 0 ? vd_fail(EINVAL) : vd_pwrite(o, buf, n, (uint64_t)off);
-    vd_put(o);
-    return r;
-}
-
-VD_EXPORT ssize_t write(int fd, const void *buf, size_t n) { return do_write(fd, buf, n); }
-VD_EXPORT ssize_t __write(int fd, const void *buf, size_t n) { return do_write(fd, buf, n); }
-VD_EXPORT ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
-{
-    return do_pwrite(fd, buf, n, off);
-}
-VD_EXPORT ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
-{
-    return do_pwrite(fd, buf, n, off);
-}
-VD_EXPORT ssize_t __pwrite64(int fd, const void *buf, size_t n, off_t off)
-{
-    return do_pwrite(fd, buf, n, off);
-}
-
-VD_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
-{
-    int h;
-    ssize_t r = rw_pos(fd, iov, cnt, 1, &h);
-    return h ? r : REAL(writev)(fd, iov, cnt);
-}
-
-static ssize_t do_pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
-{
-    int h;
-    ssize_t r = rw_at(fd, iov, cnt, off, 1, &h);
-    return h ? r : REAL(pwritev64)(fd, iov, cnt, off);
-}
-VD_EXPORT ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
-{
-    return do_pwritev(fd, iov, cnt, off);
-}
-VD_EXPORT ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off_t off)
-{
-    return do_pwritev(fd, iov, cnt, off);
-}
-
-static ssize_t do_pwritev2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
-{
-    int h;
-    ssize_t r = off == -1 ? rw_pos(fd, iov, cnt, 1, &h) : rw_at(fd, iov, cnt, off, 1, &h);
-    return h ? r : REAL(pwritev64v2)(fd, iov, cnt, off, flags);
-}
-VD_EXPORT ssize_t pwritev2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
-{
-    return do_pwritev2(fd, iov, cnt, off, flags);
-}
-VD_EXPORT ssize_t pwritev64v2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
-{
-    return do_pwritev2(fd, iov, cnt, off, flags);
+    ssize_t r = read_at(fd, buf, n, off);
+    return r != VD_NOT_IMAGE ? r : PASS(__pread64_chk, fd, buf, n, off, buflen);
 }

@@ -1,12 +1,12 @@
 /*
  * Loading the Python stage: the cffi-built library beside this one, which embeds the
  * interpreter and the vdiskio package. It is loaded on the first image open, never
- * before, so processes that never touch an image never map libpython.
+ * before, so processes that never touch an image never map libpython. The calls each way
+ * are listed once, in calls.h.
  */
 #include "vd.h"
 
 #include <dlfcn.h>
-#include <libgen.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +21,35 @@
 struct vd_stage_api vd_api;
 static atomic_int stage_state; /* 0 not loaded, 1 ready, < 0 failed for good (-errno) */
 static pthread_mutex_t stage_lock = PTHREAD_MUTEX_INITIALIZER;
+static void (*stage_fork)(int phase); /* the stage's fork hook, when it started Python */
 
+/* ---- what Python may call ----------------------------------------------------------------- */
+static int cb_take_fd(int fd)
+{
+    return vd_internal_take(fd);
+}
+
+static void cb_drop_fd(int fd)
+{
+    vd_internal_drop(fd);
+}
+
+static void cb_invalidate(int64_t handle, uint64_t off, uint64_t len)
+{
+    struct vd_disk *d = vd_disk_by_handle(handle);
+    if (d)
+        vd_invalidate(d, off, len);
+}
+
+static int cb_log_fd(void)
+{
+    return vd_log_fd();
+}
+
+#define VD_CALLBACK_INIT(ret, name, args) .name = cb_##name,
+static struct vd_callbacks callbacks = {VD_C_CALLS(VD_CALLBACK_INIT)};
+
+/* ---- loading --------------------------------------------------------------------------------- */
 static int host_python_mismatch(void)
 {
     /* A process that already runs Python (python3 itself, or a program embedding it)
@@ -33,8 +61,10 @@ static int host_python_mismatch(void)
     size_t n = strlen(VD_PY_VERSION);
     if (!strncmp(v, VD_PY_VERSION, n) && (v[n] == '.' || v[n] == ' ' || v[n] == '+'))
         return 0;
-    vd_log("this program runs Python %.10s but libvdiskio was built for Python %s:"
-           " image files cannot be opened here", v, VD_PY_VERSION);
+    size_t vlen = strcspn(v, " ");
+    vd_log("this program runs Python %.*s, but libvdiskio embeds Python %s: image files cannot"
+           " be opened in it (run the program with Python %s, or build vdiskio with this one)",
+           (int)vlen, v, VD_PY_VERSION, VD_PY_VERSION);
     return 1;
 }
 
@@ -45,6 +75,8 @@ static int host_python_starting(void)
     int (*initialized)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "Py_IsInitialized");
     return initialized && !initialized();
 }
+
+#define VD_RESOLVE(ret, name, args) {#name, (void **)&vd_api.name},
 
 static int stage_load(void)
 {
@@ -64,26 +96,42 @@ static int stage_load(void)
         return -ENAMETOOLONG;
     if (host_python_mismatch())
         return -ELIBBAD;
+    static struct vd_python_paths paths;
+    char site[PATH_MAX];
+    snprintf(site, sizeof site, "%s", dir);
+    slash = strrchr(site, '/');
+    if (slash && slash != site)
+        *slash = 0;
+    int found = vd_find_python(site, &paths);
+    if (found < 0)
+        return found;
 
     void *h = dlopen(stage, RTLD_LAZY | RTLD_GLOBAL);
     if (!h) {
         vd_log("cannot load the Python stage %s: %s", stage, dlerror());
         return -ELIBACC;
     }
-    int (*start)(const char *) = (int (*)(const char *))dlsym(h, "vdst_start");
-#define VD_API_SYM(name) (vd_api.name = (__typeof__(vd_api.name))dlsym(h, #name))
-    if (!start || !VD_API_SYM(vdpy_ready) || !VD_API_SYM(vdpy_open) || !VD_API_SYM(vdpy_close) || !VD_API_SYM(vdpy_map) ||
-        !VD_API_SYM(vdpy_read) || !VD_API_SYM(vdpy_write) || !VD_API_SYM(vdpy_flush) ||
-        !VD_API_SYM(vdpy_discard) || !VD_API_SYM(vdpy_seek) || !VD_API_SYM(vdpy_allocated)) {
-        vd_log("the Python stage %s lacks its entry points", stage);
+    int (*start)(const struct vd_python_paths *, const struct vd_callbacks *) =
+        (int (*)(const struct vd_python_paths *, const struct vd_callbacks *))dlsym(h, "vdst_start");
+    static const struct {
+        const char *name;
+        void **slot;
+    } calls[] = {VD_PY_CALLS(VD_RESOLVE)};
+    for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++)
+        if (!(*calls[i].slot = dlsym(h, calls[i].name)))
+            start = NULL;
+    if (!start) {
+        vd_log("the Python stage %s lacks its entry points (reinstall vdiskio, or run make)",
+               stage);
         return -ELIBBAD;
     }
-#undef VD_API_SYM
-    int rc = start(dir);
-    if (rc != 0 || VD_PY(vdpy_ready) != 1) {
+    int rc = start(&paths, &callbacks);
+    if (rc < 0 || VD_PY(vdpy_ready) != 1) {
         vd_log("the Python stage %s failed to start (reinstall vdiskio, or run make)", stage);
         return -ELIBBAD;
     }
+    if (rc == 1) /* the stage started the interpreter itself: it must follow forks */
+        stage_fork = (void (*)(int))dlsym(h, "vdst_fork");
     return 1;
 }
 
@@ -106,4 +154,14 @@ int vd_stage_ready(void)
     }
     pthread_mutex_unlock(&stage_lock);
     return s == 1 ? 0 : s;
+}
+
+/* fork: the interpreter we started must be handed over (its GIL, its threads' state). In a
+ * Python program the host's os.fork does that itself. */
+void vd_stage_fork(int phase)
+{
+    if (phase == 2)
+        pthread_mutex_init(&stage_lock, NULL);
+    if (stage_fork)
+        stage_fork(phase);
 }

@@ -13,55 +13,45 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* VD_PY_HOME, VD_PY_STDLIB, VD_PY_PLATSTDLIB, VD_PY_PURELIB, VD_BUILD_SITE come from the
- * build (the interpreter the stage was built for, and the site-packages cffi was in). */
+/* What Python may call in the C stage (calls.h), reached from vdiskio._boundary. */
+struct vd_callbacks vdst_cb;
 
+/* fork, in a program where this stage started the interpreter: called by the C stage's
+ * atfork handlers, before its own table lock is taken and after it is released. */
 static PyGILState_STATE fork_gil;
 
-static void fork_prepare(void)
+void vdst_fork(int phase)
 {
-    fork_gil = PyGILState_Ensure();
-    PyOS_BeforeFork();
+    switch (phase) {
+    case 0:
+        fork_gil = PyGILState_Ensure();
+        PyOS_BeforeFork();
+        break;
+    case 1:
+        PyOS_AfterFork_Parent();
+        PyGILState_Release(fork_gil);
+        break;
+    case 2:
+        PyOS_AfterFork_Child();
+        PyGILState_Release(fork_gil);
+        break;
+    }
 }
 
-static void fork_parent(void)
-{
-    PyOS_AfterFork_Parent();
-    PyGILState_Release(fork_gil);
-}
-
-static void fork_child(void)
-{
-    PyOS_AfterFork_Child();
-    PyGILState_Release(fork_gil);
-}
-
-static int is_dir(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/* The directories to import from: the stdlib, then the vdiskio package's parent (the
- * repo, or site-packages), then where cffi lives. */
-static int search_path(const char *stage_dir, char paths[][4096], int max)
+/* The directories to import from: the stdlib, its extension modules, the vdiskio
+ * package's parent (site-packages, or the repo), where cffi was at build. */
+static int search_path(const struct vd_python_paths *p, const char *paths[], int max)
 {
     int n = 0;
-    snprintf(paths[n++], 4096, "%s", VD_PY_STDLIB);
-    snprintf(paths[n++], 4096, "%s/lib-dynload", VD_PY_PLATSTDLIB);
-    snprintf(paths[n], 4096, "%s", stage_dir);
-    char *slash = strrchr(paths[n], '/');
-    if (slash)
-        *slash = 0;
-    n++;
-    if (n < max && is_dir(VD_BUILD_SITE))
-        snprintf(paths[n++], 4096, "%s", VD_BUILD_SITE);
-    if (n < max && is_dir(VD_PY_PURELIB))
-        snprintf(paths[n++], 4096, "%s", VD_PY_PURELIB);
+    paths[n++] = p->stdlib;
+    paths[n++] = p->dynload;
+    for (int i = 0; i < 2 && n < max; i++)
+        if (p->site[i][0])
+            paths[n++] = p->site[i];
     return n;
 }
 
-static int host_add_paths(char paths[][4096], int n)
+static int host_add_paths(const char *paths[], int n)
 {
     PyGILState_STATE g = PyGILState_Ensure();
     PyObject *sys_path = PySys_GetObject("path"); /* borrowed */
@@ -87,13 +77,15 @@ static void tune_malloc(void)
     mallopt(M_TOP_PAD, 4 << 20);
 }
 
-int vdst_start(const char *stage_dir)
+/* 1: the interpreter was started here; 0: the host's is used; -1: failure. */
+int vdst_start(const struct vd_python_paths *p, const struct vd_callbacks *cb)
 {
+    vdst_cb = *cb;
     tune_malloc();
-    char paths[8][4096];
-    int n = search_path(stage_dir, paths, 8);
+    const char *paths[4];
+    int n = search_path(p, paths, 4);
     if (Py_IsInitialized())
-        return host_add_paths(paths, n);
+        return host_add_paths(paths, n) < 0 ? -1 : 0;
 
     PyConfig config;
     PyConfig_InitIsolatedConfig(&config);
@@ -107,7 +99,7 @@ int vdst_start(const char *stage_dir)
     config.pathconfig_warnings = 0;
     config.faulthandler = 0;
     config.module_search_paths_set = 1;
-    PyStatus st = PyConfig_SetBytesString(&config, &config.home, VD_PY_HOME);
+    PyStatus st = PyConfig_SetBytesString(&config, &config.home, p->home);
     if (!PyStatus_Exception(st))
         st = PyConfig_SetBytesString(&config, &config.program_name, "vdiskio");
     for (int i = 0; i < n && !PyStatus_Exception(st); i++) {
@@ -133,7 +125,6 @@ int vdst_start(const char *stage_dir)
     }
     if (strncmp(Py_GetVersion(), VD_PY_VERSION, strlen(VD_PY_VERSION)) != 0)
         return -1;
-    pthread_atfork(fork_prepare, fork_parent, fork_child);
     PyEval_SaveThread(); /* cffi takes the GIL per call with PyGILState_Ensure */
-    return 0;
+    return 1;
 }

@@ -3,20 +3,32 @@
  * catch, so a FILE on an image is built with fopencookie over the image fd. fileno()
  * of such a FILE answers that fd.
  *
- * fopen(image, "w") must never truncate an image to zero: "w" and "w+" open it as "r+".
- * freopen(image, mode, stream) cannot turn the existing stream into a cookie stream: it
- * closes `stream` and returns a new FILE, so callers must use the returned pointer.
+ * - fopen and fdopen of an image give such a FILE.
+ * - freopen(image, mode, stream) gives one too, keeping the stream's fd number, and when
+ *   the stream is stdin, stdout or stderr the program's `stdin` (...) becomes the new FILE,
+ *   so programs that go on using `stdin` (uniq, shuf, hexdump) read the image.
+ * - An image inherited as fd 0, 1 or 2 (`sha256sum < disk.vhd`) gets such a FILE as
+ *   stdin, stdout or stderr at start-up.
+ * - Small reads (an unbuffered stream reading one byte at a time) are served from a
+ *   buffer of the cookie's, read ahead with pread; the fd's position stays exact, and the
+ *   buffer is dropped when the disk is written.
  */
 #include "vd.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#define COOKIE_BUFFER (64 << 10)
+
 struct vd_cookie {
     int fd;
+    char *buf;              /* read-ahead: disk window bytes [buf_pos, buf_pos + buf_len) */
+    uint64_t buf_pos;
+    size_t buf_len;
+    uint64_t stamp;         /* the disk's change stamp when buf was filled */
 };
 
-/* FILE* -> fd for cookie streams (fileno would say -1). */
+/* FILE* -> fd for cookie streams (glibc's fileno would say -1). */
 #define VD_MAX_COOKIES 256
 static FILE *cookie_files[VD_MAX_COOKIES];
 static int cookie_fds[VD_MAX_COOKIES];
@@ -50,6 +62,8 @@ static void cookie_forget(int fd)
 
 static int cookie_fd(FILE *fp)
 {
+    if (VD_LIKELY(!atomic_load_explicit(&cookie_count, memory_order_relaxed)))
+        return -1;
     int fd = -1;
     pthread_mutex_lock(&cookie_lock);
     for (int i = 0; i < VD_MAX_COOKIES; i++)
@@ -61,29 +75,69 @@ static int cookie_fd(FILE *fp)
     return fd;
 }
 
-static ssize_t c_read(void *c, char *buf, size_t n)
+/* A number that changes whenever the disk behind fd may have changed. */
+static uint64_t change_stamp(int fd)
 {
-    return read(((struct vd_cookie *)c)->fd, buf, n);
+    struct vd_ofd *o = vd_get(fd);
+    if (!o)
+        return 0;
+    uint64_t s = o->disk ? atomic_load(&o->disk->writes) + vd_coherent_gen() : 0;
+    vd_put(o);
+    return s;
 }
 
-static ssize_t c_write(void *c, const char *buf, size_t n)
+static ssize_t c_read(void *cookie, char *out, size_t n)
 {
-    ssize_t r = write(((struct vd_cookie *)c)->fd, buf, n);
+    struct vd_cookie *c = cookie;
+    if (n >= COOKIE_BUFFER / 4)
+        return read(c->fd, out, n);
+    off_t pos = lseek(c->fd, 0, SEEK_CUR);
+    if (pos < 0)
+        return read(c->fd, out, n);
+    uint64_t stamp = change_stamp(c->fd);
+    if (!c->buf || stamp != c->stamp || (uint64_t)pos < c->buf_pos ||
+        (uint64_t)pos >= c->buf_pos + c->buf_len) {
+        if (!c->buf && !(c->buf = malloc(COOKIE_BUFFER)))
+            return read(c->fd, out, n);
+        ssize_t r = pread(c->fd, c->buf, COOKIE_BUFFER, pos);
+        if (r <= 0) {
+            c->buf_len = 0;
+            return r;
+        }
+        c->buf_pos = (uint64_t)pos;
+        c->buf_len = (size_t)r;
+        c->stamp = stamp;
+    }
+    size_t have = (size_t)(c->buf_pos + c->buf_len - (uint64_t)pos);
+    size_t k = n < have ? n : have;
+    memcpy(out, c->buf + ((uint64_t)pos - c->buf_pos), k);
+    if (lseek(c->fd, pos + (off_t)k, SEEK_SET) < 0)
+        return -1;
+    return (ssize_t)k;
+}
+
+static ssize_t c_write(void *cookie, const char *buf, size_t n)
+{
+    struct vd_cookie *c = cookie;
+    c->buf_len = 0;
+    ssize_t r = write(c->fd, buf, n);
     return r < 0 ? 0 : r; /* fopencookie: 0 signals the error, errno says which */
 }
 
-static int c_seek(void *c, off64_t *pos, int whence)
+static int c_seek(void *cookie, off64_t *pos, int whence)
 {
-    off_t r = lseek(((struct vd_cookie *)c)->fd, *pos, whence);
+    off_t r = lseek(((struct vd_cookie *)cookie)->fd, *pos, whence);
     if (r < 0)
         return -1;
     *pos = r;
     return 0;
 }
 
-static int c_close(void *c)
+static int c_close(void *cookie)
 {
-    int fd = ((struct vd_cookie *)c)->fd;
+    struct vd_cookie *c = cookie;
+    int fd = c->fd;
+    free(c->buf);
     free(c);
     cookie_forget(fd);
     return close(fd);
@@ -91,7 +145,7 @@ static int c_close(void *c)
 
 static FILE *cookie_file(int fd, const char *mode)
 {
-    struct vd_cookie *c = malloc(sizeof *c);
+    struct vd_cookie *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
     c->fd = fd;
@@ -105,8 +159,8 @@ static FILE *cookie_file(int fd, const char *mode)
     return fp;
 }
 
-/* Open flags of an fopen mode; for an image, "w" means "r+" (never truncate). */
-static int mode_flags(const char *mode, int image)
+/* Open flags of an fopen mode. */
+static int mode_flags(const char *mode)
 {
     int flags, plus = strchr(mode, '+') != NULL;
     switch (mode[0]) {
@@ -114,7 +168,7 @@ static int mode_flags(const char *mode, int image)
         flags = plus ? O_RDWR : O_RDONLY;
         break;
     case 'w':
-        flags = image ? O_RDWR : ((plus ? O_RDWR : O_WRONLY) | O_CREAT | O_TRUNC);
+        flags = (plus ? O_RDWR : O_WRONLY) | O_CREAT | O_TRUNC;
         break;
     case 'a':
         flags = (plus ? O_RDWR : O_WRONLY) | O_CREAT | O_APPEND;
@@ -131,29 +185,20 @@ static int mode_flags(const char *mode, int image)
     return flags;
 }
 
-/* The cookie stream's mode: "w" on an image becomes "r+" like its open flags. */
-static const char *cookie_mode(const char *mode)
+/* The fd of an image stream for path, -1 with errno, or VD_NOT_IMAGE. */
+static int open_image_fd(const char *path, const char *mode)
 {
-    if (mode[0] == 'w')
-        return "r+";
-    return mode[0] == 'a' ? (strchr(mode, '+') ? "a+" : "a") : (strchr(mode, '+') ? "r+" : "r");
+    if (vd_guard || !path || !mode || (!vd_name_kind(path) && vd_fd_of_path(path) < 0))
+        return VD_NOT_IMAGE;
+    int flags = mode_flags(mode);
+    if (flags < 0)
+        return VD_NOT_IMAGE;
+    return vd_open_or_reopen(AT_FDCWD, path, flags);
 }
 
-static FILE *open_image_stream(const char *path, const char *mode, int *handled)
+static FILE *stream_on(int fd, const char *mode)
 {
-    *handled = 0;
-    if (vd_guard || !vd_name_candidate(path) || !mode)
-        return NULL;
-    int flags = mode_flags(mode, 1);
-    if (flags < 0)
-        return NULL;
-    int fd = vd_open_image(AT_FDCWD, path, flags, 0666);
-    if (fd == VD_NOT_IMAGE)
-        return NULL;
-    *handled = 1;
-    if (fd < 0)
-        return NULL;
-    FILE *fp = cookie_file(fd, cookie_mode(mode));
+    FILE *fp = cookie_file(fd, mode);
     if (!fp) {
         int e = errno;
         close(fd);
@@ -162,57 +207,95 @@ static FILE *open_image_stream(const char *path, const char *mode, int *handled)
     return fp;
 }
 
-static FILE *do_fopen(const char *path, const char *mode)
-{
-    int handled;
-    FILE *fp = open_image_stream(path, mode, &handled);
-    return handled ? fp : REAL(fopen64)(path, mode);
-}
-VD_EXPORT FILE *fopen(const char *path, const char *mode) { return do_fopen(path, mode); }
-VD_EXPORT FILE *fopen64(const char *path, const char *mode) { return do_fopen(path, mode); }
+#define VD_FOPEN(name)                                                                      \
+    VD_EXPORT FILE *name(const char *path, const char *mode)                                \
+    {                                                                                       \
+        int fd = open_image_fd(path, mode);                                                 \
+        if (fd == VD_NOT_IMAGE)                                                             \
+            return PASS(name, path, mode);                                                  \
+        return fd < 0 ? NULL : stream_on(fd, mode);                                         \
+    }
+VD_FOPEN(fopen)
+VD_FOPEN(fopen64)
 
-static FILE *do_freopen(const char *path, const char *mode, FILE *stream)
+/* The standard stream a FILE* is, so that freopen can replace the program's variable. */
+static FILE **standard_stream(FILE *stream)
 {
-    int handled;
-    FILE *fp = path ? open_image_stream(path, mode, &handled) : NULL;
-    if (!path || !handled)
-        return REAL(freopen64)(path, mode, stream);
-    if (fp && stream)
-        fclose(stream);
+    if (stream == stdin)
+        return &stdin;
+    if (stream == stdout)
+        return &stdout;
+    if (stream == stderr)
+        return &stderr;
+    return NULL;
+}
+
+static FILE *image_freopen(int fd, const char *mode, FILE *stream)
+{
+    int target = stream ? fileno(stream) : -1;
+    FILE **standard = standard_stream(stream);
+    if (stream)
+        fclose(stream); /* closes target; the image's fd stays */
+    if (fd < 0)
+        return NULL;
+    if (target >= 0 && target != fd && dup2(fd, target) == target) {
+        close(fd);
+        fd = target;
+    }
+    FILE *fp = stream_on(fd, mode);
+    if (fp && standard)
+        *standard = fp;
     return fp;
 }
-VD_EXPORT FILE *freopen(const char *path, const char *mode, FILE *stream)
-{
-    return do_freopen(path, mode, stream);
-}
-VD_EXPORT FILE *freopen64(const char *path, const char *mode, FILE *stream)
-{
-    return do_freopen(path, mode, stream);
-}
+
+#define VD_FREOPEN(name)                                                                    \
+    VD_EXPORT FILE *name(const char *path, const char *mode, FILE *stream)                  \
+    {                                                                                       \
+        int fd = open_image_fd(path, mode);                                                 \
+        if (fd == VD_NOT_IMAGE)                                                             \
+            return PASS(name, path, mode, stream);                                          \
+        return image_freopen(fd, mode, stream);                                             \
+    }
+VD_FREOPEN(freopen)
+VD_FREOPEN(freopen64)
 
 VD_EXPORT FILE *fdopen(int fd, const char *mode)
 {
     if (VD_LIKELY(!vd_is_image_fd(fd)) || vd_guard)
-        return REAL(fdopen)(fd, mode);
-    return cookie_file(fd, mode[0] == 'w' ? "r+" : mode);
+        return PASS(fdopen, fd, mode);
+    return cookie_file(fd, mode);
 }
 
 VD_EXPORT int fileno(FILE *fp)
 {
-    if (VD_UNLIKELY(atomic_load_explicit(&cookie_count, memory_order_relaxed))) {
-        int fd = cookie_fd(fp);
-        if (fd >= 0)
-            return fd;
-    }
-    return REAL(fileno)(fp);
+    int fd = cookie_fd(fp);
+    return fd >= 0 ? fd : PASS(fileno, fp);
 }
 
 VD_EXPORT int fileno_unlocked(FILE *fp)
 {
-    if (VD_UNLIKELY(atomic_load_explicit(&cookie_count, memory_order_relaxed))) {
-        int fd = cookie_fd(fp);
-        if (fd >= 0)
-            return fd;
+    int fd = cookie_fd(fp);
+    return fd >= 0 ? fd : PASS(fileno_unlocked, fp);
+}
+
+/* At start-up: image fds 0, 1 and 2 inherited from the parent get their stream. */
+void vd_stdio_adopt(void)
+{
+    FILE **streams[3] = {&stdin, &stdout, &stderr};
+    for (int fd = 0; fd <= 2; fd++) {
+        struct vd_ofd *o = vd_get(fd);
+        if (!o)
+            continue;
+        int acc = o->flags & O_ACCMODE;
+        const char *mode = acc == O_RDONLY ? "r"
+                           : (o->flags & O_APPEND) ? (acc == O_RDWR ? "a+" : "a")
+                           : acc == O_RDWR ? "r+" : "w";
+        vd_put(o);
+        FILE *fp = cookie_file(fd, mode);
+        if (!fp)
+            continue;
+        if (fd == 2)
+            setvbuf(fp, NULL, _IONBF, 0);
+        *streams[fd] = fp;
     }
-    return REAL(fileno_unlocked)(fp);
 }

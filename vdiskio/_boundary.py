@@ -1,8 +1,10 @@
-"""The shim boundary: the calls of shim/stage_api.h, implemented over vdiskio.disk.
+"""The shim boundary: the calls of shim/calls.h, implemented over vdiskio.disk.
 
-This is the one place where Python exceptions become errnos: a VdError prints its
-one-line message (file and problem) and returns -errno; anything else is a bug, reported
-the same way as EIO. It runs only inside the Python stage of libvdiskio.
+This is the one place where Python exceptions become errnos (@export): a VdError prints
+its one-line message (file and problem) and returns -errno; an OSError from the file
+system returns its errno; anything else is a bug, reported in one line and answered EIO.
+It runs only inside the Python stage of libvdiskio. Adding a call: one line in the
+VD_PY_CALLS list of shim/calls.h and one function here with the same name.
 """
 
 import errno
@@ -15,124 +17,137 @@ from .errors import NotAnImage, VdError
 
 NOT_IMAGE = 1           # VD_PY_NOT_IMAGE
 registry = Registry()
-backing.IN_STAGE = True
+_c = None               # the C stage's callbacks (struct vd_callbacks)
 
 
 def _errno_of(exc, what):
     if isinstance(exc, VdError):
-        log.warn(str(exc))
+        if exc.errno not in exc.quiet_errnos:
+            log.warn(str(exc))
         return exc.errno or errno.EIO
     if isinstance(exc, OSError) and exc.errno:
-        log.warn(f"{what}: {exc}")
+        log.warn(f"{what}: {exc.strerror}" + (f": {exc.filename}" if exc.filename else ""))
         return exc.errno
-    log.warn(f"internal error in {what}: {type(exc).__name__}: {exc}")
+    log.warn(f"{what} failed on a bug in vdiskio ({type(exc).__name__}: {exc}); please"
+             f" report it with the image's `vdiskio check` output")
     return errno.EIO
 
 
-def install(ffi):
+def export(ffi):
+    """Make fn the implementation of the extern "Python" call of its name; exceptions
+    become -errno (error=-EIO is what cffi itself answers if even that fails)."""
+    def wrap(fn):
+        what = fn.__name__.removeprefix("vdpy_")
+
+        def call(*args):
+            try:
+                return fn(*args)
+            except BaseException as e:         # noqa: B902 - the boundary catches all
+                return -_errno_of(e, what)
+        call.__name__ = fn.__name__
+        ffi.def_extern(name=fn.__name__, error=-errno.EIO)(call)
+        return fn
+    return wrap
+
+
+def install(ffi, lib):
     """Define the extern "Python" functions of the embedding API on ffi."""
+    global _c
+    _c = lib.vdst_cb
+    backing.IN_STAGE = True
+    backing.set_fd_hooks(_c.take_fd, _c.drop_fd)
+    log.set_fd(_c.log_fd())
+    os.register_at_fork(after_in_child=registry.after_fork)
 
     @ffi.def_extern(error=0)
     def vdpy_ready():
         return 1
 
-    @ffi.def_extern(error=-errno.EIO)
+    @export(ffi)
     def vdpy_open(path, flags, part, res):
         name = os.fsdecode(ffi.string(path))
+        writable = (flags & os.O_ACCMODE) != os.O_RDONLY
         try:
-            writable = (flags & os.O_ACCMODE) != os.O_RDONLY
             disk, part, start, length, remapped = registry.open(name, writable, part)
         except NotAnImage as e:
             log.debug(f"not an image: {e}")
             return NOT_IMAGE
-        except BaseException as e:
-            return -_errno_of(e, f"open {name}")
         real = os.fsencode(disk.path)
         if len(real) >= 4096:
             registry.release(disk.handle)
-            log.warn(f"{name}: path too long")
-            return -errno.ENAMETOOLONG
+            raise VdError("path too long", name, errno.ENAMETOOLONG)
+        image = disk.image
         res.handle = disk.handle
-        res.disk_size = disk.image.size
+        res.disk_size = image.size
         res.win_start = start
         res.win_len = length
         res.block_shift = disk.shift
         res.read_only = 1 if disk.read_only else 0
-        res.main_fd = disk.image.files[0].fd if disk.image.files else -1
+        res.main_fd = image.files[0].fd if image.files else -1
         res.part = part
         res.remapped = 1 if remapped else 0
+        res.logical_sector = getattr(image, "logical_sector_size", 512)
+        res.physical_sector = getattr(image, "physical_sector_size", res.logical_sector)
         res.cylinders, res.heads, res.sectors = disk.geometry()
         ffi.memmove(res.real_path, real + b"\0", len(real) + 1)
         log.debug(f"python open {name} part {part} -> handle {disk.handle} window {start}+{length}")
         return 0
 
-    @ffi.def_extern(error=-errno.EIO)
+    @export(ffi)
     def vdpy_close(handle):
-        try:
-            registry.release(handle)
-            return 0
-        except BaseException as e:
-            return -_errno_of(e, "close")
+        registry.release(handle)
+        return 0
 
-    @ffi.def_extern(error=-errno.EIO)
+    @export(ffi)
     def vdpy_map(handle, block, count, entries):
-        try:
-            disk = registry.get(handle)
-            found = disk.map_blocks(block, count)
-        except BaseException as e:
-            return -_errno_of(e, "map")
+        found = registry.get(handle).map_blocks(block, count)
         if not found:
             return -errno.EIO
         ffi.memmove(entries, struct.pack(f"{len(found)}Q", *found), 8 * len(found))
         return len(found)
 
-    @ffi.def_extern(error=-errno.EIO)
+    @export(ffi)
     def vdpy_read(handle, buf, length, offset):
-        try:
-            disk = registry.get(handle)
-            length = max(0, min(length, disk.image.size - offset))
-            disk.read_into(memoryview(ffi.buffer(buf, length)), offset)
-        except BaseException as e:
-            return -_errno_of(e, "read")
+        disk = registry.get(handle)
+        length = max(0, min(length, disk.image.size - offset))
+        disk.read_into(memoryview(ffi.buffer(buf, length)), offset)
         return length
 
-    @ffi.def_extern(error=-errno.EIO)
+    @export(ffi)
     def vdpy_write(handle, buf, length, offset):
-        try:
-            return registry.get(handle).write(offset, ffi.buffer(buf, length))
-        except BaseException as e:
-            return -_errno_of(e, "write")
+        return registry.get(handle).write(offset, ffi.buffer(buf, length))
 
-    @ffi.def_extern(error=-errno.EIO)
+    @export(ffi)
     def vdpy_flush(handle, datasync):
-        try:
-            registry.get(handle).flush(bool(datasync))
-            return 0
-        except BaseException as e:
-            return -_errno_of(e, "flush")
+        registry.get(handle).flush(bool(datasync))
+        return 0
 
-    @ffi.def_extern(error=-errno.EIO)
+    @export(ffi)
     def vdpy_discard(handle, offset, length, mode):
-        try:
-            registry.get(handle).discard(offset, length)
-            return 0
-        except BaseException as e:
-            return -_errno_of(e, "discard")
+        registry.get(handle).discard(offset, length)
+        return 0
 
-    @ffi.def_extern(error=-errno.EIO)
+    @export(ffi)
     def vdpy_seek(handle, offset, whence):
-        try:
-            return registry.get(handle).seek(offset, whence)
-        except VdError as e:
-            if e.errno == errno.ENXIO:
-                return -errno.ENXIO
-            return -_errno_of(e, "seek")
-        except BaseException as e:
-            return -_errno_of(e, "seek")
+        return registry.get(handle).seek(offset, whence)
 
-    @ffi.def_extern(error=-errno.EIO)
+    @export(ffi)
     def vdpy_allocated(handle):
-        try:
-            return registry.get(handle).allocated()
-        except BaseException as e:
-            return -_errno_of(e, "stat")
+        return registry.get(handle).allocated()
+
+    @export(ffi)
+    def vdpy_refresh():
+        registry.refresh()
+        return 0
+
+    @export(ffi)
+    def vdpy_fd_moved(old_fd, new_fd):
+        registry.fd_moved(old_fd, new_fd)
+        return 0
+
+
+def invalidate(handle, offset, length):
+    """Drop the C translation entries of disk `handle` for [offset, offset+length): another
+    disk's write changed what they say. Nothing to do outside the library."""
+    if _c is not None:
+        _c.invalidate(handle, offset, length)

@@ -43,6 +43,15 @@ def _library_bypass():
 
 
 IN_STAGE = False            # set by vdiskio._boundary: we run inside libvdiskio's stage
+_take_fd = None             # the C stage's take_fd/drop_fd (inside the library only)
+_drop_fd = None
+
+
+def set_fd_hooks(take, drop):
+    """Inside the library, backing fds are handed to the C stage, which moves them above
+    the numbers programs use and guards them against the program's close and dup2."""
+    global _take_fd, _drop_fd
+    _take_fd, _drop_fd = take, drop
 
 
 def sys_open(path, flags, mode=0o777):
@@ -115,11 +124,12 @@ class BackingFile:
                 fd = sys_open(path, flags)
             except OSError as e:
                 raise VdError(f"cannot open: {e.strerror}", path, e.errno) from None
+        if _take_fd is not None:
+            fd = _take_fd(fd)
         self.fd = fd
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            self.fd = -1
+            self.close()
             raise Refused("not a regular file (device nodes and special files are refused)", path)
         self.size = st.st_size
         self.dev, self.ino = st.st_dev, st.st_ino
@@ -245,8 +255,15 @@ class BackingFile:
             return True
         return False
 
+    def refresh(self):
+        """Size again from the file (another process may have grown it)."""
+        if self.fd >= 0:
+            self.size = os.fstat(self.fd).st_size
+
     def close(self):
         if self.fd >= 0:
+            if _drop_fd is not None:
+                _drop_fd(self.fd)
             os.close(self.fd)
             self.fd = -1
 

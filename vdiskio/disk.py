@@ -11,16 +11,11 @@ import os
 from _thread import RLock, allocate_lock
 
 from . import log
-from .errors import NotAnImage, VdError
+from .entries import (ENTRY_SLOW, ENTRY_ZERO, KIND_DATA, KIND_OWNED, MAX_PHYS, data_base)
+from .errors import NoMoreData, NotAnImage, VdError
 from .formats import open_image, sniff
 from .image import DATA, ZERO
 
-# Translation table entries (shim/stage_api.h): kind << 61 | fd << 40 | phys / 512.
-KIND_ZERO, KIND_SLOW, KIND_DATA, KIND_OWNED = 1, 2, 3, 4
-ENTRY_SLOW = KIND_SLOW << 61
-ENTRY_ZERO = KIND_ZERO << 61
-MAX_ENTRY_FD = (1 << 21) - 1
-MAX_ENTRY_PHYS = (1 << 49) - 512
 MAP_LOOKUPS = 64            # extent lookups per map call: bounds the time one call takes
 MAX_PARTITION = 128
 
@@ -101,11 +96,11 @@ class Disk:
                 continue
             if ext.kind == ZERO:
                 entries.extend([ENTRY_ZERO] * covered)
-            elif ext.kind == DATA and 0 <= ext.file.fd <= MAX_ENTRY_FD:
+            elif ext.kind == DATA and data_base(KIND_DATA, ext.file.fd) is not None:
                 kind = KIND_OWNED if (ext.owned and owned_ok) else KIND_DATA
-                base = (kind << 61) | (ext.file.fd << 40)
+                base = data_base(kind, ext.file.fd)
                 phys = ext.phys + (start - ext.offset)
-                if phys % 512 == 0 and phys + (covered - 1) * bsize <= MAX_ENTRY_PHYS:
+                if phys % 512 == 0 and phys + (covered - 1) * bsize <= MAX_PHYS:
                     entries.extend([base | (p >> 9) for p in
                                     range(phys, phys + covered * bsize, bsize)])
                 else:
@@ -118,7 +113,7 @@ class Disk:
     @staticmethod
     def _data_base(file):
         """Entry bits of read-only raw data in `file`, None if its fd cannot be encoded."""
-        return (KIND_DATA << 61) | (file.fd << 40) if 0 <= file.fd <= MAX_ENTRY_FD else None
+        return data_base(KIND_DATA, file.fd)
 
     # -- data -----------------------------------------------------------------------------
     def read_into(self, view, offset):
@@ -157,7 +152,7 @@ class Disk:
                 return max(offset, ext.offset)
             offset = ext.end
         if want_data:
-            raise VdError("no data after this offset", self.path, errno.ENXIO)
+            raise NoMoreData("no data after this offset", self.path)
         return size
 
     def allocated(self):
@@ -204,6 +199,18 @@ class Disk:
         self.image = new
         self.writable = True
         self.shift = min(self.shift, block_shift(new.block_size))
+
+    def layers(self):
+        """Every Image this disk holds open: the chain, and chains a writable reopen
+        replaced (closed with the disk)."""
+        for top in [self.image] + self.retired:
+            yield from top.chain()
+
+    def refresh(self):
+        """Another process changed the image: forget every cached table and size."""
+        with self.lock:
+            for layer in self.layers():
+                layer.refresh()
 
     def close(self):
         try:
@@ -272,6 +279,36 @@ class Registry:
             self.release(disk.handle)
             raise
         return disk, part, start, length, remapped
+
+    def refresh(self):
+        for disk in list(self.by_handle.values()):
+            disk.refresh()
+
+    def fd_moved(self, old_fd, new_fd):
+        """The C stage moved a backing fd (a program wanted its number)."""
+        for disk in list(self.by_handle.values()):
+            for layer in disk.layers():
+                for f in layer.files:
+                    if f.fd == old_fd:
+                        f.fd = new_fd
+
+    def after_fork(self):
+        """In a forked child only the forking thread is left: a lock another thread held
+        at fork would be held forever. Every lock of the open disks is made anew."""
+        from _thread import LockType, allocate_lock
+        self.lock = RLock()
+        rlock = type(self.lock)
+        for disk in list(self.by_handle.values()):
+            objects = [disk]
+            for layer in disk.layers():
+                objects.append(layer)
+                objects.extend(getattr(layer, "vmdk_extents", ()))
+            for obj in objects:
+                for name, value in list(vars(obj).items()):
+                    if isinstance(value, LockType):
+                        setattr(obj, name, allocate_lock())
+                    elif isinstance(value, rlock):
+                        setattr(obj, name, RLock())
 
     def get(self, handle):
         disk = self.by_handle.get(handle)

@@ -12,6 +12,7 @@ class VdError(Exception):
     """An error with an errno and a one-line message that names the file."""
 
     default_errno = errno.EIO
+    quiet_errnos = ()           # answers, not problems: the boundary prints nothing
 
     def __init__(self, message, path=None, err=None):
         self.errno = err if err is not None else self.default_errno
@@ -66,3 +67,10 @@ class OutOfRange(VdError):
     """A write beyond the end of the disk or partition."""
 
     default_errno = errno.ENOSPC
+
+
+class NoMoreData(VdError):
+    """SEEK_DATA past the last data: an answer (ENXIO), not a problem."""
+
+    default_errno = errno.ENXIO
+    quiet_errnos = (errno.ENXIO,)

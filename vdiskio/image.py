@@ -148,6 +148,12 @@ class Image:
             if f.writable:
                 f.sync(datasync)
 
+    def refresh(self):
+        """Another process (a fork) wrote to this image: forget cached tables and sizes,
+        read them again when next needed. Formats with caches extend it."""
+        for f in self.files:
+            f.refresh()
+
     def close(self):
         for f in self.files:
             f.close()

@@ -208,6 +208,13 @@ class DynamicVHD(VHD):
         self._bitmaps = {}
         self.next_free = None       # where the next block goes (the trailing footer's place)
 
+    def refresh(self):
+        super().refresh()
+        hdr = self.header
+        self.bat = bytearray(self.file.read_exact(hdr.table_offset, 4 * self.block_count, "BAT"))
+        self._bitmaps = {}
+        self.next_free = None
+
     def bat_entry(self, block):
         return _BE32.unpack_from(self.bat, 4 * block)[0]
 

@@ -280,6 +280,11 @@ class VMDK(Image):
                     f" not copy the parent's data")
         return None
 
+    def refresh(self):
+        super().refresh()
+        for extent in self.vmdk_extents:
+            extent.refresh()
+
     # -- identity -----------------------------------------------------------------------
     @property
     def cid(self):

@@ -143,6 +143,9 @@ class VmdkExtent:
         """Structure problems of this extent, as one-line strings."""
         return []
 
+    def refresh(self):
+        """Another process wrote to the image: drop what is cached of this extent."""
+
     def describe(self):
         name = f" {self.file.path}" if self.file is not None else ""
         return f"{self.access} {self.type_name}{name}"
@@ -172,6 +175,9 @@ class FlatExtent(VmdkExtent):
         if self.stored < size:
             log.warn(f"{file.path}: {type_name} extent needs {size} bytes from offset"
                      f" {file_offset} but the file holds {self.stored}; the rest reads as zeros")
+
+    def refresh(self):
+        self.stored = max(0, min(self.size, self.file.size - self.file_offset))
 
     def map(self, offset):
         if offset - self.start < self.stored:
@@ -309,9 +315,9 @@ class GrainTableExtent(VmdkExtent):
                 del self._gt_cache[next(iter(self._gt_cache))]
         return table
 
-    @property
-    def cached_grain_tables(self):
-        return len(self._gt_cache)
+    def refresh(self):
+        with self._lock:
+            self._gt_cache.clear()
 
     def grain_need(self, grain):
         """Bytes of grain `grain` inside the extent (less than a grain only for the last)."""

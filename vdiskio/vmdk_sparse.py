@@ -173,6 +173,11 @@ class HostedSparseExtent(GrainTableExtent):
         self.max_compressed = 2 * self.grain_bytes + 4 * SECTOR
         self._load_directories()
 
+    def refresh(self):
+        super().refresh()
+        self._next_free = None
+        self._load_directories()
+
     # -- grain directories --------------------------------------------------------------
     def _read_directory(self, sector, what):
         """(entries, problem): problem says why the directory cannot be trusted, if it cannot."""

@@ -96,6 +96,20 @@ static void expect_errno(const char *sym, long r, int err)
         pass(sym);
 }
 
+/* An fd opened with O_TRUNC: the whole disk, untouched. */
+static void expect_whole_disk(const char *sym, int fd)
+{
+    struct stat st;
+    if (fd < 0)
+        fail(sym, "%s", strerror(errno));
+    else if (fstat(fd, &st) || (size_t)st.st_size != raw_size)
+        fail(sym, "size %lld after O_TRUNC, the disk has %zu", (long long)st.st_size, raw_size);
+    else
+        pass(sym);
+    if (fd >= 0)
+        close(fd);
+}
+
 static void expect_size(const char *sym, long long got)
 {
     if (got != (long long)raw_size)
@@ -144,9 +158,10 @@ static void check_open_family(const char *dir, const char *name)
         close(opens[i].fd);
     }
     close(dfd);
-    expect_errno("creat", creat(image, 0644), EPERM);           /* O_TRUNC: refused */
-    expect_errno("creat64", creat64(image, 0644), EPERM);
-    expect_errno("open(O_TRUNC)", open(image, O_RDWR | O_TRUNC), EPERM);
+    /* O_TRUNC, as on a block device, truncates nothing: the disk keeps its size. */
+    expect_whole_disk("creat", creat(image, 0644));
+    expect_whole_disk("creat64", creat64(image, 0644));
+    expect_whole_disk("open(O_TRUNC)", open(image, O_RDWR | O_TRUNC));
     expect_errno("open(O_CREAT|O_EXCL)", open(image, O_RDWR | O_CREAT | O_EXCL, 0644), EEXIST);
 }
 
@@ -536,6 +551,45 @@ static void check_exec(void)
     }
 }
 
+/* ---- realpath keeps a partition link's name ------------------------------------------ */
+extern char *__realpath_chk(const char *, char *, size_t);
+
+static void check_paths(const char *dir, const char *name)
+{
+    char link[4096], want[4096], got[4096];
+    snprintf(link, sizeof link, "%s/%s3", dir, name);
+    unlink(link);
+    char *target = realpath(image, NULL);
+    char *rdir = realpath(dir, NULL);
+    if (!target || !rdir || symlink(target, link)) {
+        fail("realpath", "cannot make a partition link %s", link);
+        return;
+    }
+    snprintf(want, sizeof want, "%s/%s3", rdir, name);
+    char *r = realpath(link, got);
+    if (!r || strcmp(r, want))
+        fail("realpath", "%s resolved to %s, not %s", link, r ? r : "NULL", want);
+    else
+        pass("realpath");
+    r = canonicalize_file_name(link);
+    if (!r || strcmp(r, want))
+        fail("canonicalize_file_name", "%s resolved to %s", link, r ? r : "NULL");
+    else
+        pass("canonicalize_file_name");
+    free(r);
+    r = __realpath_chk(link, got, sizeof got);
+    if (!r || strcmp(r, want))
+        fail("__realpath_chk", "%s resolved to %s", link, r ? r : "NULL");
+    else
+        pass("__realpath_chk");
+    r = realpath(image, got); /* a whole image resolves as any file does */
+    if (!r || strcmp(r, target))
+        fail("realpath", "%s resolved to %s, not %s", image, r ? r : "NULL", target);
+    unlink(link);
+    free(target);
+    free(rdir);
+}
+
 static void load(const char *path)
 {
     FILE *f = fopen(path, "rb"); /* not an image name: plain stdio */
@@ -581,6 +635,7 @@ int main(int argc, char **argv)
     check_stdio();
     check_refusals();
     check_exec();
+    check_paths(argv[3], argv[4]);
     printf("%s\n", failures ? "FAILED" : "ALL PASSED");
     return failures ? 1 : 0;
 }

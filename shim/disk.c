@@ -1,0 +1,254 @@
+/*
+ * Disks: one per image the Python side has open (its handle), shared by every open file
+ * description of it, with the translation table the data plane reads (block -> backing fd
+ * and offset, zeros, or "ask Python"), filled by Python on a miss.
+ *
+ * Coherence across processes: a forked child and its parent share the image files, the
+ * open file descriptions and their locks, but each has its own copy of the decoder's
+ * tables. A page of shared memory, made with the first disk and inherited by every fork,
+ * holds a process-shared mutex that Python writes of all those processes take in turn, and
+ * a generation count each such write bumps. A process that finds the count moved since it
+ * last looked drops every cached table (Python's and this one) before using them again.
+ */
+#include "vd.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+static struct vd_disk *vd_disks; /* under the table lock */
+
+static void clear_map(struct vd_disk *d)
+{
+    /* Bumped first: a fill that read its answer before this and stores it after sees the
+     * epoch moved and drops what it stored (io.c). */
+    atomic_fetch_add(&d->epoch, 1);
+    for (uint64_t c = 0; c < d->nchunks; c++) {
+        uint64_t *chunk = atomic_load(&d->chunks[c]);
+        if (chunk)
+            for (size_t i = 0; i < ((size_t)1 << VD_MAP_CHUNK_SHIFT); i++)
+                atomic_store_explicit((_Atomic uint64_t *)&chunk[i], 0, memory_order_relaxed);
+    }
+}
+
+static void coh_create(void);
+static pthread_once_t coh_once = PTHREAD_ONCE_INIT;
+
+struct vd_disk *vd_disk_get(const struct vd_open_result *r)
+{
+    /* Made with the first disk, before any fork that could share it. */
+    pthread_once(&coh_once, coh_create);
+    vd_table_lock();
+    struct vd_disk *d;
+    for (d = vd_disks; d; d = d->next)
+        if (d->handle == r->handle)
+            break;
+    if (d) {
+        atomic_fetch_add(&d->refs, 1);
+        if (r->remapped)
+            clear_map(d);
+        d->read_only = r->read_only;
+        d->main_fd = r->main_fd;
+        vd_table_unlock();
+        return d;
+    }
+    d = calloc(1, sizeof *d);
+    if (d) {
+        d->handle = r->handle;
+        d->size = r->disk_size;
+        d->block_shift = r->block_shift;
+        d->nblocks = (d->size + (1ULL << d->block_shift) - 1) >> d->block_shift;
+        d->nchunks = (d->nblocks + (1ULL << VD_MAP_CHUNK_SHIFT) - 1) >> VD_MAP_CHUNK_SHIFT;
+        d->chunks = calloc(d->nchunks ? d->nchunks : 1, sizeof *d->chunks);
+        d->path = strdup(r->real_path);
+        d->main_fd = r->main_fd;
+        d->read_only = r->read_only;
+        d->logical_sector = r->logical_sector ? r->logical_sector : 512;
+        d->physical_sector = r->physical_sector ? r->physical_sector : d->logical_sector;
+        d->cylinders = r->cylinders;
+        d->heads = r->heads;
+        d->sectors = r->sectors;
+        if (!d->chunks || !d->path) {
+            free(d->chunks);
+            free(d->path);
+            free(d);
+            d = NULL;
+        } else {
+            atomic_store(&d->refs, 1);
+            d->next = vd_disks;
+            vd_disks = d;
+        }
+    }
+    vd_table_unlock();
+    return d;
+}
+
+void vd_disk_put(struct vd_disk *d)
+{
+    vd_table_lock();
+    int last = atomic_fetch_sub(&d->refs, 1) == 1;
+    if (last) {
+        for (struct vd_disk **p = &vd_disks; *p; p = &(*p)->next)
+            if (*p == d) {
+                *p = d->next;
+                break;
+            }
+    }
+    vd_table_unlock();
+    /* Python's object is refcounted per open: one close for each vdpy_open. */
+    if (vd_stage_ready() == 0)
+        VD_PY(vdpy_close, d->handle);
+    if (!last)
+        return;
+    for (uint64_t c = 0; c < d->nchunks; c++)
+        free(atomic_load(&d->chunks[c]));
+    free(d->chunks);
+    free(d->path);
+    free(d);
+}
+
+struct vd_disk *vd_disk_by_handle(int64_t handle)
+{
+    vd_table_lock();
+    struct vd_disk *d;
+    for (d = vd_disks; d; d = d->next)
+        if (d->handle == handle)
+            break;
+    vd_table_unlock();
+    return d;
+}
+
+uint64_t vd_map_get(struct vd_disk *d, uint64_t blk)
+{
+    uint64_t *chunk = atomic_load_explicit(&d->chunks[blk >> VD_MAP_CHUNK_SHIFT],
+                                           memory_order_acquire);
+    if (!chunk)
+        return 0;
+    return atomic_load_explicit((_Atomic uint64_t *)&chunk[blk & ((1 << VD_MAP_CHUNK_SHIFT) - 1)],
+                                memory_order_relaxed);
+}
+
+void vd_map_set(struct vd_disk *d, uint64_t blk, uint64_t e)
+{
+    _Atomic(uint64_t *) *cp = &d->chunks[blk >> VD_MAP_CHUNK_SHIFT];
+    uint64_t *chunk = atomic_load_explicit(cp, memory_order_acquire);
+    if (!chunk) {
+        if (!e)
+            return;
+        uint64_t *fresh = calloc((size_t)1 << VD_MAP_CHUNK_SHIFT, sizeof *fresh);
+        if (!fresh)
+            return; /* the entry stays unknown: Python answers next time */
+        if (!atomic_compare_exchange_strong(cp, &chunk, fresh))
+            free(fresh); /* another thread installed one: chunk now holds it */
+        else
+            chunk = fresh;
+    }
+    atomic_store_explicit((_Atomic uint64_t *)&chunk[blk & ((1 << VD_MAP_CHUNK_SHIFT) - 1)], e,
+                          memory_order_seq_cst);
+}
+
+void vd_invalidate(struct vd_disk *d, uint64_t off, uint64_t len)
+{
+    if (!len)
+        return;
+    atomic_fetch_add(&d->epoch, 1);
+    uint64_t first = off >> d->block_shift;
+    uint64_t last = (off + len - 1) >> d->block_shift;
+    for (uint64_t b = first; b <= last && b < d->nblocks; b++)
+        if (atomic_load_explicit(&d->chunks[b >> VD_MAP_CHUNK_SHIFT], memory_order_relaxed))
+            vd_map_set(d, b, 0);
+}
+
+void vd_disks_fd_moved(int old_fd, int new_fd)
+{
+    vd_table_lock();
+    for (struct vd_disk *d = vd_disks; d; d = d->next) {
+        clear_map(d); /* entries hold fd numbers: rare enough to drop them all */
+        if (d->main_fd == old_fd)
+            d->main_fd = new_fd;
+    }
+    vd_table_unlock();
+}
+
+/* ---- coherence across processes ------------------------------------------------------------ */
+struct vd_coherence {
+    _Atomic uint64_t gen;
+    pthread_mutex_t mu;
+};
+static struct vd_coherence *coh;
+static uint64_t seen_gen;           /* the generation this process's tables reflect */
+
+static void coh_create(void)
+{
+    void *p = mmap(NULL, sizeof *coh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return;
+    struct vd_coherence *c = p;
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&c->mu, &a);
+    pthread_mutexattr_destroy(&a);
+    atomic_store(&c->gen, 0);
+    coh = c;
+}
+
+static void coh_lock(void)
+{
+    if (pthread_mutex_lock(&coh->mu) == EOWNERDEAD) {
+        /* A process died in the middle of a write (kill -9): what it left on disk is what
+         * every format's write order makes safe; read it all again. */
+        atomic_fetch_add(&coh->gen, 1);
+        pthread_mutex_consistent(&coh->mu);
+    }
+}
+
+/* Under coh->mu: another process wrote since this one last looked. */
+static void refresh(void)
+{
+    uint64_t g = atomic_load(&coh->gen);
+    if (g == seen_gen)
+        return;
+    if (VD_UNLIKELY(vd_debug))
+        vd_log("images changed by another process: dropping cached tables");
+    if (vd_stage_ready() == 0)
+        VD_PY(vdpy_refresh);
+    vd_table_lock();
+    for (struct vd_disk *d = vd_disks; d; d = d->next)
+        clear_map(d);
+    vd_table_unlock();
+    seen_gen = g;
+}
+
+uint64_t vd_coherent_gen(void)
+{
+    return coh ? atomic_load(&coh->gen) : 0;
+}
+
+void vd_coherent_check(void)
+{
+    if (!coh)
+        return;
+    if (VD_LIKELY(atomic_load_explicit(&coh->gen, memory_order_acquire) == seen_gen))
+        return;
+    coh_lock();
+    refresh();
+    pthread_mutex_unlock(&coh->mu);
+}
+
+void vd_coherent_begin(void)
+{
+    if (!coh)
+        return;
+    coh_lock();
+    refresh();
+}
+
+void vd_coherent_end(void)
+{
+    if (!coh)
+        return;
+    seen_gen = atomic_fetch_add(&coh->gen, 1) + 1;
+    pthread_mutex_unlock(&coh->mu);
+}
