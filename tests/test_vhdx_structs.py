@@ -150,7 +150,8 @@ def test_guids_in_microsoft_byte_order():
 
 @pytest.mark.parametrize("name, number", [("disk.vhdx1", 1), ("Disk.VHDX12", 12),
                                           ("snap.avhdx3", 3), ("disk.vhdxp2", 2),
-                                          ("disk.vhd1", 1), ("disk.vhdx", None),
+                                          ("disk.vhd1", 1), ("snap.avhd4", 4),
+                                          ("disk.vhdx", None),
                                           ("disk.avhdx", None)])
 def test_partition_link_names(name, number):
     assert partition_number(name) == number

@@ -19,9 +19,9 @@ from .image import DATA, ZERO
 MAP_LOOKUPS = 64            # extent lookups per map call: bounds the time one call takes
 MAX_PARTITION = 128
 
-# <image>[SEP]N: the last ".vhd", ".vhdx", ".avhdx" or ".vmdk" in the name, up to 24
-# characters of separator and digits (the shim's name rule, shim/open.c).
-PART_LINK = r"^(?P<image>.*\.(?:vhdx|avhdx|vhd|vmdk))(?P<sep>.{0,23}?)(?P<num>\d+)$"
+# <image>[SEP]N: the last ".vhd", ".avhd", ".vhdx", ".avhdx" or ".vmdk" in the name, up to
+# 24 characters of separator and digits (the shim's extensions, shim/open.c).
+PART_LINK = r"^(?P<image>.*\.(?:vhdx|avhdx|vhd|avhd|vmdk))(?P<sep>.{0,23}?)(?P<num>\d+)$"
 
 
 def partition_number(link_path):
