@@ -533,21 +533,25 @@ def test_crash_between_log_and_metadata(tmp_path):
     image = open_image(str(img), writable=True)
     rng = random.Random(4)
     want = bytearray(12 * MiB)
-    for off in (0, 3 * MiB + 512, 7 * MiB - 100, 11 * MiB):
-        chunk = rng.randbytes(300000)
+    writes = [(0, 300000), (3 * MiB + 512, 300000), (7 * MiB - 100, 300000), (11 * MiB, 4096)]
+    for off, n in writes[:-1]:
+        chunk = rng.randbytes(n)
         image.write(off, chunk)
-        want[off:off + len(chunk)] = chunk
+        want[off:off + n] = chunk
     f = image.file
-    log_start, log_end = image.header.log_offset, image.header.log_offset + image.header.log_length
+    bat = (image.bat_offset, image.bat_offset + image.bat_length)
     real = f.pwrite
 
     def pwrite(offset, data):
-        if offset >= 1 << 20 and not log_start <= offset < log_end:
-            raise Crash(offset)                 # the first write of a page to its place
+        if bat[0] <= offset < bat[1]:
+            raise Crash(offset)                 # a BAT page reaching its place
         return real(offset, data)
     f.pwrite = pwrite
+    off, n = writes[-1]
+    chunk = rng.randbytes(n)
     with pytest.raises(Crash):
-        image.commit()
+        image.write(off, chunk)                 # a new block: its BAT entry is logged
+    want[off:off + n] = chunk
     f.close()
     before = sha(img.read_bytes())
     image = open_image(str(img))

@@ -178,6 +178,14 @@ class VHDX(Image):
         if ident.signature != FILE_SIGNATURE:
             raise NotAnImage("not a VHDX image (no 'vhdxfile' signature)", f.path)
         self.creator = ident.creator.decode("utf-16-le", errors="replace").split("\0", 1)[0]
+        self._load()
+        self.parent = None
+        self.parent_ignored = False
+
+    def _load(self):
+        """Read (or, after another process wrote, read again) the headers, the log, the
+        regions and the metadata; tables are then read lazily through `self.meta`."""
+        f = self.file
         self.header, self.header_slot, self.header_states = read_headers(f)
         hdr = self.header
         if hdr.version != VERSION:
@@ -212,8 +220,10 @@ class VHDX(Image):
         self._read_regions()
         self._read_metadata()
         self._layout()
-        self.parent = None
-        self.parent_ignored = False
+
+    def refresh(self):
+        super().refresh()
+        self._load()
 
     # -- opening -------------------------------------------------------------------------
     def _check_log_place(self, hdr):

@@ -5,13 +5,16 @@ Crash safety, in the specification's order:
   DataWriteGuid (2.2.2), each flushed, before anything else changes.
 - Payload bytes go straight to their blocks. A new block is placed at the end of the
   file, 1 MiB aligned; its BAT entry (and, in a differencing disk, the sector bitmap
-  bits of the sectors written) change in memory only.
-- A flush (or too many changed pages) commits: the payload is flushed first, then the
-  changed 4 KiB metadata pages are written to the log as one entry and flushed, then to
-  their places and flushed (2.3). A crash before the log entry is stable loses only
-  unflushed writes (their blocks are unreferenced space); a crash after it is repaired
-  by replaying the log at the next open.
-- The flush ends by marking the log empty (LogGuid zero), so other readers (QEMU refuses
+  bits of the sectors written) change in 4 KiB metadata pages in memory.
+- Every write that changed such pages commits them before it returns (2.3): the file is
+  flushed first (the payload the pages will reference, and the previous commit's pages),
+  then the pages are written to the log as one entry and flushed, then to their places.
+  Those last writes are flushed by the next commit or flush, and until then the entry
+  stays the log's newest, so a crash at any point is repaired by the next open's replay;
+  a crash before the entry is stable loses only that write (its block is unreferenced
+  space). Other processes sharing the image (forks) see the file complete after every
+  write, and read it again (refresh) when told another process wrote.
+- A flush ends by marking the log empty (LogGuid zero), so other readers (QEMU refuses
   a read-only open of a file whose log needs replaying) open the file as it is.
 """
 
@@ -29,13 +32,13 @@ from .structs import (ALIGNMENT, BAT_OFFSET_SHIFT, HEADER, HEADER1_OFFSET, HEADE
                       SECTOR_BITMAP_BLOCK_SIZE, ZERO_GUID, checksum_of)
 from .image import HEADER_CRC, PAGE
 
-COMMIT_PAGES = 4096             # changed metadata pages held before a commit (16 MiB)
-
-
 def write_headers(image, **changes):
     """Make `changes` current (2.2.2.1): the noncurrent header gets sequence number + 1
-    and is flushed, then the other one + 2, so both hold the new state."""
+    and is flushed, then the other one + 2, so both hold the new state. The headers are
+    read again first: another process sharing the file may have changed them."""
+    from .image import read_headers
     f = image.file
+    image.header, image.header_slot, image.header_states = read_headers(f)
     hdr = image.header._replace(**changes)
     slot = image.header_slot
     for _ in range(2):
@@ -65,7 +68,7 @@ class WritableVHDX(VHDX):
         self.next_free = None
         self.log_position = 0
         self.log_sequence = 0
-        self._log_ours = False          # the header's LogGuid is one this open wrote
+        self._log_guid = None           # the LogGuid this open's entries carry
 
     def refuse_writes(self, reason):
         self.read_only = True
@@ -101,8 +104,6 @@ class WritableVHDX(VHDX):
 
     def _set_payload(self, block, state, offset):
         self.set_bat_entry(self.bat_index(block), state | (offset >> 20) << BAT_OFFSET_SHIFT)
-        if len(self.meta.dirty) >= COMMIT_PAGES:
-            self.commit()
 
     # -- writes ----------------------------------------------------------------------------
     def write(self, offset, data):
@@ -121,11 +122,14 @@ class WritableVHDX(VHDX):
                 offset, view = start, memoryview(buf)
         bs = self.block_size
         pos = 0
-        while pos < len(view):
-            block, inblk = divmod(offset + pos, bs)
-            n = min(bs - inblk, len(view) - pos)
-            self._write_in_block(block, inblk, view[pos:pos + n])
-            pos += n
+        try:
+            while pos < len(view):
+                block, inblk = divmod(offset + pos, bs)
+                n = min(bs - inblk, len(view) - pos)
+                self._write_in_block(block, inblk, view[pos:pos + n])
+                pos += n
+        finally:
+            self.commit()
 
     def _write_in_block(self, block, inblk, chunk):
         state, phys = self.payload(block)
@@ -179,8 +183,6 @@ class WritableVHDX(VHDX):
                 bits[(s >> 3) - lo] |= 1 << (s & 7)
         if bits != old:
             self.meta.write(at + lo, bits)
-            if len(self.meta.dirty) >= COMMIT_PAGES:
-                self.commit()
 
     def discard(self, offset, length):
         """Zero a range: whole blocks of a dynamic or differencing disk become ZERO blocks
@@ -211,6 +213,7 @@ class WritableVHDX(VHDX):
                     (self.has_parent and state == PAYLOAD_BLOCK_NOT_PRESENT):
                 rest.append((offset, n))
             offset += n
+        self.commit()
         step = 1 << 20
         for start, n in rest:
             for pos in range(start, start + n, step):
@@ -223,17 +226,21 @@ class WritableVHDX(VHDX):
         if not pages:
             return
         f = self.file
-        f.sync(datasync=True)               # the payload they will reference, first
-        if not self._log_ours:
-            # A LogGuid of our own (even over a stale one a crashed writer left with no
-            # valid entry): no entry already in the log can join our sequences.
-            write_headers(self, log_guid=uuid.uuid4().bytes_le)
-            self._log_ours = True
+        f.sync(datasync=True)       # the payload they reference, and the last commit's pages
+        from .image import read_headers
+        self.header, self.header_slot, self.header_states = read_headers(f)
+        if self._log_guid is None or self.header.log_guid != self._log_guid:
+            # A LogGuid of this open's own (never a stale one a crashed writer left, nor
+            # another process's): no entry already in the log can join its sequences.
+            self._log_guid = uuid.uuid4().bytes_le
+            write_headers(self, log_guid=self._log_guid)
             self.log_position = 0
             self.log_sequence = 0
         hdr = self.header
         per_entry = vlog.pages_per_entry(hdr.log_length)
         for i in range(0, len(pages), per_entry):
+            if i:
+                f.sync(datasync=True)   # the previous entry's pages, before the log moves on
             batch = [(p, bytes(self.meta.pages[p])) for p in pages[i:i + per_entry]]
             self.log_sequence += 1
             entry_len = (vlog.descriptor_sectors(len(batch)) + len(batch)) * PAGE
@@ -245,7 +252,6 @@ class WritableVHDX(VHDX):
             f.sync(datasync=True)
             for p, data in batch:
                 f.pwrite(p, data)
-            f.sync(datasync=True)
             self.log_position += entry_len
         self.meta.dirty.clear()
 
@@ -253,14 +259,24 @@ class WritableVHDX(VHDX):
         if self.read_only:
             return
         self.commit()
-        if self._log_ours:
-            write_headers(self, log_guid=ZERO_GUID)
-            self._log_ours = False
+        self.file.sync(datasync=True)       # the last commit's pages in place
+        if self._log_guid is not None:
+            from .image import read_headers
+            self.header, self.header_slot, self.header_states = read_headers(self.file)
+            if self.header.log_guid == self._log_guid:
+                write_headers(self, log_guid=ZERO_GUID)
+            self._log_guid = None
         self.file.sync(datasync)
+
+    def refresh(self):
+        """Another process wrote to the image: everything is read again from the file
+        (this open's commits leave nothing pending in memory)."""
+        super().refresh()
+        self.next_free = None
 
     def close(self):
         try:
-            if not self.read_only and (self.meta.dirty or self._log_ours):
+            if not self.read_only and (self.meta.dirty or self._log_guid is not None):
                 self.flush()
         finally:
             super().close()
