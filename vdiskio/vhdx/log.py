@@ -260,8 +260,9 @@ def replay_into_file(f, entries):
 
 def build_entry(sequence_number, tail, log_guid, pages, file_size):
     """The bytes of one log entry writing `pages` [(file_offset, 4096 bytes)]: its tail is
-    itself (every earlier entry is already applied), FlushedFileOffset and LastFileOffset
-    the file's size (the caller keeps it 1 MiB aligned and flushed)."""
+    itself (every earlier entry is already applied), FlushedFileOffset the flushed file's
+    size and LastFileOffset the size every structure fits in, each in whole MiB as the
+    specification asks (down and up)."""
     count = len(pages)
     desc_sectors = descriptor_sectors(count)
     length = (desc_sectors + count) * LOG_SECTOR
@@ -279,7 +280,8 @@ def build_entry(sequence_number, tail, log_guid, pages, file_size):
     header = LOG_ENTRY_HEADER.type(
         signature=LOG_ENTRY_SIGNATURE, checksum=0, entry_length=length, tail=tail,
         sequence_number=sequence_number, descriptor_count=count, reserved=0,
-        log_guid=log_guid, flushed_file_offset=file_size, last_file_offset=file_size)
+        log_guid=log_guid, flushed_file_offset=file_size >> 20 << 20,
+        last_file_offset=-(-file_size >> 20) << 20)
     buf[:LOG_ENTRY_HEADER.size] = LOG_ENTRY_HEADER.build(header)
     struct.pack_into("<I", buf, CHECKSUM_OFFSET, checksum_of(buf, CHECKSUM_OFFSET))
     return bytes(buf)
