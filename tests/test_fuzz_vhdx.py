@@ -15,9 +15,9 @@ import fuzz_vhdx  # noqa: E402
 def test_fuzz_target_on_random_inputs():
     rng = random.Random(13)
     opened = 0
-    for i in range(160):
+    for i in range(100):
         data = bytes([i % 256]) + rng.randbytes(rng.randrange(0, 80))
         fuzz_vhdx.TestOneInput(data)
         opened += fuzz_vhdx.last_opened
-    assert opened > 20          # the inputs reach past the checksums into the decoder
+    assert opened > 12          # the inputs reach past the checksums into the decoder
     assert "VDISKIO_IGNORE_PARENT" not in os.environ
