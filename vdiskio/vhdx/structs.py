@@ -260,9 +260,7 @@ def crc32c(data, crc=0):
             c = table[(c ^ b) & 0xFF] ^ (c >> 8)
         if z < 0:
             break
-        run_end = z + _ZERO_RUN
-        while run_end < end and data[run_end] == 0:
-            run_end += 1
+        run_end = end - len(data[z:].lstrip(b"\0"))
         c = _zeros(c, run_end - z)
         pos = run_end
     return c ^ 0xFFFFFFFF
