@@ -628,7 +628,8 @@ def test_damaged_and_unknown_structures(tmp_path):
 
 def test_64_tib_dynamic_opens_fast_and_small(tmp_path):
     img = tmp_path / "huge.vhdx"
-    run(VDISKIO + ["create", "-s", "64T", str(img)], cwd=ROOT)
+    # 1 MiB blocks: a 512 MiB BAT, which no open within these bounds could read whole.
+    run(VDISKIO + ["create", "-s", "64T", "-b", "1M", str(img)], cwd=ROOT)
     assert img.stat().st_blocks * 512 < 8 * MiB          # a sparse BAT: nothing allocated
     probe = (
         "import resource, sys, time; sys.path.insert(0, sys.argv[2])\n"
