@@ -367,7 +367,7 @@ def _release(p):
     p.wait(timeout=30)
 
 
-@pytest.mark.parametrize("kind", ["vhd-dynamic", "vmdk-monolithicSparse"])
+@pytest.mark.parametrize("kind", ["vhd-dynamic", "vmdk-monolithicSparse", "vhdx-dynamic"])
 def test_second_writer_refused_and_shared_readers(kind, tmp_path):
     import errno
     w = writable.make(kind, tmp_path, size=8 * MiB)
@@ -385,7 +385,7 @@ def test_second_writer_refused_and_shared_readers(kind, tmp_path):
     _release(reader)
     # QEMU sees our lock, and we see QEMU's.
     require_tool("qemu-io")
-    fmt = "vpc" if kind.startswith("vhd") else "vmdk"
+    fmt = {"vhd": "vpc"}.get(kind.split("-")[0], kind.split("-")[0])
     p = run_plain(["qemu-io", "-f", fmt, "-c", "write 0 512", str(w.path)], check=False)
     assert p.returncode != 0 and b"lock" in (p.stdout + p.stderr)
     _release(writer)
