@@ -56,6 +56,7 @@ class Scale:
     write_bytes: int          # sequential writes into empty images
     mkfs_size: int
     huge: str                 # the sparse image opened for its open cost (qemu-img size)
+    huge_vhdx: str            # the same for a dynamic VHDX (issue 13: 64 TiB)
     spawn_batch: int          # /bin/true start-ups per sample
     open_batch: int           # first opens per sample
     find_root: str
@@ -64,11 +65,12 @@ class Scale:
 FULL = Scale(disk=2 * GiB, seq_bytes={1 << 20: 2 * GiB, 4096: 512 * MiB, 512: 128 * MiB},
              rounds=5, peer_rounds=3, preads=100_000, fuse_bytes=32 * MiB,
              chain_slot=1 * MiB, big=100 * GiB, big_written=1 * GiB, write_bytes=1 * GiB,
-             mkfs_size=4 * GiB, huge="2T", spawn_batch=200, open_batch=20, find_root="/usr")
+             mkfs_size=4 * GiB, huge="2T", huge_vhdx="64T", spawn_batch=200, open_batch=20,
+             find_root="/usr")
 SMOKE = Scale(disk=32 * MiB, seq_bytes={1 << 20: 32 * MiB, 4096: 8 * MiB, 512: 1 * MiB},
               rounds=1, peer_rounds=1, preads=1000, fuse_bytes=4 * MiB,
               chain_slot=256 * 1024, big=1 * GiB, big_written=16 * MiB, write_bytes=8 * MiB,
-              mkfs_size=64 * MiB, huge="64G", spawn_batch=5, open_batch=2,
+              mkfs_size=64 * MiB, huge="64G", huge_vhdx="64G", spawn_batch=5, open_batch=2,
               find_root=str(ROOT / "vdiskio"))
 
 
@@ -111,7 +113,7 @@ TARGETS = {
 @dataclass
 class Variant:
     name: str
-    fmt: str                      # qemu-img's driver: vpc or vmdk
+    fmt: str                      # qemu-img's driver: vpc, vhdx or vmdk
     options: str = ""             # qemu-img convert -o
     compressed: bool = False      # streamOptimized: decoded in Python, no raw-speed targets
     chain: bool = False
@@ -121,7 +123,7 @@ class Variant:
 
     @property
     def fuse_tool(self):
-        return "vhdimount" if self.fmt == "vpc" else "vmdkmount"
+        return "vhdimount" if self.fmt in ("vpc", "vhdx") else "vmdkmount"
 
     @property
     def files(self):
@@ -142,6 +144,7 @@ def variants():
     return [
         Variant("vhd dynamic", "vpc", "subformat=dynamic,force_size=on"),
         Variant("vhd fixed", "vpc", "subformat=fixed,force_size=on"),
+        Variant("vhdx dynamic", "vhdx", "subformat=dynamic"),
         Variant("vmdk monolithicSparse", "vmdk", "subformat=monolithicSparse"),
         Variant("vmdk twoGbMaxExtentSparse", "vmdk", "subformat=twoGbMaxExtentSparse"),
         Variant("vmdk monolithicFlat", "vmdk", "subformat=monolithicFlat"),
@@ -383,7 +386,7 @@ def convert(b, v, src, dest):
 def place(b, v, prefix=""):
     d = b.work / (prefix + slug(v.name))
     d.mkdir()
-    v.path = d / ("disk.vhd" if v.fmt == "vpc" else "disk.vmdk")
+    v.path = d / {"vpc": "disk.vhd", "vhdx": "disk.vhdx"}.get(v.fmt, "disk.vmdk")
     return d
 
 
@@ -452,6 +455,8 @@ def build_huge(b):
     b.huge = b.work / "huge" / "huge.vmdk"
     b.huge.parent.mkdir()
     run(["qemu-img", "create", "-q", "-f", "vmdk", b.huge, b.scale.huge])
+    b.huge_vhdx = b.work / "huge" / "huge.vhdx"
+    run(["qemu-img", "create", "-q", "-f", "vhdx", b.huge_vhdx, b.scale.huge_vhdx])
     b.small_raw = b.work / "small.raw"
     run([b.tools["fill"], b.small_raw, MiB, 4])
 
@@ -830,18 +835,23 @@ def case_first_open(b, vs):
 
 
 def case_huge_open(b):
-    """A process that opens a 2 TiB sparse VMDK under the library and reads one sector,
-    vs the same process reading a small raw file without it: time and peak RSS added."""
+    """A process that opens a 2 TiB sparse VMDK (a 64 TiB dynamic VHDX) under the library
+    and reads one sector, vs the same process reading a small raw file without it: time
+    and peak RSS added."""
     spawn = [b.tools["spawn"], "-m", 1]
-    s = b.alternate({"raw": Cmd(spawn + dd(b.small_raw, bs=512, count=1)),
-                     "image": Cmd(spawn + dd(b.huge, bs=512, count=1), lib=True)}, warmup=True)
-    what = f"open {b.scale.huge} sparse vmdk + read 1 sector"
-    vs = "dd of a small raw file, no library"
-    b.add(Row(what + ": time", "qemu-img create -f vmdk", vs, added_ms(s["raw"], s["image"], 1),
-              unit="ms", target=TARGETS["huge-open-time"]))
-    b.add(Row(what + ": peak RSS", "qemu-img create -f vmdk", vs,
-              [(int(m.stdout) - int(r.stdout)) / 1024 for r, m in zip(s["raw"], s["image"])],
-              unit="MiB", target=TARGETS["huge-open-rss"]))
+    for fmt, image, size in (("vmdk", b.huge, b.scale.huge),
+                             ("vhdx", b.huge_vhdx, b.scale.huge_vhdx)):
+        s = b.alternate({"raw": Cmd(spawn + dd(b.small_raw, bs=512, count=1)),
+                         "image": Cmd(spawn + dd(image, bs=512, count=1), lib=True)},
+                        warmup=True)
+        what = f"open {size} sparse {fmt} + read 1 sector"
+        vs = "dd of a small raw file, no library"
+        made = f"qemu-img create -f {fmt}"
+        b.add(Row(what + ": time", made, vs, added_ms(s["raw"], s["image"], 1),
+                  unit="ms", target=TARGETS["huge-open-time"]))
+        b.add(Row(what + ": peak RSS", made, vs,
+                  [(int(m.stdout) - int(r.stdout)) / 1024 for r, m in zip(s["raw"], s["image"])],
+                  unit="MiB", target=TARGETS["huge-open-rss"]))
 
 
 def case_lvm(b):
@@ -919,11 +929,11 @@ HOW = """\
 edits this file: rerun `bench/run.py --write` on a quiet machine to update it.
 
 - The images are built at run time (qemu-img; the product never runs it) from one file
-  of pseudo-random data: a {disk} disk fully allocated, as dynamic and fixed VHD,
-  monolithicSparse, twoGbMaxExtentSparse, monolithicFlat and streamOptimized VMDK, and a
+  of pseudo-random data: a {disk} disk fully allocated, as dynamic and fixed VHD, dynamic
+  VHDX, monolithicSparse, twoGbMaxExtentSparse, monolithicFlat and streamOptimized VMDK, and a
   3-deep monolithicSparse snapshot chain whose layers each hold about a third of the
   {slot} slots; a {big} dynamic VHD and monolithicSparse VMDK with {written} written in
-  4 MiB pieces; an empty {huge} VMDK (`qemu-img create -f vmdk`). They live in a
+  4 MiB pieces; an empty {huge} VMDK and {huge_vhdx} dynamic VHDX (`qemu-img create`). They live in a
   temporary directory removed at the end.
 - Each case warms the page cache right before it (this host reclaims memory idle for
   about a minute), then alternates its commands: A B, then B A, ... for {rounds} rounds
@@ -970,6 +980,7 @@ def write_record(b, meta, path):
     s = b.scale
     how = HOW.format(disk=human(s.disk), slot=human(s.chain_slot), big=human(s.big),
                      written=human(s.big_written), huge=s.huge.replace("T", " TiB"),
+                     huge_vhdx=s.huge_vhdx.replace("T", " TiB").replace("G", " GiB"),
                      rounds=b.rounds, peer_rounds=b.peer_rounds, preads=f"{s.preads:,}",
                      fuse=human(s.fuse_bytes), mkfs=human(s.mkfs_size))
     lines = [how, "## Machine", ""]

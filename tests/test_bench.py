@@ -12,7 +12,8 @@ from conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 
-VARIANTS = ("vhd dynamic", "vhd fixed", "vmdk monolithicSparse", "vmdk twoGbMaxExtentSparse",
+VARIANTS = ("vhd dynamic", "vhd fixed", "vhdx dynamic", "vmdk monolithicSparse",
+            "vmdk twoGbMaxExtentSparse",
             "vmdk monolithicFlat", "vmdk streamOptimized", "vmdk 3-deep snapshot chain")
 PER_VARIANT = ("seq read dd bs=1M", "seq read dd bs=4096", "seq read dd bs=512",
                "random 4 KiB pread", "qemu-img convert -O raw (default I/O)",
@@ -21,7 +22,8 @@ PER_VARIANT = ("seq read dd bs=1M", "seq read dd bs=4096", "seq read dd bs=512",
                "qemu-img convert to null-co, file.aio=io_uring", "nbdcopy", "(FUSE)")
 OTHER = ("cp --sparse=always", "seq write dd bs=1M", "mkfs.ext4", "/bin/true", "find ",
          "first open: dd 1 sector", "first open: open().read(512)",
-         "sparse vmdk + read 1 sector: time", "sparse vmdk + read 1 sector: peak RSS")
+         "sparse vmdk + read 1 sector: time", "sparse vmdk + read 1 sector: peak RSS",
+         "sparse vhdx + read 1 sector: time", "sparse vhdx + read 1 sector: peak RSS")
 LVM = ("seq read dd bs=1M of a linear LV", "first open of an LV link: dd 1 sector")
 
 

@@ -457,7 +457,8 @@ def test_gpt_for_4k_sectors_is_refused(small_gpt, tmp_path):
     with pytest.raises(Unsupported) as e:
         table_of_raw(raw)
     assert e.value.errno == errno.EINVAL
-    assert "4096-byte sectors" in str(e.value) and "only 512-byte sectors" in str(e.value)
+    assert "written for 4096-byte sectors" in str(e.value)
+    assert "a disk of 512-byte sectors" in str(e.value)
 
 
 def test_damaged_gpt_inside_an_image(small_gpt, tmp_path):

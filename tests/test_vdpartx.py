@@ -325,7 +325,7 @@ def test_not_an_image(tmp_path, capsys):
     sfdisk(raw, "label: dos\n,512K\n")          # a table, but no VHD or VMDK around it
     assert main(["-a", str(raw)]) == 1
     line = one_error_line(capsys.readouterr().err)
-    assert line == f"vdpartx: {raw}: not a VHD or VMDK image"
+    assert line == f"vdpartx: {raw}: not a VHD, VHDX or VMDK image"
     assert os.listdir(tmp_path) == ["plain.raw"]
 
 

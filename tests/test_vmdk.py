@@ -624,7 +624,7 @@ def test_raw_device_mappings_are_refused(tmp_path, create_type, line):
     (W.descriptor(["RW 8"], "custom"), CorruptImage, "invalid extent line"),
     (W.descriptor([], "custom"), CorruptImage, "no extents"),
     (W.descriptor(['RW 8 FLAT "a.bin" 0'], "custom").replace('createType="custom"\n', ""),
-     NotAnImage, "not a VHD or VMDK"),            # is_vmdk wants a createType line
+     NotAnImage, "not a VHD, VHDX or VMDK"),            # is_vmdk wants a createType line
     (W.descriptor(['RW 8 SPARSE "a.bin"'], "custom"), CorruptImage, "KDMV"),
     ("createType=\"custom\"\n" + "#" * (2 * MiB), CorruptImage, "larger than"),
 ])

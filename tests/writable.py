@@ -2,7 +2,7 @@
 
 make(kind, dir, size, seed) -> Writable(path, mirror, qemu_format). qemu_format is the
 -f to give qemu-img to read the image back, or None when qemu cannot read it whole
-(a differencing VHD: qemu ignores VHD parents).
+(a differencing VHD: qemu ignores VHD parents; qemu opens no differencing VHDX).
 """
 
 import subprocess
@@ -37,7 +37,22 @@ def make(kind, d, size=24 * MiB, seed=1):
     d = Path(d)
     raw = random_raw(d / f"{kind}.mirror", size, seed=seed,
                      holes=[(2 * MiB, 5 * MiB), (size - 3 * MiB, MiB)])
-    img = d / f"{kind}.{'vhd' if kind.startswith('vhd') else 'vmdk'}"
+    img = d / f"{kind}.{kind.split('-')[0]}"
+    if kind in ("vhdx-fixed", "vhdx-dynamic"):
+        _qemu_convert(raw, img, "vhdx", f"subformat={kind[5:]},block_size=1M")
+        return Writable(img, raw, "vhdx")
+    if kind == "vhdx-empty":
+        with open(raw, "r+b") as f:
+            f.truncate(0)
+            f.truncate(size)
+        _sh(VDISKIO + ["create", "-s", str(size), "-b", "1M", str(img)])
+        return Writable(img, raw, "vhdx")
+    if kind == "vhdx-differencing":
+        parent = d / f"{kind}-parent.vhdx"
+        _sh(VDISKIO + ["create", "--from", str(raw), str(parent)])
+        img = d / f"{kind}.avhdx"
+        _sh(VDISKIO + ["create", "-p", str(parent), "-b", "1M", str(img)])
+        return Writable(img, raw, None)
     if kind == "vhd-fixed":
         _qemu_convert(raw, img, "vpc", "subformat=fixed,force_size=on")
         return Writable(img, raw, "vpc")

@@ -1,4 +1,4 @@
-"""vdiskio: VMDK and VHD images as raw disks, for unmodified programs (LD_PRELOAD).
+"""vdiskio: VMDK, VHD and VHDX images as raw disks, for unmodified programs (LD_PRELOAD).
 
 The package is the control plane of libvdiskio.so (format decoders, disk objects,
 partition tables) and usable on its own: vdiskio.open_image(path).read(offset, length).
@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 
 def open_image(path, writable=False):
-    """Open a VHD or VMDK image (and its parents) as a vdiskio.image.Image."""
+    """Open a VHD, VHDX or VMDK image (and its parents) as a vdiskio.image.Image."""
     from .formats import open_image as _open
     return _open(path, writable=writable)
 

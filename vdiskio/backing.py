@@ -142,6 +142,9 @@ class BackingFile:
                 data = os.pread(self.fd, length, offset)
             except OSError as e:
                 raise VdError(f"read error at offset {offset}: {e.strerror}", self.path, e.errno) from None
+            except OverflowError:
+                raise CorruptImage(f"read at offset {offset} (+{length}) is beyond any file",
+                                   self.path) from None
             if not data:
                 break
             chunks.append(data)

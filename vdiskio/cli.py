@@ -56,7 +56,7 @@ def _layout_info(image, path):
     from .partitions import NoPartitionTable, read_table
     out = {}
     try:
-        table = read_table(image.read, image.size, path)
+        table = read_table(image.read, image.size, path, getattr(image, "logical_sector_size", 512))
         out["partition_table"] = table.kind
         out["partitions"] = [{"number": p.number, "start_sector": p.start_sector,
                               "sectors": p.sectors, "type": p.type, "name": p.name}
@@ -173,7 +173,8 @@ def cmd_create(args):
     from .create import create_image
     try:
         create_image(args.image, fmt=args.format, variant=args.variant, size=args.size,
-                     parent=args.parent, block_size=args.block_size, source=args.source)
+                     parent=args.parent, block_size=args.block_size, source=args.source,
+                     logical_sector_size=args.logical_sector_size)
     except VdError as e:
         print(f"vdiskio: {e}", file=sys.stderr)
         return 1
@@ -225,17 +226,21 @@ def build_parser():
 
     create = sub.add_parser("create", help="create a new image (empty, from a raw file, or a"
                             " snapshot child of a parent)")
-    create.add_argument("-f", "--format", choices=("vhd", "vmdk"),
+    create.add_argument("-f", "--format", choices=("vhd", "vhdx", "vmdk"),
                         help="image format (default: from the file name)")
-    create.add_argument("-t", "--variant", help="vhd: dynamic (default) or fixed; vmdk:"
+    create.add_argument("-t", "--variant", help="vhd, vhdx: dynamic (default) or fixed; vmdk:"
                         " monolithicSparse (default), twoGbMaxExtentSparse or monolithicFlat")
     create.add_argument("-s", "--size", type=parse_size, help="virtual size (4G, 512M, 2048s...)")
-    create.add_argument("-p", "--parent", help="parent image: make a differencing VHD or a VMDK"
-                        " snapshot child")
+    create.add_argument("-p", "--parent", help="parent image: make a differencing VHD or VHDX,"
+                        " or a VMDK snapshot child")
     create.add_argument("-b", "--block-size", type=parse_size,
-                        help="VHD block size (default 2M)")
+                        help="VHD block size (default 2M), VHDX block size (1M-256M, default"
+                        " 32M; 2M for a differencing VHDX)")
+    create.add_argument("--logical-sector-size", type=int, choices=(512, 4096),
+                        help="VHDX logical sector size (default 512; a differencing VHDX has"
+                        " its parent's)")
     create.add_argument("--from", dest="source", metavar="SOURCE",
-                        help="copy this raw disk file or VHD/VMDK image into the new image"
+                        help="copy this raw disk file or VHD/VHDX/VMDK image into the new image"
                         " (its size by default): converts between formats and variants")
     create.add_argument("image", metavar="IMAGE")
     create.set_defaults(func=cmd_create)

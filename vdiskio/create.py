@@ -8,6 +8,7 @@ from .errors import VdError
 
 VHD_VARIANTS = ("dynamic", "fixed")
 VMDK_VARIANTS = ("monolithicSparse", "twoGbMaxExtentSparse", "monolithicFlat")
+VHDX_VARIANTS = ("dynamic", "fixed")
 COPY_CHUNK = 1 << 20
 
 
@@ -15,15 +16,20 @@ def _format_of(path, fmt):
     if fmt:
         return fmt
     ext = os.path.splitext(path)[1].lower()
-    if ext in (".vhd", ".vmdk"):
+    if ext in (".vhd", ".vmdk", ".vhdx"):
         return ext[1:]
-    raise VdError("cannot tell the format from the name: give -f vhd or -f vmdk", path,
+    if ext == ".avhdx":
+        return "vhdx"
+    raise VdError("cannot tell the format from the name: give -f vhd, -f vhdx or -f vmdk", path,
                   errno.EINVAL)
 
 
 def create_image(path, fmt=None, variant=None, size=None, parent=None, block_size=None,
-                 source=None):
+                 source=None, logical_sector_size=None):
     fmt = _format_of(path, fmt)
+    if logical_sector_size is not None and fmt != "vhdx":
+        raise VdError("--logical-sector-size is a VHDX option", path, errno.EINVAL)
+    derived_size = size is None
     if source is not None:
         if parent is not None:
             raise VdError("--from and --parent cannot be combined", path, errno.EINVAL)
@@ -34,7 +40,19 @@ def create_image(path, fmt=None, variant=None, size=None, parent=None, block_siz
                           errno.EINVAL)
     if size is None and parent is None:
         raise VdError("give --size, --from or --parent", path, errno.EINVAL)
-    if fmt == "vhd":
+    if fmt == "vhdx":
+        from .vhdx import create as vhdx_create
+        variant = variant or "dynamic"
+        if variant not in VHDX_VARIANTS:
+            raise VdError(f"VHDX variant {variant!r} unknown (choose {', '.join(VHDX_VARIANTS)})",
+                          path, errno.EINVAL)
+        if parent is not None and variant != "dynamic":
+            raise VdError("a differencing VHDX is dynamic: drop --variant fixed", path,
+                          errno.EINVAL)
+        if source is not None and derived_size and logical_sector_size:
+            size = -(-size // logical_sector_size) * logical_sector_size
+        vhdx_create.create(path, size, variant, block_size, logical_sector_size, parent=parent)
+    elif fmt == "vhd":
         from . import vhd_create
         variant = variant or "dynamic"
         if variant not in VHD_VARIANTS:
@@ -83,7 +101,7 @@ def _remove_created(path):
 
 
 def _source_size(source):
-    """Size of the disk in `source`: a VHD/VMDK image's virtual size, else the file's."""
+    """Size of the disk in `source`: an image's virtual size, else the file's."""
     from .formats import open_image, sniff
     if sniff(source):
         image = open_image(source)

@@ -25,9 +25,9 @@ from .image import DATA, ZERO
 MAP_LOOKUPS = 64            # extent lookups per map call: bounds the time one call takes
 MAX_PARTITION = 128
 
-# <image>[SEP]N: the last ".vhd" or ".vmdk" in the name, up to 24 characters of
-# separator and digits (the shim's name rule, shim/open.c).
-PART_LINK = r"^(?P<image>.*\.(?:vhd|vmdk))(?P<sep>.{0,23}?)(?P<num>\d+)$"
+# <image>[SEP]N: the last ".vhd", ".avhd", ".vhdx", ".avhdx" or ".vmdk" in the name, up to
+# 24 characters of separator and digits (the shim's extensions, shim/open.c).
+PART_LINK = r"^(?P<image>.*\.(?:vhdx|avhdx|vhd|avhd|vmdk))(?P<sep>.{0,23}?)(?P<num>\d+)$"
 
 
 def partition_number(link_path):
@@ -36,8 +36,6 @@ def partition_number(link_path):
     m = re.match(PART_LINK, os.path.basename(link_path), re.I)
     if not m or len(m.group("sep")) + len(m.group("num")) > 24:
         return None
-    if m.group("sep").lower().startswith("x") and m.group("image").lower().endswith(".vhd"):
-        return None             # .vhdx: not ours
     return int(m.group("num"))
 
 
@@ -205,7 +203,8 @@ class Disk:
         if part == 0:
             return 0, self.image.size
         from .partitions import read_table
-        table = read_table(self.image.read, self.image.size, self.path)
+        table = read_table(self.image.read, self.image.size, self.path,
+                           self.image.logical_sector_size)
         p = table.find(part)
         return p.start, p.size
 

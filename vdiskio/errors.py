@@ -34,7 +34,7 @@ class Unsupported(VdError):
 
 
 class NotAnImage(VdError):
-    """The file is not a VHD or VMDK image at all."""
+    """The file is not a VHD, VHDX or VMDK image at all."""
 
     default_errno = errno.EINVAL
 

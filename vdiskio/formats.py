@@ -10,7 +10,7 @@ PROBE_BYTES = 4096
 
 
 def sniff(path, fd=None):
-    """'vhd', 'vmdk' or None, from the file's content (its name is not consulted)."""
+    """'vhd', 'vhdx', 'vmdk' or None, from the file's content (its name is not consulted)."""
     own = fd is None
     if own:
         try:
@@ -24,6 +24,8 @@ def sniff(path, fd=None):
     finally:
         if own:
             os.close(fd)
+    if head[:8] == b"vhdxfile":
+        return "vhdx"
     if vhd.is_vhd(head, tail):
         return "vhd"
     from . import vmdk
@@ -47,13 +49,16 @@ def _open_image(path, writable, fd, chain):
     kind = sniff(path, fd)
     if kind == "vhd":
         image = vhd.open_vhd(path, writable, fd, chain)
+    elif kind == "vhdx":
+        from .vhdx import open_vhdx
+        image = open_vhdx(path, writable, fd, chain)
     elif kind == "vmdk":
         from . import vmdk
         image = vmdk.open_vmdk(path, writable, fd, chain)
     else:
         if fd is not None:
             os.close(fd)
-        raise NotAnImage("not a VHD or VMDK image", path)
+        raise NotAnImage("not a VHD, VHDX or VMDK image", path)
     if not chain:
         # The top-level open locks every file of the chain once: files opened for
         # writing as a writer, everything else (parents, read-only extents) as a reader.

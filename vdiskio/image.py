@@ -74,6 +74,8 @@ class Image:
     variant = "?"
     size = 0
     block_size = 512
+    logical_sector_size = 512       # what BLKSSZGET answers; VHDX may say 4096
+    physical_sector_size = 512      # what BLKPBSZGET answers
     parent = None
     read_only = True
 
@@ -177,6 +179,8 @@ class Image:
             "variant": self.variant,
             "virtual_size": self.size,
             "block_size": self.block_size,
+            "logical_sector_size": self.logical_sector_size,
+            "physical_sector_size": self.physical_sector_size,
             "read_only": self.read_only,
             "files": [f.path for f in self.files],
             "parent": self.parent.info() if self.parent is not None else None,

@@ -1,5 +1,5 @@
-"""vdpartx: create, list, update and remove partition and logical volume links of VHD
-and VMDK images.
+"""vdpartx: create, list, update and remove partition and logical volume links of VHD,
+VHDX and VMDK images.
 
 A partition link is a symbolic link named <image><SEP><N> whose target reaches the
 image; the vdiskio shim opens it as partition N alone. A volume link is named
@@ -26,8 +26,8 @@ from vdiskio.partitions import NoPartitionTable, read_table
 PROG = "vdpartx"
 
 DESCRIPTION = """\
-Create, list, update or delete partition and LVM2 logical volume links for VHD and VMDK
-images.
+Create, list, update or delete partition and LVM2 logical volume links for VHD, VHDX
+and VMDK images.
 
 The link for partition N is named IMAGE followed by SEP and N (disk.vhd1, or disk.vhdp1
 with -p p) and placed beside the image, or in DIR with -o. Programs run under the vdiskio
@@ -77,7 +77,7 @@ def _parser():
     p.add_argument("-o", dest="outdir", metavar="DIR",
                    help="create the links in DIR instead of beside the image")
     p.add_argument("images", nargs="+", metavar="IMAGE",
-                   help="VHD or VMDK images (or links to them)")
+                   help="VHD, VHDX or VMDK images (or links to them)")
     return p
 
 
@@ -90,7 +90,7 @@ class ImageScan:
         image = open_image(path)
         try:
             try:
-                self.table = read_table(image.read, image.size, path)
+                self.table = read_table(image.read, image.size, path, image.logical_sector_size)
                 self.no_table = None
             except NoPartitionTable as e:
                 self.table, self.no_table = None, e

@@ -56,7 +56,7 @@ class PvFound:
 def windows(image, path):
     """[(partition number or 0, start, size, description)] where PVs may be."""
     try:
-        table = read_table(image.read, image.size, path)
+        table = read_table(image.read, image.size, path, getattr(image, "logical_sector_size", 512))
     except NoPartitionTable:
         return [(0, 0, image.size, path)]
     return [(p.number, p.start, p.size, f"{path} partition {p.number}")

@@ -8,13 +8,14 @@ checking again. Damaged tables raise CorruptImage; a disk without any table rais
 NoPartitionTable; neither ever yields a partly right answer.
 
 Numbers follow Linux: MBR primaries 1-4, logicals from 5 in EBR-chain order, GPT entries
-by their index; unused slots are skipped, never renumbered. Sectors are 512 bytes; a GPT
-written for 4096-byte sectors is recognised and refused (Unsupported).
+by their index; unused slots are skipped, never renumbered. LBAs count the disk's logical
+sectors, 512 or 4096 bytes (a 4096-byte-sector disk keeps its GPT header at byte 4096); a
+GPT written for the other sector size is recognised and refused (Unsupported).
 """
 
 import errno
 
-from ..errors import CorruptImage, VdError
+from ..errors import CorruptImage, Unsupported, VdError
 
 SECTOR = 512
 
@@ -82,9 +83,8 @@ class Partition:
 class Table:
     """A validated partition table: kind "dos" or "gpt", partitions in number order."""
 
-    sector_size = SECTOR
-
-    def __init__(self, kind, partitions, path, disk_size, id=None):
+    def __init__(self, kind, partitions, path, disk_size, id=None, sector_size=SECTOR):
+        self.sector_size = sector_size
         self.kind = kind
         self.partitions = sorted(partitions, key=lambda p: p.number)
         self.path = path
@@ -155,14 +155,18 @@ def check_inside(start, count, first, last, label, container, path):
 from . import gpt, mbr  # noqa: E402
 
 
-def read_table(read, disk_size, path):
-    """The validated partition table of a disk of `disk_size` bytes read by `read`.
+def read_table(read, disk_size, path, sector_size=SECTOR):
+    """The validated partition table of a disk of `disk_size` bytes read by `read`, whose
+    logical sectors (the unit of its LBAs) are `sector_size` bytes (512 or 4096).
 
     read(offset, length) -> bytes reads the whole disk (short only at its end); path is
     used in messages only. Raises NoPartitionTable (ENXIO), CorruptImage (EIO) or
     Unsupported (EINVAL).
     """
-    if disk_size < 2 * SECTOR:
+    ss = sector_size
+    if ss not in (512, 4096):
+        raise Unsupported(f"logical sector size {ss} (only 512 and 4096)", path)
+    if disk_size < 2 * ss:
         raise NoPartitionTable(f"no partition table (a disk of {disk_size} bytes is too small"
                                f" for one)", path)
     sector0 = read_exact(read, 0, SECTOR, "sector 0", path)
@@ -171,10 +175,10 @@ def read_table(read, disk_size, path):
     # Linux's order: any 0xEE slot makes this a protective (or hybrid) MBR, and then the
     # GPT is the table; the MBR's other slots are never used, whatever they say.
     if mbr.has_protective_entry(sector0):
-        partitions, disk_guid = gpt.parse(read, disk_size, path)
-        return Table("gpt", partitions, path, disk_size, disk_guid)
+        partitions, disk_guid = gpt.parse(read, disk_size, path, ss)
+        return Table("gpt", partitions, path, disk_size, disk_guid, ss)
     problem = mbr.not_a_table(sector0)
     if problem:
         raise NoPartitionTable(f"no partition table ({problem})", path)
-    partitions, signature = mbr.parse(sector0, read, disk_size, path)
-    return Table("dos", partitions, path, disk_size, signature)
+    partitions, signature = mbr.parse(sector0, read, disk_size, path, ss)
+    return Table("dos", partitions, path, disk_size, signature, ss)

@@ -1,6 +1,6 @@
 """GPT partition tables (UEFI specification, chapter 5.3).
 
-A header at LBA 1 points to an array of partition entries (usually at LBA 2); a backup
+A header at LBA 1 (byte 512, or byte 4096 on a disk of 4096-byte sectors) points to an array of partition entries (usually at LBA 2); a backup
 header at the disk's last LBA points to a backup array just before it. Both carry CRC32s
 of the header and of the array. Partition N is entry N-1 whose type GUID is not zero.
 """
@@ -68,14 +68,14 @@ def header_crc(raw, header_size):
     return zlib.crc32(raw[:HEADER_CRC_OFFSET] + bytes(4) + raw[HEADER_CRC_OFFSET + 4:header_size])
 
 
-def _load(read, lba, disk_sectors, path):
-    """(header, entry array) at `lba`, or (None, why it is unusable)."""
-    raw = read_exact(read, lba * SECTOR, SECTOR, f"GPT header at sector {lba}", path)
+def _load(read, lba, disk_sectors, path, ss):
+    """(header, entry array) at `lba` (of `ss`-byte sectors), or (None, why it is unusable)."""
+    raw = read_exact(read, lba * ss, ss, f"GPT header at sector {lba}", path)
     hdr = HEADER.parse(raw)
     if hdr.signature != SIGNATURE:
         return None, "no 'EFI PART' signature"
-    if not HEADER.size <= hdr.header_size <= SECTOR:
-        return None, f"header size {hdr.header_size} is not between {HEADER.size} and {SECTOR}"
+    if not HEADER.size <= hdr.header_size <= ss:
+        return None, f"header size {hdr.header_size} is not between {HEADER.size} and {ss}"
     if header_crc(raw, hdr.header_size) != hdr.header_crc32:
         return None, "header CRC mismatch"
     if hdr.my_lba != lba:
@@ -91,28 +91,29 @@ def _load(read, lba, disk_sectors, path):
     if array_bytes > MAX_ENTRY_ARRAY_BYTES:
         return None, (f"header claims {count} partition entries of {size} bytes, more than"
                       f" {MAX_ENTRY_ARRAY_BYTES} bytes")
-    array_sectors = -(-array_bytes // SECTOR)
+    array_sectors = -(-array_bytes // ss)
     if hdr.partition_entry_lba == 0 or hdr.partition_entry_lba + array_sectors > disk_sectors:
         return None, (f"partition entries at sector {hdr.partition_entry_lba} (+{array_sectors})"
                       f" lie outside the disk")
-    array = read_exact(read, hdr.partition_entry_lba * SECTOR, array_bytes,
+    array = read_exact(read, hdr.partition_entry_lba * ss, array_bytes,
                        f"GPT partition entries at sector {hdr.partition_entry_lba}", path)
     if zlib.crc32(array) != hdr.partition_entry_array_crc32:
         return None, "partition entry array CRC mismatch"
     return (hdr, array), None
 
 
-def parse(read, disk_size, path):
-    """([Partition...], disk GUID) of a validated GPT (the backup one if LBA 1's is damaged)."""
-    disk_sectors = disk_size // SECTOR
+def parse(read, disk_size, path, ss=SECTOR):
+    """([Partition...], disk GUID) of a validated GPT (the backup one if LBA 1's is damaged)
+    on a disk of `ss`-byte logical sectors."""
+    disk_sectors = disk_size // ss
     last_lba = disk_sectors - 1
-    primary, problem = _load(read, 1, disk_sectors, path)
+    primary, problem = _load(read, 1, disk_sectors, path, ss)
     if primary is None:
-        if problem.startswith("no 'EFI PART'") and \
-                read(LARGE_SECTOR, len(SIGNATURE)) == SIGNATURE:
-            raise Unsupported(f"GPT written for {LARGE_SECTOR}-byte sectors (header at byte"
-                              f" {LARGE_SECTOR}); only {SECTOR}-byte sectors are supported", path)
-        backup, backup_problem = _load(read, last_lba, disk_sectors, path)
+        other = LARGE_SECTOR if ss == SECTOR else SECTOR
+        if problem.startswith("no 'EFI PART'") and read(other, len(SIGNATURE)) == SIGNATURE:
+            raise Unsupported(f"GPT written for {other}-byte sectors (header at byte {other}) on"
+                              f" a disk of {ss}-byte sectors; its LBAs would be read wrong", path)
+        backup, backup_problem = _load(read, last_lba, disk_sectors, path, ss)
         if backup is None:
             raise CorruptImage(f"no valid GPT: primary header at sector 1: {problem}; backup"
                                f" header at sector {last_lba}: {backup_problem}", path)
@@ -120,10 +121,10 @@ def parse(read, disk_size, path):
                  f" {last_lba}")
         primary = backup
     hdr, array = primary
-    return _partitions(hdr, array, disk_sectors, path), guid(hdr.disk_guid)
+    return _partitions(hdr, array, disk_sectors, path, ss), guid(hdr.disk_guid)
 
 
-def _partitions(hdr, array, disk_sectors, path):
+def _partitions(hdr, array, disk_sectors, path, ss):
     first, last = hdr.first_usable_lba, hdr.last_usable_lba
     partitions = []
     regions = []
@@ -148,6 +149,6 @@ def _partitions(hdr, array, disk_sectors, path):
         partitions.append(Partition(number, start, count, guid(e.partition_type_guid), name=name,
                                     uuid=guid(e.unique_partition_guid),
                                     bootable=bool(e.attributes & LEGACY_BIOS_BOOTABLE),
-                                    attributes=e.attributes))
+                                    attributes=e.attributes, sector_size=ss))
     check_no_overlap(regions, path)
     return partitions

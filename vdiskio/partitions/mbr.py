@@ -82,9 +82,10 @@ def _check_bounds(label, start, count, disk_sectors, path, base_label="the parti
                            f" disk ({disk_sectors} sectors)", path)
 
 
-def parse(sector0, read, disk_size, path):
-    """([Partition...], disk signature) of a validated DOS table."""
-    disk_sectors = disk_size // SECTOR
+def parse(sector0, read, disk_size, path, ss=SECTOR):
+    """([Partition...], disk signature) of a validated DOS table; LBAs count `ss`-byte
+    sectors (the table itself is in the first 512 bytes of its sector whatever the size)."""
+    disk_sectors = disk_size // ss
     partitions = []
     extended = []
     regions = []
@@ -102,20 +103,20 @@ def parse(sector0, read, disk_size, path):
         partitions.append(Partition(slot, e.starting_lba,
                                     min(e.size_in_lba, 2) if is_ext else e.size_in_lba,
                                     f"{e.os_type:02x}", bootable=e.boot_indicator == ACTIVE,
-                                    extended=is_ext))
+                                    extended=is_ext, sector_size=ss))
     # The extended containers take part with their full size; their logicals are
     # checked against each other and against their container below.
     check_no_overlap(regions, path)
     number = SLOTS + 1
     for slot, e in extended:
-        logicals = _logicals(slot, e, read, disk_sectors, path, number)
+        logicals = _logicals(slot, e, read, disk_sectors, path, number, ss)
         partitions.extend(logicals)
         number += len(logicals)
     signature = int.from_bytes(sector0[DISK_SIGNATURE_OFFSET:DISK_SIGNATURE_OFFSET + 4], "little")
     return partitions, f"0x{signature:08x}"
 
 
-def _logicals(slot, container, read, disk_sectors, path, number):
+def _logicals(slot, container, read, disk_sectors, path, number, ss):
     """The logical partitions of one extended partition, following its EBR chain."""
     first = container.starting_lba
     last = first + container.size_in_lba - 1
@@ -131,7 +132,7 @@ def _logicals(slot, container, read, disk_sectors, path, number):
         if len(visited) >= MAX_EBRS:
             raise CorruptImage(f"EBR chain of {where} is longer than {MAX_EBRS} records", path)
         visited.add(ebr)
-        sector = read_exact(read, ebr * SECTOR, SECTOR, f"EBR at sector {ebr}", path)
+        sector = read_exact(read, ebr * ss, SECTOR, f"EBR at sector {ebr}", path)
         if not has_signature(sector):
             if ebr == first and not any(sector):
                 break       # an extended partition holding no logicals yet
@@ -149,7 +150,7 @@ def _logicals(slot, container, read, disk_sectors, path, number):
             _check_bounds(label, start, data.size_in_lba, disk_sectors, path)
             check_inside(start, data.size_in_lba, first, last, label, where, path)
             found.append(Partition(number, start, data.size_in_lba, f"{data.os_type:02x}",
-                                   bootable=data.boot_indicator == ACTIVE))
+                                   bootable=data.boot_indicator == ACTIVE, sector_size=ss))
             regions.append((start, data.size_in_lba, label))
             number += 1
         if not is_used(link):

@@ -1,0 +1,151 @@
+"""Finding a differencing VHDX's parent (MS-VHDX 2.6.2.6).
+
+The parent locator is a list of UTF-16 key/value pairs: parent_linkage (and maybe
+parent_linkage2) hold the parent's DataWriteGuid, relative_path, volume_path and
+absolute_win32_path say where it was, in that order of preference, as Windows paths.
+They are tried through the same directory rules as every file an image names
+(paths.resolve_related); a Windows absolute path is tried below the image's own
+directory (its drive or volume standing for that directory), then as a file name beside
+the image.
+"""
+
+import os
+
+from ..errors import CorruptImage, MissingFile, Refused, Unsupported
+from ..paths import resolve_related
+from .structs import (PARENT_LOCATOR_ENTRY, PARENT_LOCATOR_GUID, PARENT_LOCATOR_HEADER,
+                      VHDX_PARENT_LOCATOR_TYPE, guid_text)
+
+IGNORE_PARENT = "VDISKIO_IGNORE_PARENT"          # read a differencing disk alone
+IGNORE_PARENT_ID = "VDISKIO_IGNORE_PARENT_ID"    # accept a parent whose DataWriteGuid differs
+MAX_CHAIN_DEPTH = 64
+PATH_KEYS = ("relative_path", "volume_path", "absolute_win32_path")
+
+
+def parse_locator(raw, path):
+    """{key: value} of a parent locator item."""
+    if len(raw) < PARENT_LOCATOR_HEADER.size:
+        raise CorruptImage(f"parent locator of {len(raw)} bytes is too short", path)
+    hdr = PARENT_LOCATOR_HEADER.parse(raw)
+    if hdr.locator_type != VHDX_PARENT_LOCATOR_TYPE:
+        raise Unsupported(f"parent locator type {guid_text(hdr.locator_type)} is not a VHDX"
+                          f" parent", path)
+    table_end = PARENT_LOCATOR_HEADER.size + hdr.key_value_count * PARENT_LOCATOR_ENTRY.size
+    if table_end > len(raw):
+        raise CorruptImage(f"parent locator claims {hdr.key_value_count} entries, more than its"
+                           f" {len(raw)} bytes hold", path)
+    pairs = {}
+    for i in range(hdr.key_value_count):
+        e = PARENT_LOCATOR_ENTRY.parse(raw, PARENT_LOCATOR_HEADER.size + i * PARENT_LOCATOR_ENTRY.size)
+        texts = []
+        for what, offset, length in (("key", e.key_offset, e.key_length),
+                                     ("value", e.value_offset, e.value_length)):
+            if offset == 0 or length == 0 or length % 2 or offset + length > len(raw):
+                raise CorruptImage(f"parent locator entry {i}: {what} at offset {offset}"
+                                   f" (+{length}) is not inside the locator", path)
+            texts.append(raw[offset:offset + length].decode("utf-16-le", errors="replace"))
+        key, value = texts
+        if key in pairs:
+            raise CorruptImage(f"parent locator lists key {key!r} twice", path)
+        pairs[key] = value
+    return pairs
+
+
+def locator_entries(image):
+    return parse_locator(image.items[PARENT_LOCATOR_GUID], image.path)
+
+
+def _linkage(text, path):
+    """The binary GUID in a "{83ed0ec3-24c8-49a6-a959-5e4bf1288bfb}" value."""
+    import struct
+    from .structs import guid
+    t = text.strip().strip("{}")
+    try:
+        if [len(part) for part in t.split("-")] != [8, 4, 4, 4, 12]:
+            raise ValueError(t)
+        return guid(t)
+    except (ValueError, struct.error):
+        raise CorruptImage(f"parent_linkage {text!r} is not a GUID", path) from None
+
+
+def candidates(pairs):
+    """(key, POSIX path relative to the child's directory) to try, in order."""
+    out = []
+    for key in PATH_KEYS:
+        value = pairs.get(key)
+        if not value:
+            continue
+        name = value.replace("\\", "/")
+        if key == "relative_path":
+            out.append((key, name))
+            continue
+        # \\?\d:\dir\file.vhdx, \\?\Volume{GUID}\dir\file.vhdx, \\?\UNC\server\share\...
+        name = name.removeprefix("//?/")
+        parts = [p for p in name.split("/") if p]
+        if parts and (len(parts[0]) == 2 and parts[0][1] == ":" or
+                      parts[0].lower().startswith("volume{")):
+            if len(parts) > 1:
+                out.append((key, "/".join(parts[1:])))      # the drive is the image's directory
+        if parts:
+            out.append((key, parts[-1]))                    # the parent beside the image
+    seen = set()
+    unique = []
+    for key, name in out:
+        if name and name not in seen:
+            seen.add(name)
+            unique.append((key, name))
+    return unique
+
+
+def open_parent(image, chain):
+    """The parent VHDX of differencing `image`, opened read-only; its DataWriteGuid must
+    match parent_linkage (or parent_linkage2) unless VDISKIO_IGNORE_PARENT_ID=1."""
+    from .image import VHDX, open_vhdx
+    path = image.path
+    pairs = locator_entries(image)
+    if "parent_linkage" not in pairs:
+        raise CorruptImage("parent locator has no parent_linkage", path)
+    linkages = [_linkage(pairs[k], path) for k in ("parent_linkage", "parent_linkage2")
+                if k in pairs]
+    names = candidates(pairs)
+    if not names:
+        raise CorruptImage("parent locator names no parent path (relative_path, volume_path,"
+                           " absolute_win32_path)", path)
+    base = os.path.dirname(os.path.abspath(path))
+    refusal = mismatch = None
+    for key, name in names:
+        try:
+            found = resolve_related(base, name, "parent image", path)
+        except MissingFile:
+            continue
+        except Refused as e:
+            refusal = refusal or e
+            continue
+        from ..formats import sniff
+        if sniff(found) != "vhdx":
+            raise Unsupported(f"parent {found} (from {key}) is not a VHDX image", path)
+        parent = open_vhdx(found, writable=False, chain=chain)
+        if not isinstance(parent, VHDX):
+            parent.close()
+            continue
+        if parent.header.data_write_guid not in linkages and \
+                os.environ.get(IGNORE_PARENT_ID) != "1":
+            if mismatch is None:
+                mismatch = (found, guid_text(parent.header.data_write_guid))
+            parent.close()
+            continue
+        if parent.logical_sector_size != image.logical_sector_size:
+            size = parent.logical_sector_size
+            parent.close()
+            raise CorruptImage(f"parent {found} has {size}-byte sectors, this disk"
+                               f" {image.logical_sector_size}-byte ones", path)
+        return parent
+    if mismatch:
+        raise CorruptImage(f"parent {mismatch[0]} has DataWriteGuid {mismatch[1]}, the child"
+                           f" expects {pairs['parent_linkage']}; set {IGNORE_PARENT_ID}=1 to use"
+                           f" it anyway", path)
+    if refusal:
+        raise refusal
+    tried = "; ".join(f"{k} {pairs[k]!r}" for k in PATH_KEYS if k in pairs)
+    raise MissingFile(f"parent image not found (parent locator: {tried}; looked in {base});"
+                      f" set {IGNORE_PARENT}=1 to read the differencing disk alone", path)
