@@ -65,6 +65,8 @@ struct vd_open_result {
  * vdpy_allocated: bytes of backing files used (st_blocks).
  * vdpy_refresh: another process (a fork) changed images this one has open: drop every
  *   cached table and size, read them again when next needed.
+ * vdpy_exit: the process is ending (a program that never starts Python's own exit): what a
+ *   clean close of the images open for writing needs (a VHDX's log marked empty).
  * vdpy_fd_moved: the C stage moved backing fd old to new (a program wanted the number). */
 #define VD_PY_CALLS(X)                                                                      \
     X(int, vdpy_ready, (void))                                                              \
@@ -78,6 +80,7 @@ struct vd_open_result {
     X(int64_t, vdpy_seek, (int64_t handle, uint64_t off, int whence))                       \
     X(int64_t, vdpy_allocated, (int64_t handle))                                            \
     X(int, vdpy_refresh, (void))                                                            \
+    X(int, vdpy_exit, (void))                                                               \
     X(int, vdpy_fd_moved, (int old_fd, int new_fd))
 
 /* ---- Python -> C -------------------------------------------------------------------------- */

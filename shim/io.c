@@ -303,7 +303,10 @@ int vd_flush(struct vd_ofd *o, int datasync)
 {
     if (vd_ensure_disk(o) < 0)
         return -1;
+    /* A flush may write metadata too (a VHDX commits its log): one process at a time. */
+    vd_coherent_begin();
     int r = VD_PY(vdpy_flush, o->disk->handle, datasync);
+    vd_coherent_end();
     return r < 0 ? vd_fail(-r) : 0;
 }
 

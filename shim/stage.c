@@ -76,6 +76,12 @@ static int host_python_starting(void)
     return initialized && !initialized();
 }
 
+static void stage_exit(void)
+{
+    if (vd_has_images() && !vd_foreign_process())
+        VD_PY(vdpy_exit);
+}
+
 #define VD_RESOLVE(ret, name, args) {#name, (void **)&vd_api.name},
 
 static int stage_load(void)
@@ -130,8 +136,12 @@ static int stage_load(void)
         vd_log("the Python stage %s failed to start (reinstall vdiskio, or run make)", stage);
         return -ELIBBAD;
     }
-    if (rc == 1) /* the stage started the interpreter itself: it must follow forks */
+    if (rc == 1) {
+        /* The stage started the interpreter itself: it must follow forks, and the images
+         * are closed cleanly at exit (a Python program does it at its own exit). */
         stage_fork = (void (*)(int))dlsym(h, "vdst_fork");
+        atexit(stage_exit);
+    }
     return 1;
 }
 

@@ -550,7 +550,8 @@ def test_crash_between_log_and_metadata(tmp_path):
     off, n = writes[-1]
     chunk = rng.randbytes(n)
     with pytest.raises(Crash):
-        image.write(off, chunk)                 # a new block: its BAT entry is logged
+        image.write(off, chunk)                 # a new block: its BAT entry...
+        image.flush()                           # ...is logged, with the others, here
     want[off:off + n] = chunk
     f.close()
     before = sha(img.read_bytes())

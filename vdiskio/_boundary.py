@@ -57,7 +57,10 @@ def install(ffi, lib):
     backing.IN_STAGE = True
     backing.set_fd_hooks(_c.take_fd, _c.drop_fd)
     log.set_fd(_c.log_fd())
-    os.register_at_fork(after_in_child=registry.after_fork)
+    os.register_at_fork(before=registry.before_fork, after_in_parent=registry.after_fork_parent,
+                        after_in_child=registry.after_fork)
+    import atexit
+    atexit.register(registry.at_exit)       # a Python program; the C stage's atexit else
 
     @ffi.def_extern(error=0)
     def vdpy_ready():
@@ -138,6 +141,11 @@ def install(ffi, lib):
     @export(ffi)
     def vdpy_refresh():
         registry.refresh()
+        return 0
+
+    @export(ffi)
+    def vdpy_exit():
+        registry.at_exit()
         return 0
 
     @export(ffi)

@@ -520,9 +520,35 @@ class Registry:
                     if f.fd == old_fd:
                         f.fd = new_fd
 
+    def before_fork(self):
+        """Pending metadata reaches the files before a fork, which both processes share."""
+        for disk in list(self.by_handle.values()):
+            for layer in disk.layers():
+                try:
+                    layer.commit()
+                except VdError as e:
+                    log.warn(str(e))
+
+    def after_fork_parent(self):
+        from .image import set_forked
+        set_forked()
+
+    def at_exit(self):
+        """The process ends: what a format must write to be closed cleanly (a VHDX's log
+        marked empty) is written; nothing else (a block device is not synced at exit)."""
+        for disk in list(self.by_handle.values()):
+            if disk.writable:
+                for layer in disk.layers():
+                    try:
+                        layer.at_exit()
+                    except VdError as e:
+                        log.warn(str(e))
+
     def after_fork(self):
         """In a forked child only the forking thread is left: a lock another thread held
         at fork would be held forever. Every lock of the open disks is made anew."""
+        from .image import set_forked
+        set_forked()
         from _thread import LockType, allocate_lock
         self.lock = RLock()
         rlock = type(self.lock)

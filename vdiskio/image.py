@@ -67,6 +67,20 @@ class Extent:
         return f"<Extent {self.offset}+{self.length} {KIND_NAMES[self.kind]}{where}>"
 
 
+_forked = [False]
+
+
+def forked():
+    """Has this process forked, or is it a fork child, since it opened images? Writers
+    that keep metadata pending in memory must then commit at every write: another process
+    shares the file, and reads its tables again from it after each of its writes."""
+    return _forked[0]
+
+
+def set_forked():
+    _forked[0] = True
+
+
 class Image:
     """One image file (with its extents) and, for snapshots, its parent Image."""
 
@@ -142,6 +156,14 @@ class Image:
             n = min(step, end - offset)
             self.write(offset, bytes(n))
             offset += n
+
+    def commit(self):
+        """Write metadata a format keeps pending in memory (VHDX gathers table pages for one
+        log entry): before a fork, so that parent and child start from the same file."""
+
+    def at_exit(self):
+        """The process ends with the image open for writing: write what a clean close needs
+        (nothing, for most formats)."""
 
     def flush(self, datasync=False):
         for f in self.files:

@@ -6,14 +6,16 @@ Crash safety, in the specification's order:
 - Payload bytes go straight to their blocks. A new block is placed at the end of the
   file, 1 MiB aligned; its BAT entry (and, in a differencing disk, the sector bitmap
   bits of the sectors written) change in 4 KiB metadata pages in memory.
-- Every write that changed such pages commits them before it returns (2.3): the file is
-  flushed first (the payload the pages will reference, and the previous commit's pages),
-  then the pages are written to the log as one entry and flushed, then to their places.
-  Those last writes are flushed by the next commit or flush, and until then the entry
-  stays the log's newest, so a crash at any point is repaired by the next open's replay;
-  a crash before the entry is stable loses only that write (its block is unreferenced
-  space). Other processes sharing the image (forks) see the file complete after every
-  write, and read it again (refresh) when told another process wrote.
+- The changed pages are committed (2.3) by the next flush (fsync, close, the process's
+  exit), when a log entry's worth have gathered, before a fork, and after every write
+  once the process has forked (another process then shares the file, and reads its
+  tables again from it after each of ours): the file is flushed first (the payload the
+  pages will reference, and the previous commit's pages), then the pages are written to
+  the log as one entry and flushed, then to their places. Those last writes are flushed
+  by the next commit or flush, and until then the entry stays the log's newest, so a
+  crash at any point is repaired by the next open's replay; a crash before the entry is
+  stable loses only the writes since the last commit (as a disk's cache would; their
+  blocks are unreferenced space), never what an fsync returned for.
 - A flush ends by marking the log empty (LogGuid zero), so other readers (QEMU refuses
   a read-only open of a file whose log needs replaying) open the file as it is.
 """
@@ -23,7 +25,7 @@ import struct
 import uuid
 
 from ..errors import ReadOnlyImage
-from ..image import is_zero
+from ..image import forked, is_zero
 from . import log as vlog
 from .image import VHDX
 from .structs import (ALIGNMENT, BAT_OFFSET_SHIFT, HEADER, HEADER1_OFFSET, HEADER2_OFFSET,
@@ -129,7 +131,7 @@ class WritableVHDX(VHDX):
                 self._write_in_block(block, inblk, view[pos:pos + n])
                 pos += n
         finally:
-            self.commit()
+            self.commit_if_due()
 
     def _write_in_block(self, block, inblk, chunk):
         state, phys = self.payload(block)
@@ -213,13 +215,24 @@ class WritableVHDX(VHDX):
                     (self.has_parent and state == PAYLOAD_BLOCK_NOT_PRESENT):
                 rest.append((offset, n))
             offset += n
-        self.commit()
+        self.commit_if_due()
         step = 1 << 20
         for start, n in rest:
             for pos in range(start, start + n, step):
                 self.write(pos, bytes(min(step, start + n - pos)))
 
     # -- commits ---------------------------------------------------------------------------
+    def commit_if_due(self):
+        """Changed pages are committed by the next flush, or at once when another process
+        (a fork) shares the file and must find them there, or when enough have gathered for
+        one log entry."""
+        if forked() or len(self.meta.dirty) >= vlog.pages_per_entry(self.header.log_length):
+            self.commit()
+
+    def at_exit(self):
+        if not self.read_only and (self.meta.dirty or self._log_guid is not None):
+            self.flush()
+
     def commit(self):
         """Write the changed metadata pages through the log (see the module's comment)."""
         pages = sorted(self.meta.dirty)
