@@ -174,17 +174,6 @@ static void adopt_real(int fd, const char *path)
     adopt(fd, fl, 0, 0, UINT64_MAX, path, pos > 0 ? (uint64_t)pos : 0, 0);
 }
 
-static int fd_path(int fd, char *out, size_t size)
-{
-    char proc[64];
-    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-    ssize_t n = readlink(proc, out, size - 1);
-    if (n < 0 || (size_t)n >= size - 1)
-        return -1;
-    out[n] = 0;
-    return 0;
-}
-
 /* An open fd of this process at start-up that may be an image: our placeholder (a sealed
  * memfd with our header), or an image file a parent running without the library opened. */
 static void adopt_candidate(int fd)
@@ -197,7 +186,7 @@ static void adopt_candidate(int fd)
         return;
     }
     char target[PATH_MAX];
-    if (!fd_path(fd, target, sizeof target) && target[0] == '/' &&
+    if (!vd_fd_path(fd, target, sizeof target) && target[0] == '/' &&
         vd_name_kind(target) == VD_NAME_WHOLE)
         adopt_real(fd, target);
 }

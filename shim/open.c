@@ -105,7 +105,7 @@ int vd_content_is_image(int fd, off_t size)
 }
 
 /* ---- probing a path ------------------------------------------------------------------------- */
-static int fd_path(int fd, char *out, size_t size)
+int vd_fd_path(int fd, char *out, size_t size)
 {
     char proc[64];
     snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
@@ -137,13 +137,13 @@ static int probe(int dirfd, const char *path, int kind, int flags, struct stat64
                 vd_content_is_image(pfd, st->st_size);
     if (image) {
         if (kind == VD_NAME_WHOLE) {
-            image = fd_path(pfd, abspath, PATH_MAX) == 0;
+            image = vd_fd_path(pfd, abspath, PATH_MAX) == 0;
         } else if (path[0] == '/') {
             image = snprintf(abspath, PATH_MAX, "%s", path) < PATH_MAX;
         } else {
             char dir[PATH_MAX];
             int ok = dirfd == AT_FDCWD ? getcwd(dir, sizeof dir) != NULL
-                                       : fd_path(dirfd, dir, sizeof dir) == 0;
+                                       : vd_fd_path(dirfd, dir, sizeof dir) == 0;
             image = ok && snprintf(abspath, PATH_MAX, "%s/%s", dir, path) < PATH_MAX;
         }
     }

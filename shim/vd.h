@@ -313,6 +313,7 @@ int vd_open_or_reopen(int dirfd, const char *path, int flags);
 int vd_stat_image(int dirfd, const char *path, int at_flags, struct stat64 *st);
 int vd_content_is_image(int fd, off_t size);
 int vd_fd_of_path(const char *path);      /* N for /dev/fd/N, /dev/stdin...; else -1 */
+int vd_fd_path(int fd, char *out, size_t size); /* what /proc/self/fd/N links to: 0 or -1 */
 int vd_is_image_link(const char *path);   /* a link the library opens as a part of a disk */
 int vd_ensure_disk(struct vd_ofd *o);     /* inherited fd: open its disk now */
 
