@@ -13,6 +13,13 @@ def open_image(path, writable=False):
     return _open(path, writable=writable)
 
 
+def open(path, mode="rb", buffering=-1):       # noqa: A001 - as the built-in
+    """The disk inside image `path` (or a partition or volume link to one) as a binary
+    file, without the preload library: mode "rb" or "r+b" (see vdiskio.file)."""
+    from .file import open as _open
+    return _open(path, mode, buffering)
+
+
 def library_path():
     """Path of libvdiskio.so, the library to put in LD_PRELOAD."""
     import os

@@ -218,6 +218,8 @@ class BackingFile:
                 if _flock(self.fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, offset) != fcntl.F_UNLCK:
                     self.unlock()
                     raise Busy(self._busy_message(offset, writer), self.path)
+        except VdError:
+            raise
         except OSError as e:
             if e.errno in (errno.EINVAL, errno.ENOLCK, errno.EOPNOTSUPP):
                 return      # the file system has no OFD locks (as QEMU, go on unlocked)

@@ -2,23 +2,29 @@
 
 Every problem with an image (corrupt, hostile, unsupported, missing) is raised as a
 VdError naming the file and the problem in one line; the boundary prints that line on
-stderr and the calling program sees the errno.
+stderr and the calling program sees the errno. VdError is an OSError (errno, strerror,
+filename), so Python callers of vdiskio.open catch it as they catch any file error.
 """
 
 import errno
 
 
-class VdError(Exception):
+class VdError(OSError):
     """An error with an errno and a one-line message that names the file."""
 
     default_errno = errno.EIO
     quiet_errnos = ()           # answers, not problems: the boundary prints nothing
 
     def __init__(self, message, path=None, err=None):
-        self.errno = err if err is not None else self.default_errno
+        super().__init__(err if err is not None else self.default_errno, message, path)
         self.path = path
         self.message = message
-        super().__init__(f"{path}: {message}" if path else message)
+
+    def __str__(self):
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+    def __reduce__(self):
+        return type(self), (self.message, self.path, self.errno)
 
 
 class CorruptImage(VdError):

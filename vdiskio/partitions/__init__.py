@@ -36,6 +36,9 @@ class NoSuchPartition(VdError):
         super().__init__(message, None, err)
         self.path = path
 
+    def __str__(self):
+        return self.message
+
 
 class Partition:
     """One partition: a window of whole sectors inside the disk.
