@@ -9,6 +9,7 @@ import fcntl
 import os
 import stat
 import struct
+import sys
 
 from .errors import Busy, CorruptImage, Refused, VdError
 
@@ -27,11 +28,11 @@ _bypass = []
 
 
 def _library_bypass():
-    """libvdiskio's vdiskio_bypass(on), when the library is preloaded into this process
-    and this is not its own Python stage (where every call already bypasses it)."""
+    """libvdiskio's vdiskio_bypass(on) when the library is preloaded into this process,
+    else None."""
     if not _bypass:
         fn = None
-        if "libvdiskio" in os.environ.get("LD_PRELOAD", "") and not IN_STAGE:
+        if "libvdiskio" in os.environ.get("LD_PRELOAD", ""):
             try:
                 import ctypes
                 fn = ctypes.CDLL(None).vdiskio_bypass
@@ -42,13 +43,27 @@ def _library_bypass():
     return _bypass[0]
 
 
-IN_STAGE = False            # set by vdiskio._boundary: we run inside libvdiskio's stage
+IN_STAGE = False            # set by vdiskio._boundary: libvdiskio's stage runs in this process
+
+
+def _in_stage_call():
+    """Is this thread inside a call from libvdiskio's C stage (vdiskio._boundary), where
+    the library already passes every call to libc? A Python program may use the package
+    itself in a process whose stage runs in the same interpreter: its calls are not."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_globals.get("__name__") == "vdiskio._boundary":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def sys_open(path, flags, mode=0o777):
     """os.open of a file as it is on disk, even in a program running under libvdiskio
     (vdiskio run -- vdpartx ...): opened through the library, an image would read as
     the disk inside it, not as the image file the decoders expect."""
+    if IN_STAGE and _in_stage_call():
+        return os.open(path, flags, mode)
     bypass = _library_bypass()
     if bypass is None:
         return os.open(path, flags, mode)
@@ -109,8 +124,11 @@ class BackingFile:
     def __init__(self, path, writable=False, fd=None):
         self.path = path
         self.writable = writable
+        nonblocking = fd is None
         if fd is None:
-            flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC
+            # O_NONBLOCK: a FIFO put in a file's place must not block the open; it is
+            # cleared once fstat has shown a regular file.
+            flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC | os.O_NONBLOCK
             try:
                 fd = sys_open(path, flags)
             except OSError as e:
@@ -121,6 +139,9 @@ class BackingFile:
             os.close(fd)
             self.fd = -1
             raise Refused("not a regular file (device nodes and special files are refused)", path)
+        if nonblocking:
+            os.set_blocking(fd, True)
+        self.nlink, self.uid = st.st_nlink, st.st_uid
         self.size = st.st_size
         self.dev, self.ino = st.st_dev, st.st_ino
 

@@ -81,14 +81,24 @@ class Disk:
             start = b * bsize
             if start >= size:
                 break
-            if grain_entries is not None:
-                got = grain_entries(start, end_block - b, bsize, self._data_base, ENTRY_ZERO)
-                if got:
-                    entries.extend(got)
-                    b += len(got)
-                    lookups += 1
-                    continue
-            ext = image.extent_at(start)
+            try:
+                if grain_entries is not None:
+                    got = grain_entries(start, end_block - b, bsize, self._data_base,
+                                        ENTRY_ZERO)
+                    if got:
+                        entries.extend(got)
+                        b += len(got)
+                        lookups += 1
+                        continue
+                ext = image.extent_at(start)
+            except VdError:
+                # A block the decoder cannot map (damaged table, NOACCESS extent) goes
+                # to the Python read, which fails for that block alone with its message;
+                # the shim would fail every block of the batch if this call failed.
+                entries.append(ENTRY_SLOW)
+                b += 1
+                lookups += 1
+                continue
             lookups += 1
             # Blocks from b that lie whole inside the extent (the disk's last block may be
             # partial: it counts when the extent reaches the disk's end).

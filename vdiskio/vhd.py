@@ -35,7 +35,6 @@ BITMAP_CACHE_BLOCKS = 1024
 ZERO_RUN_SCAN = 4096                # unallocated BAT entries merged into one zero extent
 
 IGNORE_PARENT = "VDISKIO_IGNORE_PARENT"          # read a differencing disk alone
-IGNORE_PARENT_ID = "VDISKIO_IGNORE_PARENT_ID"    # accept a parent whose id differs
 
 
 def is_vhd(head, tail):
@@ -557,7 +556,32 @@ def _candidate_paths(f, hdr):
     return seen
 
 
-def _open_parent(f, hdr, chain):
+VHD_EPOCH = 946684800                # 2000-01-01T00:00:00Z, the VHD time stamps' origin
+
+
+def vhd_time(stamp):
+    """A VHD time stamp (seconds since 2000-01-01 UTC) in ISO form."""
+    import time
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(VHD_EPOCH + stamp))
+
+
+def _parent_stamp_problem(hdr, parent):
+    """Why the parent's modification time differs from the one the child recorded (the
+    parent changed after the child was made), or None. 0 means "not recorded"."""
+    if hdr.parent_time_stamp == 0:
+        return None
+    mtime = int(os.fstat(parent.file.fd).st_mtime) - VHD_EPOCH
+    if mtime == hdr.parent_time_stamp:
+        return None
+    return (f"parent {parent.path} was modified at {vhd_time(mtime) if mtime >= 0 else mtime},"
+            f" the child records {vhd_time(hdr.parent_time_stamp)}: the parent changed after"
+            f" the child was made (a copy that did not keep modification times, cp without"
+            f" -p for one, changes it too)")
+
+
+def _open_parent(image, chain):
+    from . import identity
+    f, hdr = image.file, image.header
     base = os.path.dirname(os.path.abspath(f.path))
     names = _candidate_paths(f, hdr)
     if not names:
@@ -572,23 +596,41 @@ def _open_parent(f, hdr, chain):
         except Refused as e:
             refusal = refusal or e
             continue
-        parent = open_vhd(path, writable=False, chain=chain)
-        if parent.footer.unique_id != hdr.parent_unique_id and os.environ.get(IGNORE_PARENT_ID) != "1":
-            mismatch = (path, parent)
+        try:
+            parent = open_vhd(path, writable=False, chain=chain)
+        except NotAnImage as e:
+            raise CorruptImage(f"parent image {path} is not a VHD ({e.message})", f.path) from None
+        if parent.footer.unique_id != hdr.parent_unique_id and not identity.accepted():
+            if mismatch is None:
+                mismatch = (path, parent)
+            else:
+                parent.close()
             continue
         if mismatch:
             mismatch[1].close()
+        if parent.footer.unique_id != hdr.parent_unique_id:
+            identity.mismatch(image.parent_problems, _id_problem(path, parent, hdr), f.path)
+        problem = _parent_stamp_problem(hdr, parent)
+        if problem is not None:
+            try:
+                identity.mismatch(image.parent_problems, problem, f.path)
+            except BaseException:
+                parent.close()
+                raise
         return parent
     if mismatch:
         path, parent = mismatch
         parent.close()
-        raise CorruptImage(f"parent {path} has unique id {uuid_text(parent.footer.unique_id)},"
-                           f" the child expects {uuid_text(hdr.parent_unique_id)};"
-                           f" set {IGNORE_PARENT_ID}=1 to use it anyway", f.path)
+        identity.mismatch([], _id_problem(path, parent, hdr), f.path)
     if refusal:
         raise refusal
     raise MissingFile(f"parent image not found (tried {', '.join(names)} in {base});"
                       f" set {IGNORE_PARENT}=1 to read the differencing disk alone", f.path)
+
+
+def _id_problem(path, parent, hdr):
+    return (f"parent {path} has unique id {uuid_text(parent.footer.unique_id)}, the child"
+            f" expects {uuid_text(hdr.parent_unique_id)}")
 
 
 def open_vhd(path, writable=False, fd=None, chain=()):
@@ -608,7 +650,7 @@ def open_vhd(path, writable=False, fd=None, chain=()):
         if footer.disk_type == DISK_TYPE_DIFFERENCING:
             image = DifferencingVHD(f, footer)      # header and BAT validated first
             if os.environ.get(IGNORE_PARENT) != "1":
-                image.parent = _open_parent(f, image.header, chain + (key,))
+                image.parent = _open_parent(image, chain + (key,))
             return image
         _check_footer(footer, f)
     except BaseException:

@@ -21,8 +21,8 @@ import os
 # imported inside every process on its first image open, and those formats are rare.
 from . import vmdk_descriptor, vmdk_sparse
 from .backing import BackingFile
-from .errors import (CorruptImage, MissingFile, ReadOnlyImage, Refused, Unsupported,
-                     VdError)
+from .errors import (CorruptImage, MissingFile, NotAnImage, ReadOnlyImage, Refused,
+                     Unsupported, VdError)
 from .image import SPECIAL, ZERO, Extent, Image
 from .paths import resolve_related
 from .vmdk_extents import (UNALLOCATED, FlatExtent, GrainTableExtent, NoAccessExtent,
@@ -35,7 +35,6 @@ MAX_CHAIN_DEPTH = 64
 FLAT_BLOCK_SIZE = 2 << 20            # block_size of a disk without sparse extents
 
 IGNORE_PARENT = "VDISKIO_IGNORE_PARENT"          # read a snapshot alone (as vhd.py)
-IGNORE_PARENT_ID = "VDISKIO_IGNORE_PARENT_ID"    # accept a parent whose CID differs (as vhd.py)
 
 RAW_DEVICE_CREATE_TYPES = {"vmfsRaw", "vmfsRawDeviceMap", "vmfsRDM", "vmfsRDMP",
                            "vmfsPassthroughRawDeviceMap", "fullDevice", "partitionedDevice"}
@@ -183,7 +182,11 @@ class VMDK(Image):
             start += size
         files = self._open_extent_files(plans)
         for line, start, size, real in plans:
-            self._add(self._make_extent(line, start, size, files.get(real)))
+            try:
+                self._add(self._make_extent(line, start, size, files.get(real)))
+            except NotAnImage as e:         # an extent file with a foreign header
+                raise CorruptImage(f"extent on descriptor line {line.line_no}: {e.message}",
+                                   e.path) from None
 
     def _resolve_extent(self, line, base):
         """The real path of the extent's file (None for ZERO and NOACCESS extents)."""
@@ -327,10 +330,11 @@ class VMDK(Image):
         """Translation table entries for up to `count` grains from `offset`, a grain table
         slice at a time, for the common shape of a sparse chain: every layer a hosted
         sparse extent with `grain_bytes` grains, uncompressed, the range inside one grain
-        table of each and inside every layer's disk. An entry is base_of(file) | sector
-        (sectors are what the tables hold) or `zero`. None for any other shape, or a
-        table entry that is not plainly inside its file: the caller then maps extent by
-        extent, where such entries are reported."""
+        table of each and inside every layer's disk, and `offset` the start of a grain in
+        each (an extent may start at any sector: then its grains are not where the blocks
+        are). An entry is base_of(file) | sector (sectors are what the tables hold) or
+        `zero`. None for any other shape, or a table entry that is not plainly inside its
+        file: the caller then maps extent by extent, where such entries are reported."""
         layers = []
         n = count
         for layer in self.chain():
@@ -340,10 +344,12 @@ class VMDK(Image):
             if (not isinstance(ext, vmdk_sparse.HostedSparseExtent) or ext.compressed or
                     ext.grain_bytes != grain_bytes):
                 return None
+            grain, into = divmod(offset - ext.start, grain_bytes)
+            if into:
+                return None
             base = base_of(ext.file)
             if base is None:
                 return None
-            grain = (offset - ext.start) // grain_bytes
             index, slot = divmod(grain, ext.gt_entries)
             n = min(n, ext.gt_entries - slot, (ext.size // grain_bytes) - grain,
                     (layer.size - offset) // grain_bytes)
@@ -531,7 +537,7 @@ def _parent_candidates(hint):
 
 
 def _open_parent(image, chain):
-    from . import formats
+    from . import formats, identity
 
     hint = image.parent_file_name_hint
     base = os.path.dirname(os.path.abspath(image.path))
@@ -544,15 +550,20 @@ def _open_parent(image, chain):
         except Refused as e:
             refusal = refusal or e
             continue
+        # (A parent that is no image at all is CorruptImage there, naming it.)
         parent = formats.open_image(path, writable=False, chain=chain)
         expected = image.parent_cid
         actual = parent.cid if isinstance(parent, VMDK) else None
-        if actual != expected and os.environ.get(IGNORE_PARENT_ID) != "1":
-            parent.close()
+        if actual != expected:
             found = f"CID {actual:08x}" if actual is not None else "no CID"
             wanted = f"parentCID {expected:08x}" if expected is not None else "a parentCID"
-            raise CorruptImage(f"parent {path} has {found}, the child expects {wanted};"
-                               f" set {IGNORE_PARENT_ID}=1 to use it anyway", image.path)
+            try:
+                identity.mismatch(image.parent_problems,
+                                  f"parent {path} has {found}, the child expects {wanted}",
+                                  image.path)
+            except BaseException:
+                parent.close()
+                raise
         return parent
     if refusal is not None:
         raise refusal

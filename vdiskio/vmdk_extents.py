@@ -123,6 +123,8 @@ class VmdkExtent:
     def refusal(self, top):
         """Why this extent cannot take writes (None when it can); `top` is the image's path."""
         if self.access != "RW":
+            if self.line is None:       # the one extent of an embedded descriptor
+                return f"the embedded descriptor makes the extent {self.access}"
             return f"extent on descriptor line {self.line.line_no} is {self.access}"
         if not self.writes_in_place:
             return f"{self.type_name} extents are read-only"
