@@ -9,6 +9,7 @@ mean "read this sector from the parent".
 
 import os
 import struct
+from array import array
 
 from . import log
 from .backing import BackingFile
@@ -16,6 +17,7 @@ from .errors import (CorruptImage, MissingFile, NotAnImage, ReadOnlyImage, Refus
                      Unsupported)
 from .image import DATA, ZERO, Extent, Image, is_zero
 from .paths import resolve_related
+from .tables import Table, decode_entries, run_length
 from .vhd_structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED,
                           DISK_TYPE_NAMES, DYNAMIC_COOKIE, DYNAMIC_HEADER, FILE_FORMAT_VERSION,
                           FOOTER, FOOTER_COOKIE, MAX_GEOMETRY, PARENT_LOCATOR,
@@ -26,13 +28,15 @@ from .vhd_structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_F
 # current_size, and so does any image at the maximum geometry.
 CHS_CREATORS = (b"vpc ", b"qemu")
 
-_BE32 = struct.Struct(">I")
 MAX_VIRTUAL_SIZE = 1 << 48          # 256 TiB: anything larger is a corrupt header
 MAX_BLOCK_SIZE = 1 << 28            # 256 MiB blocks
 MAX_LOCATOR_BYTES = 1 << 16
 MAX_CHAIN_DEPTH = 64
 BITMAP_CACHE_BLOCKS = 1024
 ZERO_RUN_SCAN = 4096                # unallocated BAT entries merged into one zero extent
+STREAM_ENTRIES = 1 << 18            # BAT entries check reads at once
+MAX_COUNTED_BLOCKS = 1 << 22        # info counts allocated blocks of BATs up to 16 MiB
+MAX_CHECK_PROBLEMS = 50             # check reports this many, then stops
 
 IGNORE_PARENT = "VDISKIO_IGNORE_PARENT"          # read a differencing disk alone
 
@@ -200,15 +204,17 @@ class DynamicVHD(VHD):
         if hdr.table_offset < SECTOR or hdr.table_offset + bat_bytes > f.size:
             raise CorruptImage(f"BAT at offset {hdr.table_offset} ({bat_bytes} bytes) lies beyond"
                                f" the end of the file ({f.size} bytes)", f.path)
-        # The BAT stays as its big-endian bytes: entries are decoded when used.
-        self.bat = bytearray(f.read_exact(hdr.table_offset, 4 * self.block_count, "BAT"))
+        # The BAT is read a slice at a time (a header may claim 2^32 entries); entries
+        # are checked when used (block_data_offset).
+        self.bat = Table(f, hdr.table_offset, self.block_count, ">I", "BAT",
+                         mutable=f.writable)
         self.bitmap_size = -(-(bs // SECTOR // 8) // SECTOR) * SECTOR
         self.bitmap_bytes = -(-bs // SECTOR // 8)
         self._bitmaps = {}
         self.next_free = None       # where the next block goes (the trailing footer's place)
 
     def bat_entry(self, block):
-        return _BE32.unpack_from(self.bat, 4 * block)[0]
+        return self.bat[block]
 
     def block_data_offset(self, block):
         """Physical offset of block's data, None if unallocated; validated on every use."""
@@ -225,10 +231,7 @@ class DynamicVHD(VHD):
     def _zero_run(self, block):
         """Blocks from `block` on that are unallocated, as one extent (bounded scan)."""
         end = min(self.block_count, block + ZERO_RUN_SCAN)
-        chunk = bytes(self.bat[4 * block:4 * end])
-        # Leading 0xFF bytes, in whole entries, are the unallocated ones (an allocated
-        # entry may start with 0xFF, but never is all 0xFF).
-        last = block + max(1, (len(chunk) - len(chunk.lstrip(b"\xff"))) // 4)
+        last = block + max(1, run_length(self.bat, block, end, UNUSED_BAT_ENTRY, 0))
         start = block * self.block_size
         return start, min(last * self.block_size, self.size) - start
 
@@ -305,7 +308,7 @@ class DynamicVHD(VHD):
         self.file.pwrite(start + self.bitmap_size + inblk, chunk)
         self.file.pwrite(start, bytes(present) + bytes(self.bitmap_size - len(present)))
         self.file.pwrite(self.header.table_offset + 4 * block, struct.pack(">I", start // SECTOR))
-        _BE32.pack_into(self.bat, 4 * block, start // SECTOR)
+        self.bat[block] = start // SECTOR
         self._bitmaps[block] = bytearray(present)
         self.next_free = end
 
@@ -350,11 +353,15 @@ class DynamicVHD(VHD):
                 zero_file_range(self.file, data + inblk, n)
             offset += n
 
-    def bat_entries(self):
-        return [e for (e,) in _BE32.iter_unpack(self.bat)]
-
-    def allocated_blocks(self):
-        return self.block_count - self.bat_entries().count(UNUSED_BAT_ENTRY)
+    def allocated_blocks(self, limit=MAX_COUNTED_BLOCKS):
+        """Blocks the BAT allocates; None when the BAT is too big to count cheaply."""
+        if self.block_count > limit:
+            return None
+        unused = UNUSED_BAT_ENTRY.to_bytes(4, "big")
+        free = 0
+        for _first, raw in self.bat.stream(STREAM_ENTRIES):
+            free += decode_entries(raw, ">I").count(UNUSED_BAT_ENTRY) if raw.count(unused) else 0
+        return self.block_count - free
 
     def check(self):
         f = self.file
@@ -376,26 +383,54 @@ class DynamicVHD(VHD):
                 problems.append(f"{aname} overlaps {bname}")
         meta_end = max(a + alen for a, alen, _ in meta)
         data_end = f.size - SECTOR if trailing is not None else f.size
-        spans = []
-        for block, entry in enumerate(self.bat_entries()):
-            if entry == UNUSED_BAT_ENTRY:
+        problems += self._check_bat(meta_end, data_end)
+        return problems
+
+    def _check_bat(self, meta_end, data_end):
+        """BAT entries pointing outside the data area, and blocks overlapping, with the
+        BAT streamed from the file (unallocated slices skipped at memcmp speed). Time and
+        memory stay bounded: at most MAX_CHECK_PROBLEMS problems are listed, and when
+        more blocks lie in the data area than it holds apart, that alone is reported."""
+        problems = []
+        span = self.bitmap_size + self.block_size
+        room = max(0, data_end - meta_end) // span
+        starts = array("Q")             # entry << 32 | block, for the overlap sweep
+        unused_slice = b"\xff" * (4 * STREAM_ENTRIES)
+        for first, raw in self.bat.stream(STREAM_ENTRIES):
+            if raw == unused_slice[:len(raw)]:
                 continue
-            start = entry * SECTOR
-            end = start + self.bitmap_size + self.block_size
-            if start < meta_end:
-                problems.append(f"BAT entry {block} (sector {entry}) points into the metadata")
-            elif end > data_end:
-                problems.append(f"BAT entry {block} (sector {entry}) runs past the end of the data"
-                                f" ({end} > {data_end})")
-            spans.append((start, end, block))
-        spans.sort()
-        for (a, aend, ablock), (b, _bend, bblock) in zip(spans, spans[1:]):
-            if aend > b:
-                problems.append(f"blocks {ablock} and {bblock} overlap in the file")
+            entries = decode_entries(raw, ">I")
+            for i, entry in enumerate(entries):
+                if entry == UNUSED_BAT_ENTRY:
+                    continue
+                block = first + i
+                start = entry * SECTOR
+                if start < meta_end:
+                    problems.append(f"BAT entry {block} (sector {entry}) points into the metadata")
+                elif start + span > data_end:
+                    problems.append(f"BAT entry {block} (sector {entry}) runs past the end of"
+                                    f" the data ({start + span} > {data_end})")
+                else:
+                    starts.append(entry << 32 | block)
+                    if len(starts) > room:
+                        problems.append(f"more blocks lie in the data area than it holds"
+                                        f" ({room} of {span} bytes): blocks overlap")
+                        return problems
+                if len(problems) >= MAX_CHECK_PROBLEMS:
+                    return problems + ["... check stopped here"]
+        previous = None
+        for key in sorted(starts):
+            entry, block = key >> 32, key & 0xFFFFFFFF
+            if previous is not None and previous[0] * SECTOR + span > entry * SECTOR:
+                problems.append(f"blocks {previous[1]} and {block} overlap in the file")
+                if len(problems) >= MAX_CHECK_PROBLEMS:
+                    return problems + ["... check stopped here"]
+            previous = (entry, block)
         return problems
 
     def info(self):
         info = super().info()
+        # allocated_blocks is None ("not counted") for a BAT too big to count cheaply.
         info.update({"bat_entries": self.header.max_table_entries,
                      "allocated_blocks": self.allocated_blocks(),
                      "total_blocks": self.block_count})

@@ -181,12 +181,72 @@ class VMDK(Image):
             plans.append((line, start, size, self._resolve_extent(line, base)))
             start += size
         files = self._open_extent_files(plans)
+        self.aliases = self._aliases(plans, files)
+        if self.writable and self.aliases:
+            raise Refused(f"{self.aliases[0]}: refused for writing (a write through one line"
+                          f" would change what the other shows, or the descriptor itself);"
+                          f" open it read-only", path)
+        for f in {id(f): f for f in files.values()}.values():
+            if f.writable and f is not self.file:
+                _check_writable_extent(f, self.file, path)
+        # A file named by several lines is parsed once: its lines share its tables.
+        largest = {}
+        for line, _start, size, real in plans:
+            if real is not None and line.type in SPARSE_EXTENT_TYPES | {"SESPARSE"}:
+                key = _file_key(files[real])
+                largest[key] = max(largest.get(key, 0), size)
+        shared = {}
         for line, start, size, real in plans:
+            f = files.get(real)
+            key = _file_key(f) if f is not None else None
             try:
-                self._add(self._make_extent(line, start, size, files.get(real)))
+                if key in largest and line.access != "NOACCESS":
+                    if key not in shared:
+                        shared[key] = self._make_extent(line, start, largest[key], f)
+                    extent = shared[key]
+                    if extent.size != size or extent.line is not line:
+                        extent = extent.view(line, start, size, line.access)
+                else:
+                    extent = self._make_extent(line, start, size, f)
             except NotAnImage as e:         # an extent file with a foreign header
                 raise CorruptImage(f"extent on descriptor line {line.line_no}: {e.message}",
                                    e.path) from None
+            self._add(extent)
+
+    def _aliases(self, plans, files):
+        """Lines that make one file's bytes appear twice, or that overlap the descriptor
+        itself, when any of them would write (RW lines of a writable type), as one-line
+        descriptions: sparse files named by several lines (each line would allocate in
+        the same file), FLAT ranges of one file that overlap."""
+        by_file = {}
+        desc_key = _file_key(self.file)
+        for line, _start, size, real in plans:
+            if real is None:
+                continue
+            by_file.setdefault(_file_key(files[real]), []).append((line, size))
+        found = []
+        for key, lines in by_file.items():
+            writing = [ln for ln, _ in lines if ln.access == "RW" and ln.type in WRITABLE_EXTENT_TYPES]
+            if not writing:
+                continue
+            ranges = []
+            if key == desc_key:
+                # The descriptor occupies its own file (a sparse one: all of it).
+                ranges.append((0, self.file.size if self.descriptor_location == "file"
+                               else MAX_VIRTUAL_SIZE, None))
+            for ln, size in lines:
+                if ln.type in FLAT_EXTENT_TYPES:
+                    ranges.append((ln.offset * SECTOR, ln.offset * SECTOR + size, ln))
+                else:
+                    ranges.append((0, MAX_VIRTUAL_SIZE, ln))      # a sparse file is all its own
+            ranges.sort(key=lambda r: (r[0], r[1]))
+            for (a, a_end, a_line), (b, _b_end, b_line) in zip(ranges, ranges[1:]):
+                if b < a_end and (a_line in writing or b_line in writing or a_line is None):
+                    what = (f"descriptor line {a_line.line_no} ({a_line.describe()})"
+                            if a_line is not None else "the descriptor")
+                    found.append(f"{what} and line {b_line.line_no} ({b_line.describe()}) use"
+                                 f" the same bytes of {files_path(files, key)}")
+        return found
 
     def _resolve_extent(self, line, base):
         """The real path of the extent's file (None for ZERO and NOACCESS extents)."""
@@ -257,6 +317,8 @@ class VMDK(Image):
 
     def _add(self, extent):
         self.vmdk_extents.append(extent)
+
+    aliases = ()
 
     def finish(self):
         """Settle what depends on the whole chain: block size and writability."""
@@ -466,7 +528,7 @@ class VMDK(Image):
 
     # -- checking -----------------------------------------------------------------------
     def check(self):
-        problems = []
+        problems = [f"{a} (refused for writing)" for a in self.aliases]
         desc = self.descriptor
         if desc is not None:
             for attribute in ("cid", "parent_cid"):
@@ -495,7 +557,8 @@ class VMDK(Image):
         info = super().info()
         desc = self.descriptor
         sparse = [e for e in self.vmdk_extents if isinstance(e, GrainTableExtent)]
-        counts = [e.allocated_grains() for e in sparse]
+        # Counted when cheap (see allocated_grains); None means "not counted".
+        counts = [e.allocated_grains() for e in sparse] if len(sparse) <= 64 else [None]
         info.update({
             "createType": self.variant,
             "descriptor": self.descriptor_location,
@@ -514,6 +577,37 @@ class VMDK(Image):
         if desc is not None and desc.has_parent and self.parent is None:
             info["parent_ignored"] = True
         return info
+
+
+def _file_key(f):
+    return (f.dev, f.ino)
+
+
+def files_path(files, key):
+    return next(f.path for f in files.values() if _file_key(f) == key)
+
+
+def _check_writable_extent(f, descriptor, top):
+    """Refuse, for writing, an extent file a descriptor should never name: a hidden file
+    (or one in a hidden directory), a file with other hard links (its bytes are also
+    another file's), a file of another owner than the descriptor's. A writable open of
+    an image from elsewhere could otherwise overwrite ~/.bashrc or a backup's twin.
+    VDISKIO_ALLOW_EXTERNAL_EXTENTS=1, which trusts what the descriptor names, allows it."""
+    from .paths import ALLOW_EXTERNAL, external_allowed
+    if external_allowed():
+        return
+    base = os.path.realpath(os.path.dirname(os.path.abspath(top)))
+    rel = os.path.relpath(f.path, base)
+    why = None
+    if any(part.startswith(".") and part not in (".", "..") for part in rel.split(os.sep)):
+        why = "is a hidden file"
+    elif f.nlink > 1:
+        why = f"has {f.nlink} hard links (writing it would change the other names too)"
+    elif f.uid != descriptor.uid:
+        why = f"belongs to uid {f.uid}, the descriptor to uid {descriptor.uid}"
+    if why is not None:
+        raise Refused(f"extent {f.path} {why}: refused for writing (open read-only, or set"
+                      f" {ALLOW_EXTERNAL}=1 to trust the files the descriptor names)", top)
 
 
 def _number(text):
