@@ -283,3 +283,85 @@ def test_cli_catch_all_prints_one_line(tmp_path, monkeypatch, capsys):
 def test_size_that_overflows_is_a_usage_error():
     p = vdiskio("create", "-s", "1e400", "x.vhd")
     assert p.returncode == 2 and b"not a size" in p.stderr and b"Traceback" not in p.stderr
+
+
+# -- item 3: one file named by several lines --------------------------------------------------
+def test_sparse_file_named_by_several_lines(tmp_path):
+    W.write_sparse(tmp_path / "x.vmdk", 64, {0: b"\x01" * 4096, 3: b"\x04" * 4096}, grain=8,
+                   gtes=4)
+    img = tmp_path / "d.vmdk"
+    img.write_text(W.descriptor(['RW 64 SPARSE "x.vmdk"'] * 3, "twoGbMaxExtentSparse"))
+    image = open_image(img)
+    try:
+        one = b"\x01" * 4096 + bytes(8192) + b"\x04" * 4096 + bytes(16384)
+        assert image.read(0, image.size) == one * 3
+        assert len({id(e.gd) for e in image.vmdk_extents}) == 1     # one file, one directory
+        problems = image.check()
+        assert sum("same bytes" in p for p in problems) == 2, problems
+    finally:
+        image.close()
+    with pytest.raises(errors.Refused, match=r"line \d+ .*line \d+ .* same bytes"):
+        open_image(img, writable=True)
+    p = shimlib.run(["dd", "if=/dev/zero", f"of={img}", "bs=512", "count=1", "conv=notrunc",
+                     "status=none"], check=False)
+    assert p.returncode != 0 and b"same bytes" in p.stderr
+    assert vdiskio("check", img).returncode == 1
+
+
+@pytest.mark.parametrize("lines,refused", [
+    (['RW 8 FLAT "f.bin" 0', 'RW 8 FLAT "f.bin" 4'], True),       # overlap
+    (['RW 8 FLAT "f.bin" 0', 'RDONLY 8 FLAT "f.bin" 7'], True),   # a read-only alias of written bytes
+    (['RW 8 FLAT "f.bin" 0', 'RW 8 FLAT "f.bin" 8'], False),      # side by side: fine
+    (['RW 8 FLAT "d.vmdk" 0'], True),                             # the descriptor itself
+])
+def test_flat_lines_aliasing_bytes(lines, refused, tmp_path):
+    (tmp_path / "f.bin").write_bytes(os.urandom(16 * 512))
+    img = tmp_path / "d.vmdk"
+    img.write_text(W.descriptor(lines, "custom").ljust(8 * 512))
+    open_image(img).close()
+    if refused:
+        with pytest.raises(errors.Refused, match="same bytes"):
+            open_image(img, writable=True)
+    else:
+        open_image(img, writable=True).close()
+
+
+def test_hostile_lines_share_one_table(tmp_path):
+    import hostile
+    img = hostile.vmdk_many_lines(tmp_path)
+    image = open_image(img)
+    try:
+        assert len(image.vmdk_extents) == 64
+        assert len({id(e.gd) for e in image.vmdk_extents}) == 1
+        assert len({id(e._gt_cache) for e in image.vmdk_extents}) == 1
+    finally:
+        image.close()
+
+
+# -- security: files a writable open must not write -------------------------------------------
+@pytest.mark.parametrize("case", ["hidden", "hidden dir", "hard link", "other owner"])
+def test_writable_extents_must_be_plain_files_of_the_owner(case, tmp_path, monkeypatch):
+    name = {"hidden": ".bashrc", "hidden dir": ".ssh/keys", "hard link": "linked.bin",
+            "other owner": "theirs.bin"}[case]
+    target = tmp_path / name
+    target.parent.mkdir(exist_ok=True)
+    target.write_bytes(b"precious" * 512)
+    if case == "hard link":
+        os.link(target, tmp_path / "elsewhere.bin")
+    if case == "other owner":
+        if os.geteuid() != 0:
+            pytest.skip("chown needs root")
+        os.chown(target, 65534, 65534)
+    img = tmp_path / "d.vmdk"
+    img.write_text(W.descriptor([f'RW 8 FLAT "{name}" 0'], "monolithicFlat"))
+    image = open_image(img)                  # reading is allowed
+    assert image.read(0, 8) == b"precious"
+    image.close()
+    with pytest.raises(errors.Refused, match="refused for writing") as e:
+        open_image(img, writable=True)
+    assert str(target) in str(e.value) and e.value.errno == errno.EPERM
+    p = shimlib.run(["dd", "if=/dev/zero", f"of={img}", "bs=512", "count=1", "conv=notrunc",
+                     "status=none"], check=False)
+    assert p.returncode != 0 and target.read_bytes() == b"precious" * 512
+    monkeypatch.setenv("VDISKIO_ALLOW_EXTERNAL_EXTENTS", "1")
+    open_image(img, writable=True).close()

@@ -40,9 +40,14 @@ def partition_number(link_path):
     return int(m.group("num"))
 
 
-def block_shift(block_size):
+MAX_TABLE_BLOCKS_SHIFT = 30        # at most 2^30 translation blocks (2 MiB of C chunk pointers)
+
+
+def block_shift(block_size, size=0):
+    """log2 of the translation block: the format's block, but large enough that a disk
+    whose header claims 256 TiB in 512-byte blocks still has a small C table."""
     shift = max(9, min(30, (max(block_size, 512) - 1).bit_length()))
-    return shift
+    return max(shift, size.bit_length() - MAX_TABLE_BLOCKS_SHIFT)
 
 
 class Disk:
@@ -53,7 +58,7 @@ class Disk:
         self.writable = writable
         self.refs = 0
         self.retired = []           # images replaced by a writable reopen, closed at the end
-        self.shift = block_shift(image.block_size)
+        self.shift = block_shift(image.block_size, image.size)
         self.lock = allocate_lock()
 
     @property
@@ -214,7 +219,7 @@ class Disk:
         self.retired.append(self.image)
         self.image = new
         self.writable = True
-        self.shift = min(self.shift, block_shift(new.block_size))
+        self.shift = min(self.shift, block_shift(new.block_size, new.size))
 
     def close(self):
         try:

@@ -223,7 +223,10 @@ class DynamicVHD(VHD):
             return None
         start = entry * SECTOR
         need = min(self.block_size, self.size - block * self.block_size)
-        if start < SECTOR or start + self.bitmap_size + need > self.file.size:
+        if start < SECTOR:
+            raise CorruptImage(f"BAT entry {block} points to sector {entry}, on the footer"
+                               f" copy", self.path)
+        if start + self.bitmap_size + need > self.file.size:
             raise CorruptImage(f"BAT entry {block} points to sector {entry}, beyond the end of the"
                                f" file ({self.file.size} bytes)", self.path)
         return start + self.bitmap_size

@@ -545,7 +545,14 @@ class VMDK(Image):
                     problems.append(f"the embedded descriptor gives the extent"
                                     f" {lines[0].sectors} sectors, its header"
                                     f" {self.size // SECTOR}")
+        # Lines naming one sparse file share its tables: the file is checked once, as
+        # the largest of those lines sees it.
+        largest = {}
         for ext in self.vmdk_extents:
+            key = (_file_key(ext.file), type(ext)) if isinstance(ext, GrainTableExtent) else id(ext)
+            if key not in largest or ext.size > largest[key].size:
+                largest[key] = ext
+        for ext in largest.values():
             try:
                 problems += ext.check()
             except VdError as e:
