@@ -1,5 +1,6 @@
 # vdiskio. `make` builds the venv and libvdiskio in the repo; `make demo` runs the main
-# job on a generated sample image; `make test` runs every test; `make bench` measures.
+# job on a generated sample image; `make test` runs every test; `make bench` measures;
+# `make fuzz` fuzzes the parsers.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -7,7 +8,7 @@ STAMP  := $(VENV)/.deps-installed
 LIB    := vdiskio/libvdiskio.so
 SOURCES := $(wildcard shim/*.c shim/*.h shim/*.map shim/*.py) setup.py pyproject.toml
 
-.PHONY: all build deps demo test bench clean
+.PHONY: all build deps demo test bench fuzz clean
 
 all: build
 
@@ -38,6 +39,14 @@ test: build
 
 bench: build
 	$(PY) bench/run.py
+
+# Coverage-guided fuzzing (atheris, installed for this target only): every target of
+# tests/fuzz for FUZZ_SECONDS each; see FUZZING.md.
+FUZZ_SECONDS ?= 60
+FUZZ_DIR ?= /tmp/vdiskio-fuzz
+fuzz: build
+	$(PY) -m pip install --quiet atheris
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_DIR=$(FUZZ_DIR) $(PY) tests/fuzz/run.py
 
 clean:
 	rm -rf build $(VENV) *.egg-info vdiskio/*.so demo

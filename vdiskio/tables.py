@@ -89,6 +89,20 @@ class Table:
             start += n
         return out
 
+    def run_of(self, start, stop, byte):
+        """How many entries from `start` (before `stop`) are made of `byte` only (0x00 or
+        0xFF: unallocated entries), at memcmp speed."""
+        count = 0
+        while start + count < stop:
+            k, into = divmod(start + count, SLICE_ENTRIES)
+            n = min(SLICE_ENTRIES - into, stop - start - count)
+            raw = self._slice(k)[into:into + n].tobytes()
+            same = (len(raw) - len(raw.lstrip(byte))) // self.entry_size
+            count += same
+            if same < n:
+                break
+        return count
+
     def __setitem__(self, i, value):
         """Entry i is now `value` (already written to the file by the caller)."""
         with self._lock:

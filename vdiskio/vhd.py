@@ -17,7 +17,7 @@ from .errors import (CorruptImage, MissingFile, NotAnImage, ReadOnlyImage, Refus
                      Unsupported)
 from .image import DATA, ZERO, Extent, Image, is_zero
 from .paths import resolve_related
-from .tables import Table, decode_entries, run_length
+from .tables import Table, decode_entries
 from .vhd_structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED,
                           DISK_TYPE_NAMES, DYNAMIC_COOKIE, DYNAMIC_HEADER, FILE_FORMAT_VERSION,
                           FOOTER, FOOTER_COOKIE, MAX_GEOMETRY, PARENT_LOCATOR,
@@ -234,7 +234,7 @@ class DynamicVHD(VHD):
     def _zero_run(self, block):
         """Blocks from `block` on that are unallocated, as one extent (bounded scan)."""
         end = min(self.block_count, block + ZERO_RUN_SCAN)
-        last = block + max(1, run_length(self.bat, block, end, UNUSED_BAT_ENTRY, 0))
+        last = block + max(1, self.bat.run_of(block, end, b"\xff"))
         start = block * self.block_size
         return start, min(last * self.block_size, self.size) - start
 

@@ -302,7 +302,8 @@ class GrainTableExtent(VmdkExtent):
         if table is None:
             stop = min(self.gd_entries, index + ZERO_RUN_SCAN)
             # Directory entries of 0 are tables no one allocated (every format says so).
-            last = index + 1 + run_length(self.gd, index + 1, stop, 0, 0)
+            last = index + 1 + (self.gd.run_of(index + 1, stop, b"\0") if hasattr(self.gd, "run_of")
+                                else run_length(self.gd, index + 1, stop, 0, 0))
             run_start = index * self.gt_span
             run_end = min(last * self.gt_span, self.size)
             return Extent(self.start + run_start, run_end - run_start, UNALLOCATED)
@@ -349,9 +350,11 @@ class GrainTableExtent(VmdkExtent):
 
     def _same_run(self, table, slot, slots, kind):
         """End of the run of entries of `kind` (unallocated or zeroed) from `slot`."""
-        if self.sector_entries:         # one raw value per such kind
-            return slot + run_length(table, slot, slots, table[slot], 0)
-        stop = slot + 1
+        # Entries of one raw value first, at slice-comparison speed (hosted sparse and
+        # COWD have one raw value per such kind; seSparse's usually are one too).
+        stop = slot + run_length(table, slot, slots, table[slot], 0)
+        if self.sector_entries:
+            return stop
         while stop < slots and self.decode_entry(table[stop])[0] == kind:
             stop += 1
         return stop
