@@ -365,3 +365,22 @@ def test_writable_extents_must_be_plain_files_of_the_owner(case, tmp_path, monke
     assert p.returncode != 0 and target.read_bytes() == b"precious" * 512
     monkeypatch.setenv("VDISKIO_ALLOW_EXTERNAL_EXTENTS", "1")
     open_image(img, writable=True).close()
+
+
+def test_overlapping_vhd_blocks_make_the_image_read_only(tmp_path):
+    """Fuzzer finding (tests/fuzz_regressions.py): a write into one of two overlapping
+    blocks changed the other's bytes."""
+    import fuzz_regressions
+    img = tmp_path / "overlap.vhd"
+    img.write_bytes(fuzz_regressions.vhd_block_bitmap_inside_another_block())
+    image = open_image(img, writable=True)
+    try:
+        assert image.read_only
+        with pytest.raises(errors.ReadOnlyImage, match="overlap") as e:
+            image.write(584, b"x" * 65536)
+        assert e.value.errno == errno.EROFS
+        assert image.read(0, 3584) == b"\x01" * 3584     # (then block 4's bitmap)
+    finally:
+        image.close()
+    p = vdiskio("check", img)
+    assert p.returncode == 1 and b"overlap" in p.stdout

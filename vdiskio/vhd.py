@@ -36,6 +36,7 @@ BITMAP_CACHE_BLOCKS = 1024
 ZERO_RUN_SCAN = 4096                # unallocated BAT entries merged into one zero extent
 STREAM_ENTRIES = 1 << 18            # BAT entries check reads at once
 MAX_COUNTED_BLOCKS = 1 << 22        # info counts allocated blocks of BATs up to 16 MiB
+MAX_VERIFIED_BLOCKS = 1 << 22       # BATs checked for overlaps before a writable open
 MAX_CHECK_PROBLEMS = 50             # check reports this many, then stops
 
 IGNORE_PARENT = "VDISKIO_IGNORE_PARENT"          # read a differencing disk alone
@@ -123,13 +124,19 @@ class VHD(Image):
         self.size = _check_footer(footer, f)
         self.variant = DISK_TYPE_NAMES[footer.disk_type]
         self.read_only = not f.writable
+        self.write_refusal = None if f.writable else "image opened read-only"
+
+    def refuse_writes(self, why):
+        """The image stays readable but takes no write (EROFS), saying why."""
+        self.read_only = True
+        self.write_refusal = why
 
     def geometry(self):
         return self.footer.cylinders, self.footer.heads, self.footer.sectors_per_track
 
     def _check_write(self, offset, length):
-        if not self.file.writable:
-            raise ReadOnlyImage("image opened read-only", self.path)
+        if self.write_refusal is not None:
+            raise ReadOnlyImage(self.write_refusal, self.path)
         self.check_write_range(offset, length)
 
     def info(self):
@@ -215,6 +222,36 @@ class DynamicVHD(VHD):
 
     def bat_entry(self, block):
         return self.bat[block]
+
+    def verify_for_writing(self):
+        """Before the first write: no allocated block may overlap the metadata or another
+        block (a write into one would change the other's bytes). Damage makes the image
+        read-only (vdiskio check lists it); a BAT too big to sort cheaply is refused."""
+        if self.block_count > MAX_VERIFIED_BLOCKS:
+            self.refuse_writes(f"a BAT of {self.block_count} entries is more than vdiskio"
+                               f" verifies before writing ({MAX_VERIFIED_BLOCKS})")
+            return
+        meta_end = max(SECTOR, self.footer.data_offset + DYNAMIC_HEADER.size,
+                       self.header.table_offset + 4 * self.header.max_table_entries)
+        starts = array("I")
+        for _first, raw in self.bat.stream(STREAM_ENTRIES):
+            entries = decode_entries(raw, ">I")
+            starts.extend(e for e in entries if e != UNUSED_BAT_ENTRY)
+        if not starts:
+            return
+        ordered = sorted(starts)
+        span = (self.bitmap_size + self.block_size) // SECTOR
+        problem = None
+        if ordered[0] * SECTOR < meta_end:
+            problem = f"a block (sector {ordered[0]}) overlaps the header or the BAT"
+        else:
+            for a, b in zip(ordered, ordered[1:]):
+                if b - a < span:
+                    problem = f"the blocks at sectors {a} and {b} overlap"
+                    break
+        if problem is not None:
+            self.refuse_writes(f"{problem}: the image is read-only until it is repaired"
+                               f" (vdiskio check lists the damage)")
 
     def block_data_offset(self, block):
         """Physical offset of block's data, None if unallocated; validated on every use."""
@@ -684,9 +721,14 @@ def open_vhd(path, writable=False, fd=None, chain=()):
         if footer.disk_type == DISK_TYPE_FIXED:
             return FixedVHD(f, footer)
         if footer.disk_type == DISK_TYPE_DYNAMIC:
-            return DynamicVHD(f, footer)
+            image = DynamicVHD(f, footer)
+            if writable:
+                image.verify_for_writing()
+            return image
         if footer.disk_type == DISK_TYPE_DIFFERENCING:
             image = DifferencingVHD(f, footer)      # header and BAT validated first
+            if writable:
+                image.verify_for_writing()
             if os.environ.get(IGNORE_PARENT) != "1":
                 image.parent = _open_parent(image, chain + (key,))
             return image

@@ -50,13 +50,17 @@ with instrumented():
 EXPECTED = (errors.VdError, OSError)
 MAX_BLOCKS = 48                     # translation blocks checked per input
 WINDOW = 4096                       # bytes compared at each end of a big block
+SWEEP_BYTES = 128 << 10             # the first write covers this much of the disk
 PARENT_MTIME = 1577836800           # 2020-01-01: the fixed parents' modification time
 
 
 def workdir():
     """A directory on tmpfs where inputs are written (with the fixed files beside them)."""
+    import atexit
     base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    return Path(tempfile.mkdtemp(prefix="vdiskio-fuzz-", dir=base))
+    d = Path(tempfile.mkdtemp(prefix="vdiskio-fuzz-", dir=base))
+    atexit.register(shutil.rmtree, d, True)
+    return d
 
 
 def fixtures(d):
@@ -173,15 +177,19 @@ def check_writes(path, rng):
             if image.read_only:
                 return
             size = image.size
+            # A sweep over the start of the disk (every block there, in one write), then
+            # a write of a random place and size; each must read back.
             off = rng.randrange(size)
-            n = min(size - off, rng.choice([1, 512, 4096, 65536 + 7]))
-            data = rng.randbytes(n)
-            try:
-                image.write(off, data)
-            except EXPECTED:
-                return
-            got = image.read(off, n)
-            assert got == data, f"write at {off}+{n} reads back different bytes"
+            writes = [(0, min(size, SWEEP_BYTES)),
+                      (off, min(size - off, rng.choice([1, 512, 4096, 65536 + 7])))]
+            for off, n in writes:
+                data = rng.randbytes(n)
+                try:
+                    image.write(off, data)
+                except EXPECTED:
+                    return
+                got = image.read(off, n)
+                assert got == data, f"write at {off}+{n} reads back different bytes"
             mapcheck.check_table(image, writable=True, limit=MAX_BLOCKS, seed=off, window=WINDOW)
             image.flush()
         finally:

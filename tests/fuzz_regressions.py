@@ -1,0 +1,48 @@
+"""Every fuzzer finding, as a small input built by a function here (never a copied
+blob), keyed by the target it broke: tests/test_fuzz_targets.py runs each through its
+target's properties. FUZZING.md lists what each one was and how it was fixed."""
+
+import struct
+import zlib
+
+import vmdk_writer as W
+
+SECTOR = 512
+FINDINGS = {}                   # name -> (target, builder)
+
+
+def finding(target):
+    def register(fn):
+        FINDINGS[fn.__name__] = (target, fn)
+        return fn
+    return register
+
+
+def _vhd_dynamic(bat, block_size=4096, size=64 << 10):
+    """A dynamic VHD whose BAT is `bat` (block -> sector), the rest unallocated."""
+    import hostile
+    entries = size // block_size
+    table = 3 * SECTOR
+    data_start = table + -(-4 * entries // SECTOR) * SECTOR
+    span = SECTOR + block_size
+    end = max([data_start] + [s * SECTOR + span for s in bat.values()])
+    footer = hostile.vhd_footer(size, 3, SECTOR)
+    raw = bytearray(end + SECTOR)
+    raw[0:SECTOR] = footer
+    raw[SECTOR:3 * SECTOR] = hostile.vhd_header(table, entries, block_size)
+    for block in range(entries):
+        struct.pack_into(">I", raw, table + 4 * block, bat.get(block, 0xFFFFFFFF))
+    for block, sector in bat.items():
+        raw[sector * SECTOR:sector * SECTOR + SECTOR] = b"\xff" * SECTOR     # all present
+        raw[sector * SECTOR + SECTOR:sector * SECTOR + span] = bytes([block + 1]) * block_size
+    raw[end:end + SECTOR] = footer
+    return bytes(raw)
+
+
+@finding("vhd")
+def vhd_block_bitmap_inside_another_block():
+    """Block 4's sector bitmap lies inside block 0's data: a write across both (64 KiB
+    from offset 584) set block 4's bitmap bits over block 0's bytes, so the write did not
+    read back. Fixed: a writable open verifies that no two blocks overlap (nor a block
+    the metadata) and makes such an image read-only."""
+    return _vhd_dynamic({0: 15, 4: 23, 1: 40})
