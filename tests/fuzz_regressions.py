@@ -18,8 +18,9 @@ def finding(target):
     return register
 
 
-def _vhd_dynamic(bat, block_size=4096, size=64 << 10):
-    """A dynamic VHD whose BAT is `bat` (block -> sector), the rest unallocated."""
+def _vhd_dynamic(bat, block_size=4096, size=64 << 10, file_size=None):
+    """A dynamic VHD whose BAT is `bat` (block -> sector), the rest unallocated; its
+    file cut to file_size (the trailing footer then lost) when given."""
     import hostile
     entries = size // block_size
     table = 3 * SECTOR
@@ -36,7 +37,7 @@ def _vhd_dynamic(bat, block_size=4096, size=64 << 10):
         raw[sector * SECTOR:sector * SECTOR + SECTOR] = b"\xff" * SECTOR     # all present
         raw[sector * SECTOR + SECTOR:sector * SECTOR + span] = bytes([block + 1]) * block_size
     raw[end:end + SECTOR] = footer
-    return bytes(raw)
+    return bytes(raw[:file_size])
 
 
 @finding("vhd")
@@ -46,3 +47,12 @@ def vhd_block_bitmap_inside_another_block():
     read back. Fixed: a writable open verifies that no two blocks overlap (nor a block
     the metadata) and makes such an image read-only."""
     return _vhd_dynamic({0: 15, 4: 23, 1: 40})
+
+
+@finding("vhd")
+def vhd_blocks_past_the_end_of_the_file():
+    """The fuzzer's own input, rebuilt: blocks 3 and 4 lie past the end of an 8009-byte
+    file; a write into unallocated block 0 put it at the end of the file, inside block
+    4's claimed place, and the sweep's later blocks overwrote it. Fixed: a writable open
+    refuses writes to an image with blocks past the end of its data."""
+    return _vhd_dynamic({3: 7, 4: 23}, file_size=8009)

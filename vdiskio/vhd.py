@@ -241,9 +241,14 @@ class DynamicVHD(VHD):
             return
         ordered = sorted(starts)
         span = (self.bitmap_size + self.block_size) // SECTOR
+        f = self.file
+        data_end = f.size - SECTOR if f.pread(f.size - SECTOR, 8) == FOOTER_COOKIE else f.size
         problem = None
         if ordered[0] * SECTOR < meta_end:
             problem = f"a block (sector {ordered[0]}) overlaps the header or the BAT"
+        elif (ordered[-1] + span) * SECTOR > data_end:
+            # New blocks go at the end of the file: they would land in this one's place.
+            problem = f"a block (sector {ordered[-1]}) lies past the end of the data"
         else:
             for a, b in zip(ordered, ordered[1:]):
                 if b - a < span:
