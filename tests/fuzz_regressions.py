@@ -56,3 +56,22 @@ def vhd_blocks_past_the_end_of_the_file():
     4's claimed place, and the sweep's later blocks overwrote it. Fixed: a writable open
     refuses writes to an image with blocks past the end of its data."""
     return _vhd_dynamic({3: 7, 4: 23}, file_size=8009)
+
+
+@finding("vmdk_sparse")
+def sparse_primary_directory_slice_replaced_by_its_copy():
+    """A primary grain directory entry past the end of the file, its redundant copy fine:
+    the slice taken from the copy was a list, and the scan for a run of unallocated
+    tables (memcmp speed, bytes of the slice) failed on it with AttributeError. Fixed:
+    the copy's slice is an array like any other, and the scan takes any sequence."""
+    import os
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "s.vmdk")
+        layout = W.write_sparse(path, 4 * 4, {13: b"\x5a" * SECTOR}, grain=1, gtes=4,
+                                redundant=True)
+        with open(path, "r+b") as f:
+            f.seek(layout["gd"] * SECTOR + 4)
+            f.write(struct.pack("<I", 0x7FFFFFF0))
+            f.seek(0)
+            return f.read()

@@ -96,7 +96,9 @@ class Table:
         while start + count < stop:
             k, into = divmod(start + count, SLICE_ENTRIES)
             n = min(SLICE_ENTRIES - into, stop - start - count)
-            raw = self._slice(k)[into:into + n].tobytes()
+            part = self._slice(k)[into:into + n]
+            raw = part.tobytes() if hasattr(part, "tobytes") else \
+                array(self.fmt[1], part).tobytes()
             same = (len(raw) - len(raw.lstrip(byte))) // self.entry_size
             count += same
             if same < n:

@@ -25,6 +25,7 @@ or is the other of 0 and 1); the primary copy is the one every reader follows.
 import _thread                      # (threading costs a millisecond at import)
 import errno
 import struct
+from array import array
 
 from .errors import CorruptImage, NotAnImage, Unsupported, VdError
 from .image import DATA, SPECIAL, ZERO, is_zero
@@ -220,7 +221,7 @@ class HostedSparseExtent(GrainTableExtent):
             return values
         self.damage = self.damage or problem
         if self.rgd is not None:
-            copy = self.rgd.values(first, first + len(values))
+            copy = array("I", self.rgd.values(first, first + len(values)))
             if self._slice_problem(copy, first, "redundant grain directory") is None:
                 self.warn_once(f"{problem}; using the redundant grain directory")
                 return copy
