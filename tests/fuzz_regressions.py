@@ -3,7 +3,6 @@ blob), keyed by the target it broke: tests/test_fuzz_targets.py runs each throug
 target's properties. FUZZING.md lists what each one was and how it was fixed."""
 
 import struct
-import zlib
 
 import vmdk_writer as W
 

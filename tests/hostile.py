@@ -3,9 +3,7 @@ small sparse files (truncate makes the holes). Every one must open, read 1 MiB a
 answer info in bounded time and memory (tests/test_hostile.py). Packed with struct from
 the format documents, independently of vdiskio's declarations."""
 
-import os
 import struct
-import uuid
 
 SECTOR = 512
 GiB = 1 << 30

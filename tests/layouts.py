@@ -4,7 +4,6 @@ sectors, chains of such disks, children written in part, disk sizes that are no
 multiple of a block. Built with tests/vmdk_writer (independent of vdiskio's own
 declarations). Each layout's content is known: `expected` is the disk's raw bytes."""
 
-import random
 
 import vmdk_writer as W
 

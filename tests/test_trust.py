@@ -4,7 +4,6 @@ the library, info and check must judge alike, FIFOs and directories given as ima
 creates from devices and interrupted creates, descriptors no decoder should choke on."""
 
 import errno
-import json
 import os
 import signal
 import subprocess
@@ -186,8 +185,8 @@ def test_create_from_a_device_copies_the_size_asked(tmp_path):
     image.close()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-@pytest.mark.parametrize("fmt", ["vhd", "vmdk"])
+@pytest.mark.parametrize("sig,fmt", [(signal.SIGTERM, "vhd"), (signal.SIGINT, "vmdk"),
+                                     (signal.SIGHUP, "vhd")])
 def test_interrupted_create_leaves_nothing(sig, fmt, tmp_path):
     out = tmp_path / f"big.{fmt}"
     argv = VDISKIO + ["create", "--from", "/dev/urandom", "-s", "8G"]

@@ -21,7 +21,7 @@ from . import log
 from .errors import CorruptImage, VdError
 from .image import DATA, SPECIAL, ZERO, Extent
 from .vhd import zero_file_range
-from .tables import prefix_len, run_length, table_values  # noqa: F401 (users import them here)
+from .tables import run_length, table_values
 from .vmdk_structs import SECTOR
 
 # Internal kinds. UNALLOCATED: this disk holds nothing here, the parent (or zeros)

@@ -8,7 +8,6 @@ fixture_files() are the files every fuzzed image finds beside it (fuzzlib.fixtur
 
 import hashlib
 import lzma
-import os
 import random
 import shutil
 import struct
