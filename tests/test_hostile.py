@@ -75,3 +75,10 @@ def test_hostile_image_through_the_library(images):
     rc, n, seconds, rss = p.stdout.split()
     assert (int(rc), int(n)) == (0, 1 << 20), p.stderr
     assert float(seconds) < 2 and float(rss) < 200, (seconds, rss)
+
+
+def test_info_says_what_it_did_not_count(images):
+    p = subprocess.run([sys.executable, "-m", "vdiskio", "info",
+                        str(images["vhd dynamic 128 GiB, 512-byte blocks"])],
+                       capture_output=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 0 and b"allocated blocks: not counted" in p.stdout, p.stdout

@@ -48,6 +48,9 @@ def cmd_preload_path(args):
     return 0
 
 
+NOT_COUNTED_KEYS = ("allocated_blocks", "allocated_grains")     # None: left uncounted
+
+
 def _print_info(info, indent=""):
     skip = {"parent", "path"}
     print(f"{indent}image: {info['path']}")
@@ -58,6 +61,8 @@ def _print_info(info, indent=""):
             continue
         if isinstance(value, (list, dict)):
             value = json.dumps(value)
+        elif value is None and key in NOT_COUNTED_KEYS:
+            value = "not counted (too big to count cheaply)"
         print(f"{indent}  {key.replace('_', ' ')}: {value}")
     if info.get("parent"):
         print(f"{indent}  parent:")
