@@ -74,3 +74,15 @@ def sparse_primary_directory_slice_replaced_by_its_copy():
             f.write(struct.pack("<I", 0x7FFFFFF0))
             f.seek(0)
             return f.read()
+
+
+@finding("vmdk_descriptor")
+def descriptor_short_cid_then_nul_then_junk():
+    """A text descriptor with a 6-digit CID, ended by NULs with a bad extent line after
+    them (ignored, as after any NUL): the first write renewed the CID with 8 digits, the
+    text grew over the NULs, and the junk became a line: the image no longer opened.
+    Fixed: the new CID has as many digits as the old (the text keeps its length), and a
+    text that grows anyway is ended by a NUL."""
+    text = W.descriptor(['RW 64 FLAT "flat.bin" 0'], "monolithicFlat", cid=0x123456)
+    text = text.replace("CID=00123456", "CID=123456")
+    return text.encode() + b"\0\0" + b'RW 9 "\n'

@@ -510,15 +510,19 @@ class VMDK(Image):
             raw = f.read_exact(base, room, "embedded descriptor")
         text = raw.split(b"\0", 1)[0]
         old = self.cid
+        # The new CID has as many digits as the old one, so the text keeps its length:
+        # bytes after a NUL that ends the text (ignored by every reader) stay hidden.
+        width = len(desc.get("CID"))
         cid = old
         while cid in (old, vmdk_descriptor.NO_PARENT_CID):
-            cid = random.getrandbits(32)
-        patched = vmdk_descriptor.replace_value(text, "CID", b"%08x" % cid)
+            cid = random.getrandbits(4 * width)
+        patched = vmdk_descriptor.replace_value(text, "CID", b"%0*x" % (width, cid))
         if patched is None:
             return
+        if len(patched) > len(text) and len(raw) > len(text):
+            patched += b"\0"           # (other CID lines were longer) still ends at a NUL
         if room is not None and len(patched) > room:
             raise CorruptImage("the embedded descriptor has no room for a new CID", self.path)
-        # (Never shorter in practice: a CID has at most 8 digits, and we write 8.)
         patched += (b"\0" if room is not None else b"\n") * (len(text) - len(patched))
         first = 0
         while first < len(text) and text[first] == patched[first]:
