@@ -26,7 +26,7 @@ def main(argv):
     names = argv or targets()
     sys.path.insert(0, str(HERE))
     import seeds
-    seeds.write_corpus(work / "corpus", [n for n in names if n in seeds.TARGETS])
+    seeds.write_corpus(work / "corpus", names)
     artifacts = work / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     failed = []
