@@ -86,3 +86,14 @@ def descriptor_short_cid_then_nul_then_junk():
     text = W.descriptor(['RW 64 FLAT "flat.bin" 0'], "monolithicFlat", cid=0x123456)
     text = text.replace("CID=00123456", "CID=123456")
     return text.encode() + b"\0\0" + b'RW 9 "\n'
+
+
+@finding("vmdk_descriptor")
+def descriptor_one_file_flat_and_sparse():
+    """One file named by a VMFS (flat) line and a VMFSSPARSE line: the lines naming one
+    file were grouped to share one parsed sparse extent whatever their type, and the
+    sparse line asked the flat extent for a view (AttributeError). Fixed: only lines of
+    one sparse kind share an extent; the file is read both ways (and refused for
+    writing: the lines alias its bytes)."""
+    return W.descriptor(['RW 256 VMFS "cowd-delta.vmdk"', 'RW 256 VMFSSPARSE "cowd-delta.vmdk"'],
+                        "vmfsSparse", parent_cid=0x0000ABCD, hint="parent.vmdk").encode()

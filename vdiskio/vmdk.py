@@ -190,17 +190,24 @@ class VMDK(Image):
             if f.writable and f is not self.file:
                 _check_writable_extent(f, self.file, path)
         # A file named by several lines is parsed once: its lines share its tables.
+        def shared_key(line, real):
+            """Lines of one sparse kind naming one file share one extent object."""
+            if real is None or line.access == "NOACCESS" or \
+                    line.type not in SPARSE_EXTENT_TYPES | {"SESPARSE"}:
+                return None
+            return _file_key(files[real]), line.type == "SESPARSE"
+
         largest = {}
         for line, _start, size, real in plans:
-            if real is not None and line.type in SPARSE_EXTENT_TYPES | {"SESPARSE"}:
-                key = _file_key(files[real])
+            key = shared_key(line, real)
+            if key is not None:
                 largest[key] = max(largest.get(key, 0), size)
         shared = {}
         for line, start, size, real in plans:
             f = files.get(real)
-            key = _file_key(f) if f is not None else None
+            key = shared_key(line, real)
             try:
-                if key in largest and line.access != "NOACCESS":
+                if key is not None:
                     if key not in shared:
                         shared[key] = self._make_extent(line, start, largest[key], f)
                     extent = shared[key]
