@@ -57,7 +57,10 @@ PARENT_MTIME = 1577836800           # 2020-01-01: the fixed parents' modificatio
 def workdir():
     """A directory on tmpfs where inputs are written (with the fixed files beside them)."""
     import atexit
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    # run.py names a directory to remove after the target (libFuzzer ends the process
+    # without running atexit handlers when it stops at a finding or its time limit).
+    base = os.environ.get("VDISKIO_FUZZ_WORK") or ("/dev/shm" if os.path.isdir("/dev/shm")
+                                                   else None)
     d = Path(tempfile.mkdtemp(prefix="vdiskio-fuzz-", dir=base))
     atexit.register(shutil.rmtree, d, True)
     return d

@@ -8,8 +8,10 @@ per target (runs, executions per second, coverage) is printed for FUZZING.md.
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,12 +37,18 @@ def main(argv):
         corpus.mkdir(parents=True, exist_ok=True)
         log = work / f"{name}.log"
         started = time.monotonic()
-        with open(log, "wb") as out:
-            rc = subprocess.run([sys.executable, str(HERE / f"fuzz_{name}.py"), str(corpus),
-                                 f"-max_total_time={seconds}", "-timeout=10",
-                                 "-rss_limit_mb=1024", "-max_len=1048576",
-                                 f"-artifact_prefix={artifacts}/{name}-", "-print_final_stats=1"],
-                                stdout=out, stderr=subprocess.STDOUT).returncode
+        scratch = tempfile.mkdtemp(prefix=f"vdiskio-fuzz-{name}-",
+                                   dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        try:
+            with open(log, "wb") as out:
+                rc = subprocess.run([sys.executable, str(HERE / f"fuzz_{name}.py"), str(corpus),
+                                     f"-max_total_time={seconds}", "-timeout=10",
+                                     "-rss_limit_mb=1024", "-max_len=1048576",
+                                     f"-artifact_prefix={artifacts}/{name}-",
+                                     "-print_final_stats=1"], stdout=out, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "VDISKIO_FUZZ_WORK": scratch}).returncode
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         text = log.read_text(errors="replace")
         last = [line for line in text.splitlines() if re.search(r"#\d+\s+(pulse|REDUCE|NEW|DONE|INITED)", line)]
         runs = re.search(r"stat::number_of_executed_units:\s*(\d+)", text)
