@@ -1,6 +1,7 @@
 # vdiskio. `make` builds the venv and libvdiskio in the repo (.venv/bin/vdiskio); `make
 # install` puts the vdiskio and vdpartx commands in PREFIX/bin; `make demo` runs the main
-# job on a generated sample image; `make test` runs the tests; `make bench` measures.
+# job on a generated sample image; `make test` runs the tests; `make bench` measures;
+# `make fuzz` fuzzes the parsers.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -8,7 +9,7 @@ STAMP  := $(VENV)/.deps-installed
 LIB    := vdiskio/libvdiskio.so
 SOURCES := $(wildcard shim/*.c shim/*.h shim/*.map shim/*.py) setup.py pyproject.toml
 
-.PHONY: all build deps demo test bench clean install uninstall
+.PHONY: all build deps demo test bench fuzz clean install uninstall
 
 all: build
 
@@ -59,6 +60,14 @@ install: | deps
 
 uninstall:
 	rm -rf $(INSTALL_VENV) $(PREFIX)/bin/vdiskio $(PREFIX)/bin/vdpartx
+
+# Coverage-guided fuzzing (atheris, installed for this target only): every target of
+# tests/fuzz for FUZZ_SECONDS each; see FUZZING.md.
+FUZZ_SECONDS ?= 60
+FUZZ_DIR ?= /tmp/vdiskio-fuzz
+fuzz: build
+	$(PY) -m pip install --quiet atheris
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_DIR=$(FUZZ_DIR) $(PY) tests/fuzz/run.py
 
 clean:
 	rm -rf build $(VENV) *.egg-info vdiskio/*.so demo

@@ -89,12 +89,15 @@ struct vd_open_result {
  * drop_fd: the decoder is about to close fd.
  * invalidate: drop the translation entries of disk `handle` for [off, off+len) (another
  *   disk's write changed what they say: a logical volume and the disk holding it).
- * log_fd: where log lines go (stderr, or VDISKIO_LOG). */
+ * log_fd: where log lines go (stderr, or VDISKIO_LOG).
+ * bypass: while on, this thread's calls go to libc (the decoder opening image files as
+ *   files, whoever asks it: the C stage, or a Python program using the package). */
 #define VD_C_CALLS(X)                                                                       \
     X(int, take_fd, (int fd))                                                               \
     X(void, drop_fd, (int fd))                                                              \
     X(void, invalidate, (int64_t handle, uint64_t off, uint64_t len))                       \
-    X(int, log_fd, (void))
+    X(int, log_fd, (void))                                                                  \
+    X(void, bypass, (int on))
 
 /* The interpreter the stage starts (shim/pyfind.c finds it at run time). */
 struct vd_python_paths {

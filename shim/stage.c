@@ -46,6 +46,11 @@ static int cb_log_fd(void)
     return vd_log_fd();
 }
 
+static void cb_bypass(int on)
+{
+    vd_guard += on ? 1 : -1;
+}
+
 #define VD_CALLBACK_INIT(ret, name, args) .name = cb_##name,
 static struct vd_callbacks callbacks = {VD_C_CALLS(VD_CALLBACK_INIT)};
 

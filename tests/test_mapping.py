@@ -98,3 +98,41 @@ def test_writable_disks_take_the_extent_path(chains, tmp_path, monkeypatch):
     finally:
         image.close()
     assert disk_mod.MAP_LOOKUPS > 0
+
+
+READ_RW = ("import os, sys\n"
+           "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+           "out = bytearray()\n"
+           "while True:\n"
+           "    chunk = os.read(fd, 1 << 20)\n"
+           "    if not chunk:\n"
+           "        break\n"
+           "    out += chunk\n"
+           "sys.stdout.buffer.write(out)\n")
+
+
+def test_extents_off_grain_boundaries_through_the_library(tmp_path):
+    """Issue 9, item 1: twoGbMaxExtentSparse whose second extent starts at sector 8191
+    (not on a grain boundary), extents made by qemu-img from a disk whose every sector
+    holds its number: dd through the library, read-only and read-write, reads that disk."""
+    import struct
+    import sys
+
+    import shimlib
+    sectors = 16383
+    tagged = b"".join(struct.pack("<Q", s) * 64 for s in range(sectors))
+    for name, first, count in (("a", 0, 8191), ("b", 8191, 8192)):
+        part = tmp_path / f"{name}.raw"
+        part.write_bytes(tagged[first * 512:(first + count) * 512])
+        run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(part),
+             str(tmp_path / f"{name}.vmdk")])
+    desc = tmp_path / "split.vmdk"
+    desc.write_text('# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n'
+                    'createType="twoGbMaxExtentSparse"\n\n'
+                    'RW 8191 SPARSE "a.vmdk"\nRW 8192 SPARSE "b.vmdk"\n')
+    got = shimlib.run(["dd", f"if={desc}", "bs=64k", "status=none"]).stdout
+    assert len(got) == len(tagged)
+    wrong = [s for s in range(sectors) if got[s * 512:(s + 1) * 512] != tagged[s * 512:(s + 1) * 512]]
+    assert not wrong, f"{len(wrong)} sectors wrong, first {wrong[:4]}"
+    got = shimlib.run([sys.executable, "-c", READ_RW, str(desc)]).stdout
+    assert got == tagged

@@ -79,9 +79,11 @@ def test_writes_land_in_the_partition_and_nowhere_else(disks, fmt, tmp_path):
     img, raw, oracle = all_disks[fmt]
     work = tmp_path / "w"
     work.mkdir()
-    for f in img.parent.iterdir():                     # a private copy of the image files
+    # A private copy of the image files, modification times kept (a differencing VHD
+    # checks its parent's against the time it recorded).
+    for f in img.parent.iterdir():
         if f.is_file() and f.suffix in (".vhd", ".vmdk"):
-            shutil.copy(f, work / f.name)
+            shutil.copy2(f, work / f.name)
     mine = work / img.name
     number = sorted(oracle["partitions"])[1]
     entry = oracle["partitions"][number]

@@ -907,17 +907,21 @@ def test_not_a_vmdk(tmp_path):
 
 
 def test_one_file_for_several_extents(tmp_path):
-    """Two lines naming one file (and a hard link to it) share one fd, so one lock."""
+    """Two lines naming one file (and a hard link to it) share one fd, so one lock. The
+    aliased bytes are read; a writable open is refused, naming the lines (issue 9)."""
     (tmp_path / "f.bin").write_bytes(b"\x01" * 4096 + b"\x02" * 4096)
     os.link(tmp_path / "f.bin", tmp_path / "link.bin")
     (tmp_path / "d.vmdk").write_text(W.descriptor(
         ['RW 8 FLAT "f.bin" 8', 'RDONLY 8 FLAT "f.bin" 0', 'RW 8 FLAT "link.bin" 0'], "custom"))
-    image = open_image(tmp_path / "d.vmdk", writable=True)
+    image = open_image(tmp_path / "d.vmdk")
     try:
-        assert len(image.files) == 2 and image.files[1].writable
+        assert len(image.files) == 2
         assert image.read(0, 3 * 4096) == b"\x02" * 4096 + b"\x01" * 8192
+        assert any("same bytes" in p for p in image.check())
     finally:
         image.close()
+    with pytest.raises(Refused, match=r"line 9 .* and line 10 .* same bytes"):
+        open_image(tmp_path / "d.vmdk", writable=True)
 
 
 def test_sparse_file_holding_only_a_descriptor(tmp_path):

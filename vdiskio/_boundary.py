@@ -54,8 +54,7 @@ def install(ffi, lib):
     """Define the extern "Python" functions of the embedding API on ffi."""
     global _c
     _c = lib.vdst_cb
-    backing.IN_STAGE = True
-    backing.set_fd_hooks(_c.take_fd, _c.drop_fd)
+    backing.set_stage_hooks(_c.take_fd, _c.drop_fd, _c.bypass)
     log.set_fd(_c.log_fd())
     os.register_at_fork(before=registry.before_fork, after_in_parent=registry.after_fork_parent,
                         after_in_child=registry.after_fork)

@@ -9,6 +9,7 @@ import fcntl
 import os
 import stat
 import struct
+import sys
 
 from .errors import Busy, CorruptImage, Refused, VdError
 
@@ -23,15 +24,26 @@ SHARE_READ = "VDISKIO_SHARE_READ"
 _FLOCK = "hh4xqqi4x"            # struct flock on 64-bit Linux
 
 
-_bypass = []
+_bypass = []                # [vdiskio_bypass(on), or None without the library]
+_take_fd = None             # the C stage's take_fd/drop_fd (inside the library only)
+_drop_fd = None
+
+
+def set_stage_hooks(take, drop, bypass):
+    """Inside the library's Python stage: backing fds are handed to the C stage, which
+    moves them above the numbers programs use and guards them against the program's close
+    and dup2; and its bypass is a cheap C callback (no ctypes at start-up)."""
+    global _take_fd, _drop_fd
+    _take_fd, _drop_fd = take, drop
+    _bypass[:] = [bypass]
 
 
 def _library_bypass():
-    """libvdiskio's vdiskio_bypass(on), when the library is preloaded into this process
-    and this is not its own Python stage (where every call already bypasses it)."""
+    """libvdiskio's vdiskio_bypass(on) when the library is preloaded into this process,
+    else None."""
     if not _bypass:
         fn = None
-        if "libvdiskio" in os.environ.get("LD_PRELOAD", "") and not IN_STAGE:
+        if "libvdiskio" in os.environ.get("LD_PRELOAD", ""):
             try:
                 import ctypes
                 fn = ctypes.CDLL(None).vdiskio_bypass
@@ -42,22 +54,12 @@ def _library_bypass():
     return _bypass[0]
 
 
-IN_STAGE = False            # set by vdiskio._boundary: we run inside libvdiskio's stage
-_take_fd = None             # the C stage's take_fd/drop_fd (inside the library only)
-_drop_fd = None
-
-
-def set_fd_hooks(take, drop):
-    """Inside the library, backing fds are handed to the C stage, which moves them above
-    the numbers programs use and guards them against the program's close and dup2."""
-    global _take_fd, _drop_fd
-    _take_fd, _drop_fd = take, drop
-
-
 def sys_open(path, flags, mode=0o777):
     """os.open of a file as it is on disk, even in a program running under libvdiskio
-    (vdiskio run -- vdpartx ...): opened through the library, an image would read as
-    the disk inside it, not as the image file the decoders expect."""
+    (vdiskio run -- vdpartx ..., or a Python program using the package): opened through
+    the library, an image would read as the disk inside it, not as the image file the
+    decoders expect. (Inside the stage the library passes the call on anyway; raising its
+    guard once more costs nothing.)"""
     bypass = _library_bypass()
     if bypass is None:
         return os.open(path, flags, mode)
@@ -118,8 +120,11 @@ class BackingFile:
     def __init__(self, path, writable=False, fd=None):
         self.path = path
         self.writable = writable
+        nonblocking = fd is None
         if fd is None:
-            flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC
+            # O_NONBLOCK: a FIFO put in a file's place must not block the open; it is
+            # cleared once fstat has shown a regular file.
+            flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC | os.O_NONBLOCK
             try:
                 fd = sys_open(path, flags)
             except OSError as e:
@@ -131,6 +136,9 @@ class BackingFile:
         if not stat.S_ISREG(st.st_mode):
             self.close()
             raise Refused("not a regular file (device nodes and special files are refused)", path)
+        if nonblocking:
+            os.set_blocking(fd, True)
+        self.nlink, self.uid = st.st_nlink, st.st_uid
         self.size = st.st_size
         self.dev, self.ino = st.st_dev, st.st_ino
 

@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import signal
 import sys
 
 from . import library_path
@@ -19,7 +20,8 @@ def human(n):
 
 
 def cmd_run(args):
-    if not args.command:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
         print("vdiskio run: no command given (vdiskio run -- CMD ARGS...)", file=sys.stderr)
         return 2
     lib = library_path()
@@ -34,7 +36,6 @@ def cmd_run(args):
             env[var] = "1"
     if args.log:
         env["VDISKIO_LOG"] = os.path.abspath(args.log)
-    command = args.command[1:] if args.command[0] == "--" else args.command
     try:
         os.execvpe(command[0], command, env)
     except OSError as e:
@@ -45,6 +46,9 @@ def cmd_run(args):
 def cmd_preload_path(args):
     print(library_path())
     return 0
+
+
+NOT_COUNTED_KEYS = ("allocated_blocks", "allocated_grains")     # None: left uncounted
 
 
 def _layout_info(image, path):
@@ -123,6 +127,8 @@ def _print_info(info, indent=""):
             continue
         if isinstance(value, (list, dict)):
             value = json.dumps(value)
+        elif value is None and key in NOT_COUNTED_KEYS:
+            value = "not counted (too big to count cheaply)"
         print(f"{indent}  {key.replace('_', ' ')}: {value}")
     _print_layout(info, indent)
     if info.get("parent"):
@@ -162,15 +168,29 @@ def parse_size(text):
     num, unit = (t[:-1], t[-1]) if t and t[-1] in SIZE_UNITS else (t, "")
     try:
         value = float(num) * SIZE_UNITS[unit]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
-    if value <= 0 or value != int(value):
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
+        if not 0 < value < 1 << 63 or value != int(value):
+            raise ValueError(text)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"not a size: {text[:40]!r}") from None
     return int(value)
+
+
+class Interrupted(BaseException):
+    """A stop signal arrived during a create (raised from the signal handler)."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum, frame):
+    raise Interrupted(signum)
 
 
 def cmd_create(args):
     from .create import create_image
+    from .vhd_create import STOP_SIGNALS
+    previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
     try:
         create_image(args.image, fmt=args.format, variant=args.variant, size=args.size,
                      parent=args.parent, block_size=args.block_size, source=args.source,
@@ -178,21 +198,37 @@ def cmd_create(args):
     except VdError as e:
         print(f"vdiskio: {e}", file=sys.stderr)
         return 1
+    except Interrupted as stop:
+        # The files made so far are gone (create_image removed them): say so, then die
+        # of the signal, so the caller's exit status says what happened.
+        name = signal.Signals(stop.signum).name
+        print(f"vdiskio: {args.image}: create interrupted by {name}; nothing was left behind",
+              file=sys.stderr)
+        signal.signal(stop.signum, signal.SIG_DFL)
+        os.kill(os.getpid(), stop.signum)
+        return 128 + stop.signum
+    finally:
+        for sig, handler in previous.items():
+            if signal.getsignal(sig) is _interrupt:
+                signal.signal(sig, handler)
     return 0
 
 
 def cmd_check(args):
+    from . import identity
     from .formats import open_image
     status = 0
     for path in args.images:
         try:
-            image = open_image(path)
+            with identity.collecting():     # a parent that changed is a problem to list
+                image = open_image(path)
         except VdError as e:
             print(f"{path}: cannot open: {e.message}")
             status = 2
             continue
         try:
-            problems = [(layer.path, p) for layer in image.chain() for p in layer.check()]
+            problems = [(layer.path, p) for layer in image.chain()
+                        for p in layer.parent_problems + layer.check()]
         finally:
             image.close()
         if problems:
@@ -253,6 +289,12 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.func is not cmd_create:
+        # Die quietly when the reader of our output goes away (`vdiskio info x | head
+        # -1`), as other tools do; commands run by `vdiskio run` inherit the default too
+        # (Python ignores SIGPIPE, and an ignored signal stays ignored across exec).
+        # create prints nothing on stdout and must clean up whatever happens.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         return args.func(args)
     except VdError as e:
@@ -260,6 +302,28 @@ def main(argv=None):
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"vdiskio: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
+    except Exception as e:          # a bug: still one line, never a traceback
+        text = " ".join(str(e).split())
+        print(f"vdiskio: internal error in {args.cmd}: {type(e).__name__}: {text}",
+              file=sys.stderr)
+        return 70                   # EX_SOFTWARE
+
+
+def _quiet_stdout():
+    """stdout's reader is gone: point it at /dev/null so the flush at exit stays silent."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

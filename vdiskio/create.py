@@ -1,5 +1,9 @@
 """`vdiskio create`: new images, empty, filled from a raw disk or another image (a
-conversion), or snapshot children."""
+conversion), or snapshot children.
+
+A create that fails or is interrupted removes every file it made: no partial image is
+ever left behind (the CLI turns SIGTERM, SIGINT and SIGHUP into an interruption).
+"""
 
 import errno
 import os
@@ -26,20 +30,40 @@ def _format_of(path, fmt):
 
 def create_image(path, fmt=None, variant=None, size=None, parent=None, block_size=None,
                  source=None, logical_sector_size=None):
+    from . import vhd_create
     fmt = _format_of(path, fmt)
     if logical_sector_size is not None and fmt != "vhdx":
         raise VdError("--logical-sector-size is a VHDX option", path, errno.EINVAL)
     derived_size = size is None
+    src = None
     if source is not None:
         if parent is not None:
             raise VdError("--from and --parent cannot be combined", path, errno.EINVAL)
-        src_size = _source_size(source)
-        size = size or -(-src_size // 512) * 512
-        if size < src_size:
-            raise VdError(f"--size {size} is smaller than {source} ({src_size} bytes)", path,
+        src = Source(source, size)
+        size = size or -(-src.size // 512) * 512
+        if src.size is not None and size < src.size:
+            raise VdError(f"--size {size} is smaller than {source} ({src.size} bytes)", path,
                           errno.EINVAL)
     if size is None and parent is None:
         raise VdError("give --size, --from or --parent", path, errno.EINVAL)
+    if src is not None and derived_size and logical_sector_size:
+        size = -(-size // logical_sector_size) * logical_sector_size
+    first = len(vhd_create.made)
+    try:
+        _make(path, fmt, variant, size, parent, block_size, logical_sector_size)
+        if src is not None:
+            src.copy_into(path, size)
+    except BaseException:
+        _remove(vhd_create.made[first:])
+        raise
+    finally:
+        del vhd_create.made[first:]
+    # The new files are fsynced by their writers; their names by this.
+    from .backing import sync_directory
+    sync_directory(os.path.dirname(os.path.abspath(path)))
+
+
+def _make(path, fmt, variant, size, parent, block_size, logical_sector_size):
     if fmt == "vhdx":
         from .vhdx import create as vhdx_create
         variant = variant or "dynamic"
@@ -49,8 +73,6 @@ def create_image(path, fmt=None, variant=None, size=None, parent=None, block_siz
         if parent is not None and variant != "dynamic":
             raise VdError("a differencing VHDX is dynamic: drop --variant fixed", path,
                           errno.EINVAL)
-        if source is not None and derived_size and logical_sector_size:
-            size = -(-size // logical_sector_size) * logical_sector_size
         vhdx_create.create(path, size, variant, block_size, logical_sector_size, parent=parent)
     elif fmt == "vhd":
         from . import vhd_create
@@ -73,77 +95,93 @@ def create_image(path, fmt=None, variant=None, size=None, parent=None, block_siz
             raise VdError(f"VMDK variant {variant!r} unknown (choose {', '.join(VMDK_VARIANTS)})",
                           path, errno.EINVAL)
         vmdk_create.create(path, size, variant, parent)
-    if source is not None:
-        try:
-            copy_raw(source, path)
-        except BaseException:
-            _remove_created(path)
-            raise
-    # The new files are fsynced by their writers; their names by this.
-    from .backing import sync_directory
-    sync_directory(os.path.dirname(os.path.abspath(path)))
 
 
-def _remove_created(path):
-    """Undo a create whose copy failed: the image and any extent files next to it."""
-    from .formats import open_image
+def _remove(paths):
+    """Remove the files a failed create made (newest first), signals held off meanwhile."""
+    import signal
+    from .vhd_create import STOP_SIGNALS
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
-        image = open_image(path)
-        files = [f.path for f in image.files]
-        image.close()
-    except VdError:
-        files = [path]
-    for f in set(files) | {path}:
-        try:
-            os.unlink(f)
-        except OSError:
-            pass
-
-
-def _source_size(source):
-    """Size of the disk in `source`: an image's virtual size, else the file's."""
-    from .formats import open_image, sniff
-    if sniff(source):
-        image = open_image(source)
-        size = image.size
-        image.close()
-        return size
-    try:
-        return os.stat(source).st_size
-    except OSError as e:
-        raise VdError(f"cannot read: {e.strerror}", source, e.errno) from None
-
-
-def copy_raw(source, path):
-    """Write the non-zero chunks of `source` into image `path`. `source` is a raw disk
-    file, or any image vdiskio reads (a conversion: streamOptimized to sparse, VHD to
-    VMDK...); holes of an image source are skipped without being read."""
-    from .formats import open_image, sniff
-    from .image import ZERO, is_zero
-    image = open_image(path, writable=True)
-    try:
-        if sniff(source):
-            src = open_image(source)
+        for p in reversed(paths):
             try:
-                for ext in src.walk(0, src.size):
-                    if ext.kind == ZERO:
-                        continue
-                    for off in range(ext.offset, ext.end, COPY_CHUNK):
-                        data = src.read(off, min(COPY_CHUNK, ext.end - off))
-                        if not is_zero(data):
-                            image.write(off, data)
-            finally:
-                src.close()
-        else:
-            with open(source, "rb", buffering=0) as f:
-                offset = 0
-                while True:
-                    data = f.read(COPY_CHUNK)
-                    if not data:
-                        break
-                    if not is_zero(data):
-                        image.write(offset, data)
-                    offset += len(data)
-        image.flush()
+                os.unlink(p)
+            except OSError:
+                pass
     finally:
-        image.close()
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+class Source:
+    """What --from names: an image (copied through its decoder), a raw disk file, or a
+    device or pipe (read as a stream, up to the size asked: -s is required)."""
+
+    def __init__(self, path, size):
+        from .formats import not_regular, sniff
+        self.path = path
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise VdError(f"cannot read: {e.strerror}", path, e.errno) from None
+        kind = not_regular(st.st_mode)
+        self.image = False
+        if kind == "a directory":
+            raise VdError("is a directory, not a disk to copy", path, errno.EISDIR)
+        if kind is not None:
+            if size is None:
+                raise VdError(f"is {kind}: give -s SIZE, how much of it to copy", path,
+                              errno.EINVAL)
+            self.size = None            # a stream: read up to the size asked
+            return
+        self.image = sniff(path) is not None
+        if self.image:
+            from .formats import open_image
+            image = open_image(path)
+            self.size = image.size
+            image.close()
+        else:
+            self.size = st.st_size
+
+    def copy_into(self, path, size):
+        """Write the non-zero chunks of the source into image `path` (at most `size`
+        bytes); holes of an image source are skipped without being read."""
+        from .formats import open_image
+        from .image import ZERO, is_zero
+        image = open_image(path, writable=True)
+        try:
+            if self.image:
+                src = open_image(self.path)
+                try:
+                    for ext in src.walk(0, src.size):
+                        if ext.kind == ZERO:
+                            continue
+                        for off in range(ext.offset, ext.end, COPY_CHUNK):
+                            data = src.read(off, min(COPY_CHUNK, ext.end - off))
+                            if not is_zero(data):
+                                image.write(off, data)
+                finally:
+                    src.close()
+            else:
+                self._copy_stream(image, size)
+            image.flush()
+        finally:
+            image.close()
+
+    def _copy_stream(self, image, size):
+        from .image import is_zero
+        try:
+            f = open(self.path, "rb", buffering=0)
+        except OSError as e:
+            raise VdError(f"cannot read: {e.strerror}", self.path, e.errno) from None
+        with f:
+            offset = 0
+            while offset < size:
+                try:
+                    data = f.read(min(COPY_CHUNK, size - offset))
+                except OSError as e:
+                    raise VdError(f"read error: {e.strerror}", self.path, e.errno) from None
+                if not data:
+                    break
+                if not is_zero(data):
+                    image.write(offset, data)
+                offset += len(data)

@@ -50,9 +50,14 @@ def invalidate(handle, offset, length):
         callback(handle, offset, length)
 
 
-def block_shift(block_size):
+MAX_TABLE_BLOCKS_SHIFT = 30        # at most 2^30 translation blocks (2 MiB of C chunk pointers)
+
+
+def block_shift(block_size, size=0):
+    """log2 of the translation block: the format's block, but large enough that a disk
+    whose header claims 256 TiB in 512-byte blocks still has a small C table."""
     shift = max(9, min(30, (max(block_size, 512) - 1).bit_length()))
-    return shift
+    return max(shift, size.bit_length() - MAX_TABLE_BLOCKS_SHIFT)
 
 
 class Disk:
@@ -63,7 +68,7 @@ class Disk:
         self.writable = writable
         self.refs = 0
         self.retired = []           # images replaced by a writable reopen, closed at the end
-        self.shift = block_shift(image.block_size)
+        self.shift = block_shift(image.block_size, image.size)
         self.lock = allocate_lock()
         self.layered = []           # VolumeDisks with PVs on this disk
 
@@ -92,14 +97,24 @@ class Disk:
             start = b * bsize
             if start >= size:
                 break
-            if grain_entries is not None:
-                got = grain_entries(start, end_block - b, bsize, self._data_base, ENTRY_ZERO)
-                if got:
-                    entries.extend(got)
-                    b += len(got)
-                    lookups += 1
-                    continue
-            ext = image.extent_at(start)
+            try:
+                if grain_entries is not None:
+                    got = grain_entries(start, end_block - b, bsize, self._data_base,
+                                        ENTRY_ZERO)
+                    if got:
+                        entries.extend(got)
+                        b += len(got)
+                        lookups += 1
+                        continue
+                ext = image.extent_at(start)
+            except VdError:
+                # A block the decoder cannot map (damaged table, NOACCESS extent) goes
+                # to the Python read, which fails for that block alone with its message;
+                # the shim would fail every block of the batch if this call failed.
+                entries.append(ENTRY_SLOW)
+                b += 1
+                lookups += 1
+                continue
             lookups += 1
             # Blocks from b that lie whole inside the extent (the disk's last block may be
             # partial: it counts when the extent reaches the disk's end).
@@ -230,7 +245,7 @@ class Disk:
         self.retired.append(self.image)
         self.image = new
         self.writable = True
-        self.shift = min(self.shift, block_shift(new.block_size))
+        self.shift = min(self.shift, block_shift(new.block_size, new.size))
 
     def layers(self):
         """Every Image this disk holds open: the chain, and chains a writable reopen

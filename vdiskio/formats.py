@@ -1,26 +1,49 @@
 """Which format a file is, and opening it: the one entry point to the decoders."""
 
 import os
+import stat
 
 from . import log, vhd
 from .backing import sys_open
-from .errors import NotAnImage, VdError
+from .errors import CorruptImage, NotAnImage, VdError
 
 PROBE_BYTES = 4096
 
 
+FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+              (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+              (stat.S_ISBLK, "a block device"))
+
+
+def not_regular(mode):
+    """What a file of st_mode `mode` is when it is not a regular file, else None."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
+
+
 def sniff(path, fd=None):
-    """'vhd', 'vhdx', 'vmdk' or None, from the file's content (its name is not consulted)."""
+    """'vhd', 'vhdx', 'vmdk' or None, from the file's content (its name is not consulted).
+
+    Only regular files are images: anything else (a FIFO named x.vmdk, a directory, a
+    device) is NotAnImage at once, never read (opened with O_NONBLOCK, so a FIFO
+    without a writer does not block the open)."""
     own = fd is None
     if own:
         try:
-            fd = sys_open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = sys_open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as e:
             raise VdError(f"cannot open: {e.strerror}", path, e.errno) from None
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        kind = not_regular(st.st_mode)
+        if kind is not None:
+            raise NotAnImage(f"is {kind}, not an image file", path)
+        size = st.st_size
         head = os.pread(fd, PROBE_BYTES, 0)
         tail = os.pread(fd, 512, size - 512) if size >= 512 else b""
+    except OSError as e:
+        raise VdError(f"cannot read: {e.strerror}", path, e.errno) from None
     finally:
         if own:
             os.close(fd)
@@ -42,7 +65,15 @@ def open_image(path, writable=False, fd=None, chain=()):
     Warnings (a fallback to a backup structure) are printed only if the open succeeds.
     """
     with log.deferred():
-        return _open_image(path, writable, fd, chain)
+        try:
+            return _open_image(path, writable, fd, chain)
+        except NotAnImage as e:
+            if not chain and e.path == path:
+                raise
+            # "Not an image" means only that the file the caller named is none: below
+            # it (a parent, an extent) the same finding is damage, never a pass-through.
+            what = e.message if e.path == path else f"{e.path}: {e.message}"
+            raise CorruptImage(f"named as a parent image, but {what}", path) from None
 
 
 def _open_image(path, writable, fd, chain):

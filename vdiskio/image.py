@@ -96,6 +96,7 @@ class Image:
     def __init__(self, path):
         self.path = path
         self.files = []
+        self.parent_problems = []       # parent mismatches accepted (vdiskio.identity)
 
     # -- mapping ----------------------------------------------------------------------
     def extent_at(self, offset):
@@ -206,6 +207,7 @@ class Image:
             "read_only": self.read_only,
             "files": [f.path for f in self.files],
             "parent": self.parent.info() if self.parent is not None else None,
+            **({"parent_mismatch": self.parent_problems} if self.parent_problems else {}),
         }
 
     def check(self):

@@ -9,6 +9,7 @@ mean "read this sector from the parent".
 
 import os
 import struct
+from array import array
 
 from . import log
 from .backing import BackingFile
@@ -16,6 +17,7 @@ from .errors import (CorruptImage, MissingFile, NotAnImage, ReadOnlyImage, Refus
                      Unsupported)
 from .image import DATA, ZERO, Extent, Image, is_zero
 from .paths import resolve_related
+from .tables import Table, decode_entries
 from .vhd_structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED,
                           DISK_TYPE_NAMES, DYNAMIC_COOKIE, DYNAMIC_HEADER, FILE_FORMAT_VERSION,
                           FOOTER, FOOTER_COOKIE, MAX_GEOMETRY, PARENT_LOCATOR,
@@ -26,16 +28,18 @@ from .vhd_structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_F
 # current_size, and so does any image at the maximum geometry.
 CHS_CREATORS = (b"vpc ", b"qemu")
 
-_BE32 = struct.Struct(">I")
 MAX_VIRTUAL_SIZE = 1 << 48          # 256 TiB: anything larger is a corrupt header
 MAX_BLOCK_SIZE = 1 << 28            # 256 MiB blocks
 MAX_LOCATOR_BYTES = 1 << 16
 MAX_CHAIN_DEPTH = 64
 BITMAP_CACHE_BLOCKS = 1024
 ZERO_RUN_SCAN = 4096                # unallocated BAT entries merged into one zero extent
+STREAM_ENTRIES = 1 << 18            # BAT entries check reads at once
+MAX_COUNTED_BLOCKS = 1 << 22        # info counts allocated blocks of BATs up to 16 MiB
+MAX_VERIFIED_BLOCKS = 1 << 22       # BATs checked for overlaps before a writable open
+MAX_CHECK_PROBLEMS = 50             # check reports this many, then stops
 
 IGNORE_PARENT = "VDISKIO_IGNORE_PARENT"          # read a differencing disk alone
-IGNORE_PARENT_ID = "VDISKIO_IGNORE_PARENT_ID"    # accept a parent whose id differs
 
 
 def is_vhd(head, tail):
@@ -120,13 +124,19 @@ class VHD(Image):
         self.size = _check_footer(footer, f)
         self.variant = DISK_TYPE_NAMES[footer.disk_type]
         self.read_only = not f.writable
+        self.write_refusal = None if f.writable else "image opened read-only"
+
+    def refuse_writes(self, why):
+        """The image stays readable but takes no write (EROFS), saying why."""
+        self.read_only = True
+        self.write_refusal = why
 
     def geometry(self):
         return self.footer.cylinders, self.footer.heads, self.footer.sectors_per_track
 
     def _check_write(self, offset, length):
-        if not self.file.writable:
-            raise ReadOnlyImage("image opened read-only", self.path)
+        if self.write_refusal is not None:
+            raise ReadOnlyImage(self.write_refusal, self.path)
         self.check_write_range(offset, length)
 
     def info(self):
@@ -201,8 +211,10 @@ class DynamicVHD(VHD):
         if hdr.table_offset < SECTOR or hdr.table_offset + bat_bytes > f.size:
             raise CorruptImage(f"BAT at offset {hdr.table_offset} ({bat_bytes} bytes) lies beyond"
                                f" the end of the file ({f.size} bytes)", f.path)
-        # The BAT stays as its big-endian bytes: entries are decoded when used.
-        self.bat = bytearray(f.read_exact(hdr.table_offset, 4 * self.block_count, "BAT"))
+        # The BAT is read a slice at a time (a header may claim 2^32 entries); entries
+        # are checked when used (block_data_offset).
+        self.bat = Table(f, hdr.table_offset, self.block_count, ">I", "BAT",
+                         mutable=f.writable)
         self.bitmap_size = -(-(bs // SECTOR // 8) // SECTOR) * SECTOR
         self.bitmap_bytes = -(-bs // SECTOR // 8)
         self._bitmaps = {}
@@ -216,7 +228,42 @@ class DynamicVHD(VHD):
         self.next_free = None
 
     def bat_entry(self, block):
-        return _BE32.unpack_from(self.bat, 4 * block)[0]
+        return self.bat[block]
+
+    def verify_for_writing(self):
+        """Before the first write: no allocated block may overlap the metadata or another
+        block (a write into one would change the other's bytes). Damage makes the image
+        read-only (vdiskio check lists it); a BAT too big to sort cheaply is refused."""
+        if self.block_count > MAX_VERIFIED_BLOCKS:
+            self.refuse_writes(f"a BAT of {self.block_count} entries is more than vdiskio"
+                               f" verifies before writing ({MAX_VERIFIED_BLOCKS})")
+            return
+        meta_end = max(SECTOR, self.footer.data_offset + DYNAMIC_HEADER.size,
+                       self.header.table_offset + 4 * self.header.max_table_entries)
+        starts = array("I")
+        for _first, raw in self.bat.stream(STREAM_ENTRIES):
+            entries = decode_entries(raw, ">I")
+            starts.extend(e for e in entries if e != UNUSED_BAT_ENTRY)
+        if not starts:
+            return
+        ordered = sorted(starts)
+        span = (self.bitmap_size + self.block_size) // SECTOR
+        f = self.file
+        data_end = f.size - SECTOR if f.pread(f.size - SECTOR, 8) == FOOTER_COOKIE else f.size
+        problem = None
+        if ordered[0] * SECTOR < meta_end:
+            problem = f"a block (sector {ordered[0]}) overlaps the header or the BAT"
+        elif (ordered[-1] + span) * SECTOR > data_end:
+            # New blocks go at the end of the file: they would land in this one's place.
+            problem = f"a block (sector {ordered[-1]}) lies past the end of the data"
+        else:
+            for a, b in zip(ordered, ordered[1:]):
+                if b - a < span:
+                    problem = f"the blocks at sectors {a} and {b} overlap"
+                    break
+        if problem is not None:
+            self.refuse_writes(f"{problem}: the image is read-only until it is repaired"
+                               f" (vdiskio check lists the damage)")
 
     def block_data_offset(self, block):
         """Physical offset of block's data, None if unallocated; validated on every use."""
@@ -225,7 +272,10 @@ class DynamicVHD(VHD):
             return None
         start = entry * SECTOR
         need = min(self.block_size, self.size - block * self.block_size)
-        if start < SECTOR or start + self.bitmap_size + need > self.file.size:
+        if start < SECTOR:
+            raise CorruptImage(f"BAT entry {block} points to sector {entry}, on the footer"
+                               f" copy", self.path)
+        if start + self.bitmap_size + need > self.file.size:
             raise CorruptImage(f"BAT entry {block} points to sector {entry}, beyond the end of the"
                                f" file ({self.file.size} bytes)", self.path)
         return start + self.bitmap_size
@@ -233,10 +283,7 @@ class DynamicVHD(VHD):
     def _zero_run(self, block):
         """Blocks from `block` on that are unallocated, as one extent (bounded scan)."""
         end = min(self.block_count, block + ZERO_RUN_SCAN)
-        chunk = bytes(self.bat[4 * block:4 * end])
-        # Leading 0xFF bytes, in whole entries, are the unallocated ones (an allocated
-        # entry may start with 0xFF, but never is all 0xFF).
-        last = block + max(1, (len(chunk) - len(chunk.lstrip(b"\xff"))) // 4)
+        last = block + max(1, self.bat.run_of(block, end, b"\xff"))
         start = block * self.block_size
         return start, min(last * self.block_size, self.size) - start
 
@@ -313,7 +360,7 @@ class DynamicVHD(VHD):
         self.file.pwrite(start + self.bitmap_size + inblk, chunk)
         self.file.pwrite(start, bytes(present) + bytes(self.bitmap_size - len(present)))
         self.file.pwrite(self.header.table_offset + 4 * block, struct.pack(">I", start // SECTOR))
-        _BE32.pack_into(self.bat, 4 * block, start // SECTOR)
+        self.bat[block] = start // SECTOR
         self._bitmaps[block] = bytearray(present)
         self.next_free = end
 
@@ -358,11 +405,15 @@ class DynamicVHD(VHD):
                 zero_file_range(self.file, data + inblk, n)
             offset += n
 
-    def bat_entries(self):
-        return [e for (e,) in _BE32.iter_unpack(self.bat)]
-
-    def allocated_blocks(self):
-        return self.block_count - self.bat_entries().count(UNUSED_BAT_ENTRY)
+    def allocated_blocks(self, limit=MAX_COUNTED_BLOCKS):
+        """Blocks the BAT allocates; None when the BAT is too big to count cheaply."""
+        if self.block_count > limit:
+            return None
+        unused = UNUSED_BAT_ENTRY.to_bytes(4, "big")
+        free = 0
+        for _first, raw in self.bat.stream(STREAM_ENTRIES):
+            free += decode_entries(raw, ">I").count(UNUSED_BAT_ENTRY) if raw.count(unused) else 0
+        return self.block_count - free
 
     def check(self):
         f = self.file
@@ -384,26 +435,54 @@ class DynamicVHD(VHD):
                 problems.append(f"{aname} overlaps {bname}")
         meta_end = max(a + alen for a, alen, _ in meta)
         data_end = f.size - SECTOR if trailing is not None else f.size
-        spans = []
-        for block, entry in enumerate(self.bat_entries()):
-            if entry == UNUSED_BAT_ENTRY:
+        problems += self._check_bat(meta_end, data_end)
+        return problems
+
+    def _check_bat(self, meta_end, data_end):
+        """BAT entries pointing outside the data area, and blocks overlapping, with the
+        BAT streamed from the file (unallocated slices skipped at memcmp speed). Time and
+        memory stay bounded: at most MAX_CHECK_PROBLEMS problems are listed, and when
+        more blocks lie in the data area than it holds apart, that alone is reported."""
+        problems = []
+        span = self.bitmap_size + self.block_size
+        room = max(0, data_end - meta_end) // span
+        starts = array("Q")             # entry << 32 | block, for the overlap sweep
+        unused_slice = b"\xff" * (4 * STREAM_ENTRIES)
+        for first, raw in self.bat.stream(STREAM_ENTRIES):
+            if raw == unused_slice[:len(raw)]:
                 continue
-            start = entry * SECTOR
-            end = start + self.bitmap_size + self.block_size
-            if start < meta_end:
-                problems.append(f"BAT entry {block} (sector {entry}) points into the metadata")
-            elif end > data_end:
-                problems.append(f"BAT entry {block} (sector {entry}) runs past the end of the data"
-                                f" ({end} > {data_end})")
-            spans.append((start, end, block))
-        spans.sort()
-        for (a, aend, ablock), (b, _bend, bblock) in zip(spans, spans[1:]):
-            if aend > b:
-                problems.append(f"blocks {ablock} and {bblock} overlap in the file")
+            entries = decode_entries(raw, ">I")
+            for i, entry in enumerate(entries):
+                if entry == UNUSED_BAT_ENTRY:
+                    continue
+                block = first + i
+                start = entry * SECTOR
+                if start < meta_end:
+                    problems.append(f"BAT entry {block} (sector {entry}) points into the metadata")
+                elif start + span > data_end:
+                    problems.append(f"BAT entry {block} (sector {entry}) runs past the end of"
+                                    f" the data ({start + span} > {data_end})")
+                else:
+                    starts.append(entry << 32 | block)
+                    if len(starts) > room:
+                        problems.append(f"more blocks lie in the data area than it holds"
+                                        f" ({room} of {span} bytes): blocks overlap")
+                        return problems
+                if len(problems) >= MAX_CHECK_PROBLEMS:
+                    return problems + ["... check stopped here"]
+        previous = None
+        for key in sorted(starts):
+            entry, block = key >> 32, key & 0xFFFFFFFF
+            if previous is not None and previous[0] * SECTOR + span > entry * SECTOR:
+                problems.append(f"blocks {previous[1]} and {block} overlap in the file")
+                if len(problems) >= MAX_CHECK_PROBLEMS:
+                    return problems + ["... check stopped here"]
+            previous = (entry, block)
         return problems
 
     def info(self):
         info = super().info()
+        # allocated_blocks is None ("not counted") for a BAT too big to count cheaply.
         info.update({"bat_entries": self.header.max_table_entries,
                      "allocated_blocks": self.allocated_blocks(),
                      "total_blocks": self.block_count})
@@ -564,7 +643,32 @@ def _candidate_paths(f, hdr):
     return seen
 
 
-def _open_parent(f, hdr, chain):
+VHD_EPOCH = 946684800                # 2000-01-01T00:00:00Z, the VHD time stamps' origin
+
+
+def vhd_time(stamp):
+    """A VHD time stamp (seconds since 2000-01-01 UTC) in ISO form."""
+    import time
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(VHD_EPOCH + stamp))
+
+
+def _parent_stamp_problem(hdr, parent):
+    """Why the parent's modification time differs from the one the child recorded (the
+    parent changed after the child was made), or None. 0 means "not recorded"."""
+    if hdr.parent_time_stamp == 0:
+        return None
+    mtime = int(os.fstat(parent.file.fd).st_mtime) - VHD_EPOCH
+    if mtime == hdr.parent_time_stamp:
+        return None
+    return (f"parent {parent.path} was modified at {vhd_time(mtime) if mtime >= 0 else mtime},"
+            f" the child records {vhd_time(hdr.parent_time_stamp)}: the parent changed after"
+            f" the child was made (a copy that did not keep modification times, cp without"
+            f" -p for one, changes it too)")
+
+
+def _open_parent(image, chain):
+    from . import identity
+    f, hdr = image.file, image.header
     base = os.path.dirname(os.path.abspath(f.path))
     names = _candidate_paths(f, hdr)
     if not names:
@@ -579,23 +683,41 @@ def _open_parent(f, hdr, chain):
         except Refused as e:
             refusal = refusal or e
             continue
-        parent = open_vhd(path, writable=False, chain=chain)
-        if parent.footer.unique_id != hdr.parent_unique_id and os.environ.get(IGNORE_PARENT_ID) != "1":
-            mismatch = (path, parent)
+        try:
+            parent = open_vhd(path, writable=False, chain=chain)
+        except NotAnImage as e:
+            raise CorruptImage(f"parent image {path} is not a VHD ({e.message})", f.path) from None
+        if parent.footer.unique_id != hdr.parent_unique_id and not identity.accepted():
+            if mismatch is None:
+                mismatch = (path, parent)
+            else:
+                parent.close()
             continue
         if mismatch:
             mismatch[1].close()
+        if parent.footer.unique_id != hdr.parent_unique_id:
+            identity.mismatch(image.parent_problems, _id_problem(path, parent, hdr), f.path)
+        problem = _parent_stamp_problem(hdr, parent)
+        if problem is not None:
+            try:
+                identity.mismatch(image.parent_problems, problem, f.path)
+            except BaseException:
+                parent.close()
+                raise
         return parent
     if mismatch:
         path, parent = mismatch
         parent.close()
-        raise CorruptImage(f"parent {path} has unique id {uuid_text(parent.footer.unique_id)},"
-                           f" the child expects {uuid_text(hdr.parent_unique_id)};"
-                           f" set {IGNORE_PARENT_ID}=1 to use it anyway", f.path)
+        identity.mismatch([], _id_problem(path, parent, hdr), f.path)
     if refusal:
         raise refusal
     raise MissingFile(f"parent image not found (tried {', '.join(names)} in {base});"
                       f" set {IGNORE_PARENT}=1 to read the differencing disk alone", f.path)
+
+
+def _id_problem(path, parent, hdr):
+    return (f"parent {path} has unique id {uuid_text(parent.footer.unique_id)}, the child"
+            f" expects {uuid_text(hdr.parent_unique_id)}")
 
 
 def open_vhd(path, writable=False, fd=None, chain=()):
@@ -611,11 +733,16 @@ def open_vhd(path, writable=False, fd=None, chain=()):
         if footer.disk_type == DISK_TYPE_FIXED:
             return FixedVHD(f, footer)
         if footer.disk_type == DISK_TYPE_DYNAMIC:
-            return DynamicVHD(f, footer)
+            image = DynamicVHD(f, footer)
+            if writable:
+                image.verify_for_writing()
+            return image
         if footer.disk_type == DISK_TYPE_DIFFERENCING:
             image = DifferencingVHD(f, footer)      # header and BAT validated first
+            if writable:
+                image.verify_for_writing()
             if os.environ.get(IGNORE_PARENT) != "1":
-                image.parent = _open_parent(f, image.header, chain + (key,))
+                image.parent = _open_parent(image, chain + (key,))
             return image
         _check_footer(footer, f)
     except BaseException:

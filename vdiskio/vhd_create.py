@@ -2,6 +2,7 @@
 
 import errno
 import os
+import signal
 import time
 import uuid
 
@@ -59,14 +60,26 @@ def build_footer(size, disk_type, data_offset, unique_id=None):
     return FOOTER.build(fields._replace(checksum=checksum(raw, FOOTER.offset_of("checksum"))))
 
 
-def _exclusive_create(path):
+# Files made by this process's creates, oldest first: what a failed or interrupted
+# create removes (vdiskio.create). A name enters the list in the same breath as the file
+# is made, signals blocked in between, so an interruption never leaves a file unlisted.
+made = []
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _exclusive_create(path, access=os.O_WRONLY):
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
-        return sys_open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = sys_open(path, access | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        made.append(path)
+        return fd
     except FileExistsError:
         raise VdError("already exists; vdiskio create never overwrites a file", path,
                       errno.EEXIST) from None
     except OSError as e:
         raise VdError(f"cannot create: {e.strerror}", path, e.errno) from None
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _check_size(size, path):

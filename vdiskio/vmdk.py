@@ -21,8 +21,8 @@ import os
 # imported inside every process on its first image open, and those formats are rare.
 from . import vmdk_descriptor, vmdk_sparse
 from .backing import BackingFile
-from .errors import (CorruptImage, MissingFile, ReadOnlyImage, Refused, Unsupported,
-                     VdError)
+from .errors import (CorruptImage, MissingFile, NotAnImage, ReadOnlyImage, Refused,
+                     Unsupported, VdError)
 from .image import SPECIAL, ZERO, Extent, Image
 from .paths import resolve_related
 from .vmdk_extents import (UNALLOCATED, FlatExtent, GrainTableExtent, NoAccessExtent,
@@ -35,7 +35,6 @@ MAX_CHAIN_DEPTH = 64
 FLAT_BLOCK_SIZE = 2 << 20            # block_size of a disk without sparse extents
 
 IGNORE_PARENT = "VDISKIO_IGNORE_PARENT"          # read a snapshot alone (as vhd.py)
-IGNORE_PARENT_ID = "VDISKIO_IGNORE_PARENT_ID"    # accept a parent whose CID differs (as vhd.py)
 
 RAW_DEVICE_CREATE_TYPES = {"vmfsRaw", "vmfsRawDeviceMap", "vmfsRDM", "vmfsRDMP",
                            "vmfsPassthroughRawDeviceMap", "fullDevice", "partitionedDevice"}
@@ -182,8 +181,79 @@ class VMDK(Image):
             plans.append((line, start, size, self._resolve_extent(line, base)))
             start += size
         files = self._open_extent_files(plans)
+        self.aliases = self._aliases(plans, files)
+        if self.writable and self.aliases:
+            raise Refused(f"{self.aliases[0]}: refused for writing (a write through one line"
+                          f" would change what the other shows, or the descriptor itself);"
+                          f" open it read-only", path)
+        for f in {id(f): f for f in files.values()}.values():
+            if f.writable and f is not self.file:
+                _check_writable_extent(f, self.file, path)
+        # A file named by several lines is parsed once: its lines share its tables.
+        def shared_key(line, real):
+            """Lines of one sparse kind naming one file share one extent object."""
+            if real is None or line.access == "NOACCESS" or \
+                    line.type not in SPARSE_EXTENT_TYPES | {"SESPARSE"}:
+                return None
+            return _file_key(files[real]), line.type == "SESPARSE"
+
+        largest = {}
+        for line, _start, size, real in plans:
+            key = shared_key(line, real)
+            if key is not None:
+                largest[key] = max(largest.get(key, 0), size)
+        shared = {}
         for line, start, size, real in plans:
-            self._add(self._make_extent(line, start, size, files.get(real)))
+            f = files.get(real)
+            key = shared_key(line, real)
+            try:
+                if key is not None:
+                    if key not in shared:
+                        shared[key] = self._make_extent(line, start, largest[key], f)
+                    extent = shared[key]
+                    if extent.size != size or extent.line is not line:
+                        extent = extent.view(line, start, size, line.access)
+                else:
+                    extent = self._make_extent(line, start, size, f)
+            except NotAnImage as e:         # an extent file with a foreign header
+                raise CorruptImage(f"extent on descriptor line {line.line_no}: {e.message}",
+                                   e.path) from None
+            self._add(extent)
+
+    def _aliases(self, plans, files):
+        """Lines that make one file's bytes appear twice, or that overlap the descriptor
+        itself, when any of them would write (RW lines of a writable type), as one-line
+        descriptions: sparse files named by several lines (each line would allocate in
+        the same file), FLAT ranges of one file that overlap."""
+        by_file = {}
+        desc_key = _file_key(self.file)
+        for line, _start, size, real in plans:
+            if real is None:
+                continue
+            by_file.setdefault(_file_key(files[real]), []).append((line, size))
+        found = []
+        for key, lines in by_file.items():
+            writing = [ln for ln, _ in lines if ln.access == "RW" and ln.type in WRITABLE_EXTENT_TYPES]
+            if not writing:
+                continue
+            ranges = []
+            if key == desc_key:
+                # The descriptor occupies its own file (a sparse one: all of it).
+                ranges.append((0, self.file.size if self.descriptor_location == "file"
+                               else MAX_VIRTUAL_SIZE, None))
+            for ln, size in lines:
+                if ln.type in FLAT_EXTENT_TYPES:
+                    ranges.append((ln.offset * SECTOR, ln.offset * SECTOR + size, ln))
+                else:
+                    ranges.append((0, MAX_VIRTUAL_SIZE, ln))      # a sparse file is all its own
+            ranges.sort(key=lambda r: (r[0], r[1]))
+            for (a, a_end, a_line), (b, _b_end, b_line) in zip(ranges, ranges[1:]):
+                if b < a_end and (a_line in writing or b_line in writing or a_line is None):
+                    what = (f"descriptor line {a_line.line_no} ({a_line.describe()})"
+                            if a_line is not None else "the descriptor")
+                    found.append(f"{what} and line {b_line.line_no} ({b_line.describe()}) use"
+                                 f" the same bytes of {files_path(files, key)}")
+        return found
 
     def _resolve_extent(self, line, base):
         """The real path of the extent's file (None for ZERO and NOACCESS extents)."""
@@ -254,6 +324,8 @@ class VMDK(Image):
 
     def _add(self, extent):
         self.vmdk_extents.append(extent)
+
+    aliases = ()
 
     def finish(self):
         """Settle what depends on the whole chain: block size and writability."""
@@ -332,10 +404,11 @@ class VMDK(Image):
         """Translation table entries for up to `count` grains from `offset`, a grain table
         slice at a time, for the common shape of a sparse chain: every layer a hosted
         sparse extent with `grain_bytes` grains, uncompressed, the range inside one grain
-        table of each and inside every layer's disk. An entry is base_of(file) | sector
-        (sectors are what the tables hold) or `zero`. None for any other shape, or a
-        table entry that is not plainly inside its file: the caller then maps extent by
-        extent, where such entries are reported."""
+        table of each and inside every layer's disk, and `offset` the start of a grain in
+        each (an extent may start at any sector: then its grains are not where the blocks
+        are). An entry is base_of(file) | sector (sectors are what the tables hold) or
+        `zero`. None for any other shape, or a table entry that is not plainly inside its
+        file: the caller then maps extent by extent, where such entries are reported."""
         layers = []
         n = count
         for layer in self.chain():
@@ -345,10 +418,12 @@ class VMDK(Image):
             if (not isinstance(ext, vmdk_sparse.HostedSparseExtent) or ext.compressed or
                     ext.grain_bytes != grain_bytes):
                 return None
+            grain, into = divmod(offset - ext.start, grain_bytes)
+            if into:
+                return None
             base = base_of(ext.file)
             if base is None:
                 return None
-            grain = (offset - ext.start) // grain_bytes
             index, slot = divmod(grain, ext.gt_entries)
             n = min(n, ext.gt_entries - slot, (ext.size // grain_bytes) - grain,
                     (layer.size - offset) // grain_bytes)
@@ -447,15 +522,19 @@ class VMDK(Image):
             raw = f.read_exact(base, room, "embedded descriptor")
         text = raw.split(b"\0", 1)[0]
         old = self.cid
+        # The new CID has as many digits as the old one, so the text keeps its length:
+        # bytes after a NUL that ends the text (ignored by every reader) stay hidden.
+        width = len(desc.get("CID"))
         cid = old
         while cid in (old, vmdk_descriptor.NO_PARENT_CID):
-            cid = random.getrandbits(32)
-        patched = vmdk_descriptor.replace_value(text, "CID", b"%08x" % cid)
+            cid = random.getrandbits(4 * width)
+        patched = vmdk_descriptor.replace_value(text, "CID", b"%0*x" % (width, cid))
         if patched is None:
             return
+        if len(patched) > len(text) and len(raw) > len(text):
+            patched += b"\0"           # (other CID lines were longer) still ends at a NUL
         if room is not None and len(patched) > room:
             raise CorruptImage("the embedded descriptor has no room for a new CID", self.path)
-        # (Never shorter in practice: a CID has at most 8 digits, and we write 8.)
         patched += (b"\0" if room is not None else b"\n") * (len(text) - len(patched))
         first = 0
         while first < len(text) and text[first] == patched[first]:
@@ -465,7 +544,7 @@ class VMDK(Image):
 
     # -- checking -----------------------------------------------------------------------
     def check(self):
-        problems = []
+        problems = [f"{a} (refused for writing)" for a in self.aliases]
         desc = self.descriptor
         if desc is not None:
             for attribute in ("cid", "parent_cid"):
@@ -482,7 +561,14 @@ class VMDK(Image):
                     problems.append(f"the embedded descriptor gives the extent"
                                     f" {lines[0].sectors} sectors, its header"
                                     f" {self.size // SECTOR}")
+        # Lines naming one sparse file share its tables: the file is checked once, as
+        # the largest of those lines sees it.
+        largest = {}
         for ext in self.vmdk_extents:
+            key = (_file_key(ext.file), type(ext)) if isinstance(ext, GrainTableExtent) else id(ext)
+            if key not in largest or ext.size > largest[key].size:
+                largest[key] = ext
+        for ext in largest.values():
             try:
                 problems += ext.check()
             except VdError as e:
@@ -494,7 +580,8 @@ class VMDK(Image):
         info = super().info()
         desc = self.descriptor
         sparse = [e for e in self.vmdk_extents if isinstance(e, GrainTableExtent)]
-        counts = [e.allocated_grains() for e in sparse]
+        # Counted when cheap (see allocated_grains); None means "not counted".
+        counts = [e.allocated_grains() for e in sparse] if len(sparse) <= 64 else [None]
         info.update({
             "createType": self.variant,
             "descriptor": self.descriptor_location,
@@ -513,6 +600,37 @@ class VMDK(Image):
         if desc is not None and desc.has_parent and self.parent is None:
             info["parent_ignored"] = True
         return info
+
+
+def _file_key(f):
+    return (f.dev, f.ino)
+
+
+def files_path(files, key):
+    return next(f.path for f in files.values() if _file_key(f) == key)
+
+
+def _check_writable_extent(f, descriptor, top):
+    """Refuse, for writing, an extent file a descriptor should never name: a hidden file
+    (or one in a hidden directory), a file with other hard links (its bytes are also
+    another file's), a file of another owner than the descriptor's. A writable open of
+    an image from elsewhere could otherwise overwrite ~/.bashrc or a backup's twin.
+    VDISKIO_ALLOW_EXTERNAL_EXTENTS=1, which trusts what the descriptor names, allows it."""
+    from .paths import ALLOW_EXTERNAL, external_allowed
+    if external_allowed():
+        return
+    base = os.path.realpath(os.path.dirname(os.path.abspath(top)))
+    rel = os.path.relpath(f.path, base)
+    why = None
+    if any(part.startswith(".") and part not in (".", "..") for part in rel.split(os.sep)):
+        why = "is a hidden file"
+    elif f.nlink > 1:
+        why = f"has {f.nlink} hard links (writing it would change the other names too)"
+    elif f.uid != descriptor.uid:
+        why = f"belongs to uid {f.uid}, the descriptor to uid {descriptor.uid}"
+    if why is not None:
+        raise Refused(f"extent {f.path} {why}: refused for writing (open read-only, or set"
+                      f" {ALLOW_EXTERNAL}=1 to trust the files the descriptor names)", top)
 
 
 def _number(text):
@@ -536,7 +654,7 @@ def _parent_candidates(hint):
 
 
 def _open_parent(image, chain):
-    from . import formats
+    from . import formats, identity
 
     hint = image.parent_file_name_hint
     base = os.path.dirname(os.path.abspath(image.path))
@@ -549,15 +667,20 @@ def _open_parent(image, chain):
         except Refused as e:
             refusal = refusal or e
             continue
+        # (A parent that is no image at all is CorruptImage there, naming it.)
         parent = formats.open_image(path, writable=False, chain=chain)
         expected = image.parent_cid
         actual = parent.cid if isinstance(parent, VMDK) else None
-        if actual != expected and os.environ.get(IGNORE_PARENT_ID) != "1":
-            parent.close()
+        if actual != expected:
             found = f"CID {actual:08x}" if actual is not None else "no CID"
             wanted = f"parentCID {expected:08x}" if expected is not None else "a parentCID"
-            raise CorruptImage(f"parent {path} has {found}, the child expects {wanted};"
-                               f" set {IGNORE_PARENT_ID}=1 to use it anyway", image.path)
+            try:
+                identity.mismatch(image.parent_problems,
+                                  f"parent {path} has {found}, the child expects {wanted}",
+                                  image.path)
+            except BaseException:
+                parent.close()
+                raise
         return parent
     if refusal is not None:
         raise refusal

@@ -6,7 +6,8 @@ A 2048-byte header, a grain directory of 32-bit sector numbers, grain tables of 
 
 from .errors import CorruptImage, NotAnImage
 from .image import DATA
-from .vmdk_extents import UNALLOCATED, GrainTableExtent, read_entries
+from .tables import Table
+from .vmdk_extents import UNALLOCATED, GrainTableExtent
 from .vmdk_structs import (COWD_CHILD, COWD_FLAG_ROOT, COWD_GT_ENTRIES, COWD_MAGIC, COWD_ROOT,
                            COWDISK_HEADER, SECTOR)
 
@@ -50,7 +51,7 @@ class CowdExtent(GrainTableExtent):
         if header.gd_offset == 0 or offset + self.gd_entries * 4 > file.size:
             raise CorruptImage(f"COWD grain directory at sector {header.gd_offset} lies outside"
                                f" the file ({file.size} bytes)", path)
-        self.gd = read_entries(file, offset, self.gd_entries, "I", "COWD grain directory")
+        self.gd = Table(file, offset, self.gd_entries, "<I", "COWD grain directory")
 
     def refusal(self, top):
         return (f"vmfsSparse (COWD) extents are read-only in vdiskio (ESX writes them); to get"

@@ -25,6 +25,13 @@ from .errors import CorruptImage, Unsupported
 MAX_DESCRIPTOR_BYTES = 1 << 20       # QEMU reads at most 1 MiB; real ones are < 10 KiB
 MAX_EXTENTS = 4096                   # a 8 TiB twoGbMaxExtent disk has 4096
 MAX_EXTENT_SECTORS = 1 << 40         # 512 TiB: anything larger is a corrupt line
+MAX_NUMBER_DIGITS = 20               # a 64-bit number has at most 20 digits
+
+# Codecs Python calls text encodings that no descriptor is written in: they transform
+# text (escapes, IDNA labels, UTF-7's base64 runs) or refuse every byte ("undefined").
+# Byte-to-byte codecs (hex, zlib, base64, rot13...) are refused as not text at all.
+NOT_DESCRIPTOR_ENCODINGS = frozenset({"idna", "punycode", "undefined", "unicode-escape",
+                                      "raw-unicode-escape", "utf-7"})
 
 ACCESS_MODES = ("RW", "RDONLY", "NOACCESS")
 NO_PARENT_CID = 0xFFFFFFFF
@@ -89,15 +96,19 @@ class Descriptor:
         value = self.fields.get(key)
         if value is None:
             return None
-        if not 0 < len(value) <= 8 or not _HEX_DIGITS.issuperset(value):
-            raise CorruptImage(f"descriptor {key}={value!r} is not a 32-bit hexadecimal number",
-                               self.path)
-        return int(value, 16)
+        return _parse_hex(key, value, self.path)
 
     @property
     def has_parent(self):
         """A parent is named by parentFileNameHint; parentCID=ffffffff means none at all."""
         return self.parent_file_name_hint is not None and self.parent_cid != NO_PARENT_CID
+
+
+def _parse_hex(key, value, path):
+    if not 0 < len(value) <= 8 or not _HEX_DIGITS.issuperset(value):
+        raise CorruptImage(f"descriptor {key}={value[:40]!r} is not a 32-bit hexadecimal number",
+                           path)
+    return int(value, 16)
 
 
 def _declared_encoding(raw):
@@ -117,12 +128,20 @@ def decode(raw, path):
     declared = _declared_encoding(raw)
     encoding = declared.decode("ascii", errors="replace") if declared else "UTF-8"
     try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise Unsupported(f"descriptor encoding {encoding!r} is unknown", path) from None
+        codec = codecs.lookup(encoding)
+    except (LookupError, ValueError):
+        raise Unsupported(f"descriptor encoding {encoding[:40]!r} is unknown", path) from None
+    if not codec._is_text_encoding or codec.name in NOT_DESCRIPTOR_ENCODINGS:
+        raise Unsupported(f"descriptor encoding {encoding[:40]!r} is not a text encoding"
+                          f" descriptors are written in", path)
     # Bytes the encoding cannot decode survive as surrogates, so an undeclared Latin-1
-    # file name still reaches the file system unchanged.
-    return raw.decode(encoding, errors="surrogateescape"), encoding
+    # file name still reaches the file system unchanged. What even that cannot carry
+    # (UTF-16 or UTF-32 cut short, bytes below 0x80 a multi-byte codec refuses) is
+    # damage.
+    try:
+        return raw.decode(encoding, errors="surrogateescape"), encoding
+    except (UnicodeError, ValueError) as e:
+        raise CorruptImage(f"descriptor is not valid {encoding[:40]} text: {e}", path) from None
 
 
 def _unquote(value):
@@ -131,8 +150,13 @@ def _unquote(value):
     return value
 
 
-def _decimal(text):
-    return int(text) if text.isascii() and text.isdigit() else None
+def _decimal(text, limit=MAX_EXTENT_SECTORS):
+    """A decimal number of at most `limit`, None when text is not one (or is larger:
+    thousands of digits must not reach int())."""
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > MAX_NUMBER_DIGITS:
+        return None
+    value = int(text)
+    return value if value <= limit else None
 
 
 def _is_key(key):
@@ -145,8 +169,8 @@ def _parse_extent(words, line_no, text, path):
     access = words[0].upper()
     sectors = _decimal(words[1])
     if sectors is None:
-        raise CorruptImage(f"descriptor line {line_no}: extent size {words[1]!r} is not"
-                           f" a number: {text!r}", path)
+        raise CorruptImage(f"descriptor line {line_no}: extent size {words[1][:40]!r} is not"
+                           f" a number up to {MAX_EXTENT_SECTORS}: {text[:80]!r}", path)
     type_ = words[2].upper()
     if not type_.replace("_", "").isalnum() or not type_.isascii():
         raise CorruptImage(f"descriptor line {line_no}: invalid extent type {words[2]!r}",
@@ -169,8 +193,8 @@ def _parse_extent(words, line_no, text, path):
     if tail:
         offset = _decimal(tail[0])
         if offset is None:
-            raise CorruptImage(f"descriptor line {line_no}: extent offset {tail[0]!r} is not"
-                               f" a number: {text!r}", path)
+            raise CorruptImage(f"descriptor line {line_no}: extent offset {tail[0][:40]!r} is"
+                               f" not a number up to {MAX_EXTENT_SECTORS}: {text[:80]!r}", path)
     if not 0 < sectors <= MAX_EXTENT_SECTORS or not 0 <= offset <= MAX_EXTENT_SECTORS:
         raise CorruptImage(f"descriptor line {line_no}: extent size {sectors} or offset"
                            f" {offset} out of range: {text!r}", path)
@@ -207,6 +231,10 @@ def parse(raw, path):
         if equals and _is_key(key):
             desc.fields[key] = _unquote(value.strip())
         # Anything else (tool-specific text) is ignored, as VMware and QEMU do.
+    # Identities are checked here, once, so the library, info and check agree on them.
+    for key in ("CID", "parentCID"):
+        if key in desc.fields:
+            _parse_hex(key, desc.fields[key], path)
     return desc
 
 

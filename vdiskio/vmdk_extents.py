@@ -21,6 +21,7 @@ from . import log
 from .errors import CorruptImage, VdError
 from .image import DATA, SPECIAL, ZERO, Extent
 from .vhd import zero_file_range
+from .tables import run_length, table_values
 from .vmdk_structs import SECTOR
 
 # Internal kinds. UNALLOCATED: this disk holds nothing here, the parent (or zeros)
@@ -46,47 +47,6 @@ def read_entries(f, offset, count, typecode, what, mutable=False):
         return memoryview(bytearray(raw) if mutable else raw).cast(typecode)
     entries = struct.unpack(f"<{count}{typecode}", raw)
     return list(entries) if mutable else entries
-
-
-def prefix_len(values, expected):
-    """How many leading items of list `values` equal those of sequence `expected` (a
-    binary search over slice comparisons, which run in C)."""
-    if not values or values[0] != expected[0]:
-        return 0                    # runs usually end at a window's edge: answer at once
-    if values == list(expected):
-        return len(values)
-    lo, hi = 1, len(values)         # values[:lo] matches, values[:hi] does not
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if values[:mid] == list(expected[:mid]):
-            lo = mid
-        else:
-            hi = mid
-    return lo
-
-
-def table_values(table, start, stop):
-    """Entries [start, stop) of a table (a memoryview, or a tuple/list) as a list."""
-    part = table[start:stop]
-    return part.tolist() if isinstance(part, memoryview) else list(part)
-
-
-def run_length(table, start, stop, first, step):
-    """How many entries from `start` (before `stop`) read first, first + step, ...: a few
-    small slices for a short run, growing windows for a long one."""
-    count = 0
-    window = 16
-    while start + count < stop:
-        end = min(stop, start + count + window)
-        values = table_values(table, start + count, end)
-        base = first + count * step
-        expected = range(base, base + len(values) * step, step) if step else [first] * len(values)
-        matched = prefix_len(values, expected)
-        count += matched
-        if matched < len(values):
-            break
-        window *= 4
-    return count
 
 
 def index_of(table, value):
@@ -123,6 +83,8 @@ class VmdkExtent:
     def refusal(self, top):
         """Why this extent cannot take writes (None when it can); `top` is the image's path."""
         if self.access != "RW":
+            if self.line is None:       # the one extent of an embedded descriptor
+                return f"the embedded descriptor makes the extent {self.access}"
             return f"extent on descriptor line {self.line.line_no} is {self.access}"
         if not self.writes_in_place:
             return f"{self.type_name} extents are read-only"
@@ -344,10 +306,10 @@ class GrainTableExtent(VmdkExtent):
         index, slot = divmod(grain, self.gt_entries)
         table = self.grain_table(index)
         if table is None:
-            last = index + 1
             stop = min(self.gd_entries, index + ZERO_RUN_SCAN)
-            while last < stop and not self.gt_allocated(last):
-                last += 1
+            # Directory entries of 0 are tables no one allocated (every format says so).
+            last = index + 1 + (self.gd.run_of(index + 1, stop, b"\0") if hasattr(self.gd, "run_of")
+                                else run_length(self.gd, index + 1, stop, 0, 0))
             run_start = index * self.gt_span
             run_end = min(last * self.gt_span, self.size)
             return Extent(self.start + run_start, run_end - run_start, UNALLOCATED)
@@ -394,28 +356,54 @@ class GrainTableExtent(VmdkExtent):
 
     def _same_run(self, table, slot, slots, kind):
         """End of the run of entries of `kind` (unallocated or zeroed) from `slot`."""
-        if self.sector_entries:         # one raw value per such kind
-            return slot + run_length(table, slot, slots, table[slot], 0)
-        stop = slot + 1
+        # Entries of one raw value first, at slice-comparison speed (hosted sparse and
+        # COWD have one raw value per such kind; seSparse's usually are one too).
+        stop = slot + run_length(table, slot, slots, table[slot], 0)
+        if self.sector_entries:
+            return stop
         while stop < slots and self.decode_entry(table[stop])[0] == kind:
             stop += 1
         return stop
 
-    def allocated_grains(self, max_tables=256):
-        """Grains this extent holds, when counting costs at most max_tables table reads."""
-        allocated = [i for i in range(self.gd_entries) if self.gt_allocated(i)]
-        if len(allocated) > max_tables:
+    def allocated_grains(self, max_directory=1 << 16, max_entries=1 << 17):
+        """Grains this extent holds, when counting is cheap (a directory of at most
+        max_directory entries, at most max_entries table entries to look at); else None:
+        "not counted"."""
+        if self.gd_entries > max_directory:
             return None
-        count = 0
         try:
+            directory = self.gd[0:self.gd_entries]
+            allocated = [i for i, entry in enumerate(directory) if entry]
+            if len(allocated) * self.gt_entries > max_entries:
+                return None
+            count = 0
             for index in allocated:
                 table = self.load_grain_table(index)
                 slots = min(self.gt_entries, self.grains - index * self.gt_entries)
-                count += sum(1 for e in table[:slots]
-                             if self.decode_entry(e)[0] in (DATA, SPECIAL))
+                values = table_values(table, 0, slots)
+                if self.sector_entries:
+                    zeroed = 1 if getattr(self, "zeroed_grains", False) else None
+                    count += slots - values.count(0) - (values.count(zeroed) if zeroed else 0)
+                else:
+                    count += sum(1 for e in values if self.decode_entry(e)[0] in (DATA, SPECIAL))
         except VdError:
             return None                 # damage is for reads (and check) to report
         return count
+
+    def view(self, line, start, size, access):
+        """This extent's file as another descriptor line names it: its own place in the
+        disk, size and access, the tables (directory, table cache, inflated grains)
+        shared, so lines naming one file cost one file's memory. A view never writes
+        (VMDK refuses writable opens of a file named twice)."""
+        import copy
+        other = copy.copy(self)
+        other.line, other.start, other.size, other.access = line, start, size, access
+        other.grains = -(-size // self.grain_bytes)
+        other.gd_entries = -(-other.grains // self.gt_entries)
+        other.loaded_grain_tables = 0
+        if hasattr(other, "mutable"):
+            other.mutable = False
+        return other
 
     def info(self):
         info = super().info()

@@ -8,7 +8,8 @@ is the grain's state, and 4 KiB grains.
 
 from .errors import CorruptImage, NotAnImage, Unsupported
 from .image import DATA, ZERO
-from .vmdk_extents import INVALID, UNALLOCATED, GrainTableExtent, read_entries
+from .tables import Table
+from .vmdk_extents import INVALID, UNALLOCATED, GrainTableExtent
 from .vmdk_structs import (SECTOR, SESPARSE_CONST_HEADER, SESPARSE_CONST_MAGIC,
                            SESPARSE_GDE_ALLOCATED, SESPARSE_GTE_ALLOCATED,
                            SESPARSE_GTE_UNALLOCATED, SESPARSE_GTE_UNMAPPED, SESPARSE_GTE_ZERO,
@@ -70,7 +71,7 @@ class SESparseExtent(GrainTableExtent):
         if header.grain_dir_offset == 0 or offset + self.gd_entries * 8 > file.size:
             raise CorruptImage(f"seSparse grain directory at sector {header.grain_dir_offset}"
                                f" lies outside the file ({file.size} bytes)", path)
-        self.gd = read_entries(file, offset, self.gd_entries, "Q", "seSparse grain directory")
+        self.gd = Table(file, offset, self.gd_entries, "<Q", "seSparse grain directory")
         self.tables_offset = header.grain_tables_offset * SECTOR
         self.table_count = header.grain_tables_size * SECTOR // self.gt_bytes
         self.grains_offset = header.grains_offset * SECTOR

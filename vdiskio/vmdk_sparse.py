@@ -25,10 +25,12 @@ or is the other of 0 and 1); the primary copy is the one every reader follows.
 import _thread                      # (threading costs a millisecond at import)
 import errno
 import struct
+from array import array
 
 from .errors import CorruptImage, NotAnImage, Unsupported, VdError
 from .image import DATA, SPECIAL, ZERO, is_zero
 from .vhd import zero_file_range
+from .tables import SLICE_ENTRIES, Table, decode_entries
 from .vmdk_extents import UNALLOCATED, GrainTableExtent, index_of, read_entries, run_length
 from .vmdk_structs import (COMPRESSION_DEFLATE, COMPRESSION_NONE, FLAG_MARKERS,
                            FLAG_REDUNDANT_GRAIN_TABLE, FLAG_VALID_NEW_LINE_DETECTION,
@@ -44,7 +46,9 @@ MAX_GD_ENTRIES = 1 << 25             # QEMU's limit on a grain directory
 INFLATED_CACHE_BYTES = 4 << 20       # inflated grains kept (512-byte reads of one grain)
 MAX_SECTOR_NUMBER = 0xFFFFFFFF       # table entries are 32-bit sector numbers
 ALLOCATION_ALIGN = 4096              # new grains and tables start on a page (punchable)
-MAX_CHECK_PROBLEMS = 50              # check() reports this many, then counts the rest
+MAX_CHECK_PROBLEMS = 50              # check() reports this many, then stops
+CHECK_STREAM_ENTRIES = 1 << 16       # directory entries check reads at once
+EAGER_GD_ENTRIES = 1 << 20           # directories of writable extents checked whole at open
 _U32 = struct.Struct("<I")
 
 
@@ -172,6 +176,11 @@ class HostedSparseExtent(GrainTableExtent):
         self._inflate_lock = _thread.allocate_lock()
         self.max_compressed = 2 * self.grain_bytes + 4 * SECTOR
         self._load_directories()
+        if self.mutable and self.gd_entries <= EAGER_GD_ENTRIES:
+            # An extent to write: its directory is checked whole now (cheap at this
+            # size), so damage makes the image read-only at open, not at some write.
+            for first in range(0, self.gd_entries, SLICE_ENTRIES):
+                self.gd[first]
 
     def refresh(self):
         super().refresh()
@@ -179,38 +188,56 @@ class HostedSparseExtent(GrainTableExtent):
         self._load_directories()
 
     # -- grain directories --------------------------------------------------------------
-    def _read_directory(self, sector, what):
-        """(entries, problem): problem says why the directory cannot be trusted, if it cannot."""
-        offset = sector * SECTOR
+    def _directory_problem(self, sector, what):
+        """Why a directory at `sector` cannot be read at all (None if it can)."""
         nbytes = self.gd_entries * 4
-        if sector == 0 or offset + nbytes > self.file.size:
-            return None, (f"{what} at sector {sector} ({nbytes} bytes) lies outside the file"
-                          f" ({self.file.size} bytes)")
-        table = read_entries(self.file, offset, self.gd_entries, "I", what, self.mutable)
-        top = max(table)
-        if top * SECTOR + self.gt_bytes > self.file.size:
-            return table, (f"{what} entry {index_of(table, top)} points to sector {top},"
-                           f" beyond the end of the file ({self.file.size} bytes)")
-        return table, None
+        if sector == 0 or sector * SECTOR + nbytes > self.file.size:
+            return (f"{what} at sector {sector} ({nbytes} bytes) lies outside the file"
+                    f" ({self.file.size} bytes)")
+        return None
 
     def _load_directories(self):
+        """The directories are read a slice at a time (a header may claim 2^25 entries),
+        each slice checked when loaded (_checked_slice)."""
         header = self.header
-        self.gd, problem = self._read_directory(header.gd_offset, "grain directory")
+        problem = self._directory_problem(header.gd_offset, "grain directory")
         self.rgd = None
-        if header.flags & FLAG_REDUNDANT_GRAIN_TABLE and header.rgd_offset:
-            rgd, rproblem = self._read_directory(header.rgd_offset, "redundant grain directory")
-            if rproblem is None:
-                self.rgd = rgd
+        if header.flags & FLAG_REDUNDANT_GRAIN_TABLE and header.rgd_offset and \
+                self._directory_problem(header.rgd_offset, "redundant grain directory") is None:
+            self.rgd = Table(self.file, header.rgd_offset * SECTOR, self.gd_entries, "<I",
+                             "redundant grain directory", self.mutable)
         self.redundant = self.rgd is not None
         if problem is None:
+            self.gd = Table(self.file, header.gd_offset * SECTOR, self.gd_entries, "<I",
+                            "grain directory", self.mutable, check=self._checked_slice)
             return
-        self.damage = problem
-        if self.rgd is not None:
-            self.warn_once(f"{problem}; using the redundant grain directory")
-            self.gd, self.rgd = self.rgd, None
-        elif self.gd is None:
+        if self.rgd is None:
             raise CorruptImage(problem, self.file.path)
-        # Otherwise the bad entries fail when they are used.
+        self.damage = problem
+        self.warn_once(f"{problem}; using the redundant grain directory")
+        self.gd, self.rgd = self.rgd, None
+
+    def _checked_slice(self, first, values):
+        """A slice of the grain directory as loaded: itself when every entry lies in the
+        file, else the redundant directory's slice when that one does; otherwise the bad
+        entries fail when they are used. Either way the extent takes no more writes."""
+        problem = self._slice_problem(values, first, "grain directory")
+        if problem is None:
+            return values
+        self.damage = self.damage or problem
+        if self.rgd is not None:
+            copy = array("I", self.rgd.values(first, first + len(values)))
+            if self._slice_problem(copy, first, "redundant grain directory") is None:
+                self.warn_once(f"{problem}; using the redundant grain directory")
+                return copy
+        return values
+
+    def _slice_problem(self, values, first, what):
+        top = max(values)
+        if top * SECTOR + self.gt_bytes > self.file.size:
+            return (f"{what} entry {first + index_of(values, top)} points to sector {top},"
+                    f" beyond the end of the file ({self.file.size} bytes)")
+        return None
 
     def _table_problem(self, table, index):
         slots = min(self.gt_entries, self.grains - index * self.gt_entries)
@@ -400,6 +427,9 @@ class HostedSparseExtent(GrainTableExtent):
     def _ensure_tables(self, indexes):
         """Allocate the grain tables (and redundant twins) of indexes that have none: the
         zeroed tables, then the redundant directory entry, then the primary one."""
+        if self.damage is not None:
+            raise CorruptImage(f"{self.damage}; the image takes no new grains until it is"
+                               f" repaired", self.file.path)
         for index in sorted(indexes):
             if index in self._fallback_tables:
                 raise CorruptImage(f"grain table {index} is damaged (its redundant copy is in"
@@ -471,45 +501,89 @@ class HostedSparseExtent(GrainTableExtent):
             rgd = self._check_directory(out, meta, h.rgd_offset, "redundant grain directory")
         if gd is None:
             return out.lines()
-        tables = []                 # (index, primary offset or None, redundant offset or None)
-        for index in range(self.gd_entries):
-            g, r = gd[index], rgd[index] if rgd is not None else 0
-            if rgd is not None and (g == 0) != (r == 0) and \
-                    not (g == 0 and self._whole(r, self.gt_bytes)):
-                out.add(f"grain directory entry {index} is {g}, its redundant copy {r}: one"
-                        f" has a grain table, the other none")
-            places = []
-            for sector, what in ((g, "grain table"), (r, "redundant grain table")):
-                if sector == 0:
-                    places.append(None)
-                elif not self._whole(sector, self.gt_bytes):
-                    out.add(f"{what} {index} at sector {sector} runs past the end of the file"
-                            f" ({size} bytes)")
-                    places.append(None)
-                else:
-                    meta.append((sector * SECTOR, self.gt_bytes, f"{what} {index}"))
-                    places.append(sector * SECTOR)
-            tables.append((index, places[0], places[1] if g else None))
+        tables = self._check_directory_entries(out, meta, gd, rgd)
+        if tables is None or out.full:
+            return out.lines()
         meta.sort()
         for (a, alen, aname), (b, _blen, bname) in zip(meta, meta[1:]):
             if a + alen > b:
                 out.add(f"{aname} (sector {a // SECTOR}) overlaps {bname} (sector {b // SECTOR})")
-        grains = []                 # sector << 32 | grain, for the overlap sweep
+                if out.full:
+                    return out.lines()
+        grains = self._check_tables(out, tables)
+        if grains is not None and not out.full:
+            self._check_grain_overlaps(out, grains, meta)
+        return out.lines()
+
+    def _check_directory_entries(self, out, meta, gd, rgd):
+        """[(index, primary table offset or None, redundant offset or None)] of the
+        tables the directories name, read in slices (all-zero slices skipped at memcmp
+        speed); None when more tables are named than the file holds apart."""
+        size = self.file.size
+        room = size // max(SECTOR, self.gt_bytes)
+        tables = []
+        zero = bytes(4 * CHECK_STREAM_ENTRIES)
+        copies = rgd.stream(CHECK_STREAM_ENTRIES) if rgd is not None else None
+        for first, graw in gd.stream(CHECK_STREAM_ENTRIES):
+            rraw = next(copies)[1] if copies is not None else None
+            if graw == zero[:len(graw)] and (rraw is None or rraw == zero[:len(rraw)]):
+                continue
+            gvalues = decode_entries(graw, "<I")
+            rvalues = decode_entries(rraw, "<I") if rraw is not None else None
+            for i, g in enumerate(gvalues):
+                r = rvalues[i] if rvalues is not None else 0
+                if g == 0 and r == 0:
+                    continue
+                index = first + i
+                if rgd is not None and (g == 0) != (r == 0) and \
+                        not (g == 0 and self._whole(r, self.gt_bytes)):
+                    out.add(f"grain directory entry {index} is {g}, its redundant copy {r}:"
+                            f" one has a grain table, the other none")
+                places = []
+                for sector, what in ((g, "grain table"), (r, "redundant grain table")):
+                    if sector == 0:
+                        places.append(None)
+                    elif not self._whole(sector, self.gt_bytes):
+                        out.add(f"{what} {index} at sector {sector} runs past the end of the"
+                                f" file ({size} bytes)")
+                        places.append(None)
+                    else:
+                        meta.append((sector * SECTOR, self.gt_bytes, f"{what} {index}"))
+                        places.append(sector * SECTOR)
+                tables.append((index, places[0], places[1] if g else None))
+                if len(meta) > 2 * room + 3:
+                    out.add(f"the grain directories name more grain tables than the file"
+                            f" holds apart ({room} of {self.gt_bytes} bytes): tables overlap")
+                    return None
+                if out.full:
+                    return tables
+        return tables
+
+    def _check_tables(self, out, tables):
+        """Grains of the tables (sector << 40 | grain, for the overlap sweep), the primary
+        and redundant copies compared; None when more grains lie in the file than it
+        holds apart (that is reported)."""
+        f, size = self.file, self.file.size
+        room = size // self.grain_bytes
+        grains = []
+        zero = bytes(self.gt_bytes)
         for index, primary, redundant in tables:
             slots = min(self.gt_entries, self.grains - index * self.gt_entries)
-            table = read_entries(f, primary, self.gt_entries, "I", f"grain table {index}") \
-                if primary is not None else None
-            copy = read_entries(f, redundant, self.gt_entries, "I",
-                                f"redundant grain table {index}") if redundant is not None else None
+            table = f.read_exact(primary, self.gt_bytes, f"grain table {index}") \
+                if primary is not None else zero
+            copy = f.read_exact(redundant, self.gt_bytes, f"redundant grain table {index}") \
+                if redundant is not None else table
+            if table == copy and (table == zero or self.zeroed_grains and _zero_or_one(table)):
+                continue            # nothing stored (at memcmp speed)
+            table, copy = decode_entries(table, "<I"), decode_entries(copy, "<I")
             for slot in range(slots):
-                e = table[slot] if table is not None else 0
-                c = copy[slot] if copy is not None else e
+                e, c = table[slot], copy[slot]
                 grain = index * self.gt_entries + slot
                 if e != c:
                     if self._unset(e) and self._unset(c):
                         pass                                # an interrupted update: allowed
                     elif self._unset(e) and self._whole(c, self.grain_need(grain)):
-                        grains.append(c << 32 | grain)     # an interrupted update: allowed
+                        grains.append(c << 40 | grain)     # an interrupted update: allowed
                     else:
                         out.add(f"grain table {index} entry {slot} says {e}, its redundant"
                                 f" copy {c}")
@@ -523,9 +597,14 @@ class HostedSparseExtent(GrainTableExtent):
                     out.add(f"grain table {index} entry {slot} points to sector {e}, whose"
                             f" grain runs past the end of the file ({size} bytes)")
                 else:
-                    grains.append(e << 32 | grain)
-        self._check_grain_overlaps(out, grains, meta)
-        return out.lines()
+                    grains.append(e << 40 | grain)
+                if out.full:
+                    return None
+                if len(grains) > room:
+                    out.add(f"more grains lie in the file than it holds apart ({room} of"
+                            f" {self.grain_bytes} bytes): grains overlap")
+                    return None
+        return grains
 
     def _unset(self, entry):
         return entry == 0 or (entry == ZEROED_GRAIN_GTE and self.zeroed_grains)
@@ -541,11 +620,11 @@ class HostedSparseExtent(GrainTableExtent):
                     f" ({self.file.size} bytes)")
             return None
         meta.append((sector * SECTOR, nbytes, what))
-        return read_entries(self.file, sector * SECTOR, self.gd_entries, "I", what)
+        return Table(self.file, sector * SECTOR, self.gd_entries, "<I", what)
 
     def _check_grain_overlaps(self, out, grains, meta):
         """Grains must not overlap the metadata (meta: sorted (offset, length, name)) nor
-        one another; grains is a list of sector << 32 | grain."""
+        one another; grains is a list of sector << 40 | grain."""
         if self.compressed:
             return              # compressed grains vary in size: only their starts are checked
         import bisect
@@ -556,7 +635,7 @@ class HostedSparseExtent(GrainTableExtent):
         grains.sort()
         prev_end, prev = 0, None
         for key in grains:
-            sector, grain = key >> 32, key & 0xFFFFFFFF
+            sector, grain = key >> 40, key & ((1 << 40) - 1)
             start = sector * SECTOR
             end = start + self.grain_need(grain)
             i = bisect.bisect_left(starts, end) - 1
@@ -634,6 +713,13 @@ class HostedSparseExtent(GrainTableExtent):
 
 
 
+def _zero_or_one(raw):
+    """Are all the 32-bit little-endian entries in raw 0 or 1 (zeroed grains)?"""
+    high = raw[1::4] + raw[2::4] + raw[3::4]
+    low = raw[0::4].replace(b"\x01", b"\x00")
+    return not any((high.strip(b"\0"), low.strip(b"\0")))
+
+
 class _Problems:
     """check()'s list: one line each, the extent's file named when it is not the image's
     own, and at most MAX_CHECK_PROBLEMS of them (then a count of the rest)."""
@@ -649,7 +735,13 @@ class _Problems:
         else:
             self.more += 1
 
+    @property
+    def full(self):
+        """Enough found: check stops here (its time is bounded by what it reports)."""
+        return len(self.found) >= MAX_CHECK_PROBLEMS
+
     def lines(self):
-        if self.more:
-            return self.found + [f"{self.prefix}... and {self.more} more problems"]
+        if self.full:
+            return self.found + [f"{self.prefix}... check stopped after {len(self.found)}"
+                                 f" problems"]
         return self.found

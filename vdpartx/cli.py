@@ -14,6 +14,7 @@ directory as it was.
 import argparse
 import os
 import re
+import signal
 import sys
 
 from vdiskio.errors import VdError
@@ -419,14 +420,20 @@ def main(argv=None):
         args = _parser().parse_args(argv)
     except SystemExit as e:         # --help (0) or bad usage (2), already printed
         return e.code
+    # Die quietly when our reader goes away (vdpartx -l x | head -1), as other tools do.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         run(args)
+        sys.stdout.flush()
     except (Failure, VdError) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
-        print(f"{PROG}: {where}{e.strerror}", file=sys.stderr)
+        print(f"{PROG}: {where}{e.strerror or e}", file=sys.stderr)
         return 1
-    sys.stdout.flush()
+    except Exception as e:          # a bug: still one line, never a traceback
+        text = " ".join(str(e).split())
+        print(f"{PROG}: internal error: {type(e).__name__}: {text}", file=sys.stderr)
+        return 70
     return 0

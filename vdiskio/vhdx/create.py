@@ -119,13 +119,9 @@ def _fixed_bat(blocks, chunk_ratio, block_size, first_block):
 
 
 def _exclusive_create(path):
-    from ..backing import sys_open
-    try:
-        return sys_open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    except FileExistsError:
-        raise VdError("already exists; vdiskio create never overwrites a file", path, 17) from None
-    except OSError as e:
-        raise VdError(f"cannot create: {e.strerror}", path, e.errno) from None
+    # The one home of "a new file, never overwriting, removed if the create fails".
+    from ..vhd_create import _exclusive_create as exclusive
+    return exclusive(path, os.O_RDWR)
 
 
 def create(path, size=None, variant="dynamic", block_size=None, logical_sector_size=512,

@@ -1,0 +1,121 @@
+"""The translation table's answers held against the Python decoder, as the C library
+reads them: for a block whose entry (Disk.map_blocks) is KIND_DATA or KIND_OWNED, a pread
+of the entry's fd at its offset; KIND_ZERO, zeros; KIND_SLOW, the Python read. Shared by
+the property tests and the fuzzers (tests/fuzz)."""
+
+import os
+import random
+
+from vdiskio.disk import KIND_DATA, KIND_OWNED, KIND_SLOW, KIND_ZERO, Disk
+from vdiskio.errors import VdError
+
+BATCH = 512                 # the shim's fill batch (shim/io.c VD_FILL_BATCH)
+PHYS_MASK = (1 << 40) - 1
+
+
+class Mismatch(AssertionError):
+    pass
+
+
+def decode(entry):
+    """(kind, fd, physical offset) of a translation table entry."""
+    return entry >> 61, (entry >> 40) & 0x1FFFFF, (entry & PHYS_MASK) << 9
+
+
+def blocks_to_check(nblocks, limit, rng):
+    """Every block of a small disk; of a big one its first and last blocks and a sample."""
+    if nblocks <= limit:
+        return range(nblocks)
+    third = limit // 3
+    picked = set(range(third)) | set(range(nblocks - third, nblocks))
+    while len(picked) < limit:
+        picked.add(rng.randrange(nblocks))
+    return sorted(picked)
+
+
+def entries_for(disk, blocks):
+    """{block: entry or the VdError map_blocks raised}, asked as the shim asks: aligned
+    batches of BATCH blocks, from the first block not known yet."""
+    nblocks = -(-disk.image.size >> disk.shift)
+    known = {}
+    for blk in blocks:
+        while blk not in known:
+            first = blk & ~(BATCH - 1)
+            while first < blk and first in known:
+                first += 1
+            count = min(nblocks, (blk | (BATCH - 1)) + 1) - first
+            try:
+                got = disk.map_blocks(first, count)
+            except VdError as e:
+                # The shim fails the read that asked (and knows no entry of the batch).
+                known[blk] = e
+                break
+            if not got or len(got) > count:
+                raise Mismatch(f"map_blocks({first}, {count}) gave {len(got)} entries")
+            for i, e in enumerate(got):
+                known[first + i] = e
+    return known
+
+
+def _windows(n, window, rng):
+    """(offset, length) pieces of an n-byte block to compare: all of it when small, else
+    its head, its tail and one place between (enough to see any shift)."""
+    if window is None or n <= 3 * window:
+        return [(0, n)]
+    return [(0, window), (n - window, window), (rng.randrange(n - window) // 512 * 512, window)]
+
+
+def check_table(image, writable=False, limit=2048, seed=0, window=None):
+    """Raise Mismatch unless every checked block reads through its entry as the decoder
+    reads it (`window`: compare only pieces of that many bytes of big blocks). Returns
+    the number of blocks checked."""
+    rng = random.Random(seed)
+    disk = Disk(1, image, (0, 0), writable)
+    bsize = 1 << disk.shift
+    size = image.size
+    nblocks = -(-size // bsize)
+    blocks = blocks_to_check(nblocks, limit, rng)
+    known = entries_for(disk, blocks)
+    for blk in blocks:
+        e = known[blk]
+        block_start = blk * bsize
+        for into, n in _windows(min(bsize, size - block_start), window, rng):
+            _check_piece(image, disk, blk, e, block_start + into, n, phys_into=into)
+    return len(blocks)
+
+
+def _check_piece(image, disk, blk, e, start, n, phys_into):
+    try:
+        want = image.read(start, n)
+    except VdError:
+        want = None
+    if isinstance(e, VdError):
+        if want is not None:
+            raise Mismatch(f"block {blk}: map_blocks failed ({e}) but the decoder reads it")
+        return
+    kind, fd, phys = decode(e)
+    if kind == KIND_ZERO:
+        got = bytes(n)
+    elif kind in (KIND_DATA, KIND_OWNED):
+        if kind == KIND_OWNED and disk.read_only:
+            raise Mismatch(f"block {blk}: an owned entry on a read-only disk")
+        got = os.pread(fd, n, phys + phys_into)
+        if len(got) < n:
+            got = None          # the shim fails such a read (EIO)
+    elif kind == KIND_SLOW:
+        return                  # the decoder itself answers
+    else:
+        raise Mismatch(f"block {blk}: entry {e:#x} of unknown kind {kind}")
+    if got != want:
+        where = f"fd {fd} @{phys + phys_into}" if kind in (KIND_DATA, KIND_OWNED) else "zeros"
+        raise Mismatch(f"block {blk} (bytes {start}+{n}, {where}, entry {e:#x}): the table"
+                       f" reads {'an error' if got is None else got[:16].hex()}..., the"
+                       f" decoder {'an error' if want is None else want[:16].hex()}...")
+
+
+def all_entries(image, writable=False):
+    """Every entry of the disk, in block order (small disks only)."""
+    disk = Disk(1, image, (0, 0), writable)
+    nblocks = -(-image.size >> disk.shift)
+    known = entries_for(disk, range(nblocks))
+    return disk.shift, [known[b] for b in range(nblocks)]

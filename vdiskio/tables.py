@@ -1,0 +1,167 @@
+"""Tables of fixed-size entries in a backing file (VHD BATs, VMDK grain directories),
+read a slice at a time: memory and time follow what is read, never what a header claims.
+
+A Table answers table[i] and table[a:b] (a list) from a small LRU of slices; each slice
+is checked once, when it is loaded (`check(first, values)` returns the values to use:
+the slice itself, or a redundant copy's). Writers write the file first, then assign the
+entry (table[i] = v), which updates a cached slice; loads and assignments take one lock,
+so a load racing with a writer never caches what the file held before.
+"""
+
+import _thread
+import struct
+import sys
+from array import array
+
+SLICE_ENTRIES = 4096                # entries read at once (16 KiB of 32-bit entries)
+CACHE_SLICES = 64                   # slices kept (1 MiB of 32-bit entries)
+STREAM_ENTRIES = 1 << 18            # entries per read when a whole table is streamed
+
+
+def decode_entries(raw, fmt, mutable=False):
+    """Bytes of little- or big-endian entries (fmt "<I", ">I", "<Q", ">Q") as a sequence
+    of ints: a memoryview over the bytes when their order is the machine's (no copy),
+    else an array. `mutable`: one whose entries can be assigned."""
+    order, code = fmt[0], fmt[1]
+    native = (order == "<") == (sys.byteorder == "little")
+    if native:
+        return memoryview(bytearray(raw) if mutable else raw).cast(code)
+    values = array(code)
+    values.frombytes(raw)
+    values.byteswap()
+    return values
+
+
+class Table:
+    def __init__(self, f, offset, count, fmt, what, mutable=False, check=None,
+                 cache_slices=CACHE_SLICES):
+        self.file = f
+        self.offset = offset
+        self.count = count
+        self.fmt = fmt
+        self.what = what
+        self.entry_size = struct.calcsize(fmt)
+        self.mutable = mutable
+        self.check = check
+        self.cache_slices = cache_slices
+        self.loaded_slices = 0
+        self._slices = {}                # slice number -> entries, least recently used first
+        self._lock = _thread.allocate_lock()
+
+    def __len__(self):
+        return self.count
+
+    def _read(self, first, n):
+        raw = self.file.read_exact(self.offset + first * self.entry_size, n * self.entry_size,
+                                   f"{self.what} entries {first}-{first + n - 1}")
+        return decode_entries(raw, self.fmt, self.mutable)
+
+    def _slice(self, k):
+        with self._lock:
+            values = self._slices.pop(k, None)
+            if values is None:
+                first = k * SLICE_ENTRIES
+                values = self._read(first, min(SLICE_ENTRIES, self.count - first))
+                if self.check is not None:
+                    values = self.check(first, values)
+                self.loaded_slices += 1
+            self._slices[k] = values
+            while len(self._slices) > self.cache_slices:
+                del self._slices[next(iter(self._slices))]
+            return values
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            start, stop, _ = i.indices(self.count)
+            return self.values(start, stop)
+        if not 0 <= i < self.count:
+            raise IndexError(f"{self.what} entry {i} of {self.count}")
+        return self._slice(i // SLICE_ENTRIES)[i % SLICE_ENTRIES]
+
+    def values(self, start, stop):
+        """Entries [start, stop) as a list."""
+        out = []
+        while start < stop:
+            k, into = divmod(start, SLICE_ENTRIES)
+            n = min(SLICE_ENTRIES - into, stop - start)
+            part = self._slice(k)[into:into + n]
+            out += part.tolist() if hasattr(part, "tolist") else list(part)
+            start += n
+        return out
+
+    def run_of(self, start, stop, byte):
+        """How many entries from `start` (before `stop`) are made of `byte` only (0x00 or
+        0xFF: unallocated entries), at memcmp speed."""
+        count = 0
+        while start + count < stop:
+            k, into = divmod(start + count, SLICE_ENTRIES)
+            n = min(SLICE_ENTRIES - into, stop - start - count)
+            part = self._slice(k)[into:into + n]
+            raw = part.tobytes() if hasattr(part, "tobytes") else \
+                array(self.fmt[1], part).tobytes()
+            same = (len(raw) - len(raw.lstrip(byte))) // self.entry_size
+            count += same
+            if same < n:
+                break
+        return count
+
+    def __setitem__(self, i, value):
+        """Entry i is now `value` (already written to the file by the caller)."""
+        with self._lock:
+            values = self._slices.get(i // SLICE_ENTRIES)
+            if values is not None:
+                if isinstance(values, memoryview) and values.readonly:
+                    values = memoryview(bytearray(values.tobytes())).cast(values.format)
+                    self._slices[i // SLICE_ENTRIES] = values
+                values[i % SLICE_ENTRIES] = value
+
+    def stream(self, step=STREAM_ENTRIES):
+        """(first index, raw bytes) of the whole table read afresh from the file, `step`
+        entries at a time, nothing cached (for check: the tables in memory are not
+        trusted, and a hostile header must not make us hold its whole table)."""
+        for first in range(0, self.count, step):
+            n = min(step, self.count - first)
+            yield first, self.file.read_exact(self.offset + first * self.entry_size,
+                                              n * self.entry_size,
+                                              f"{self.what} entries {first}-{first + n - 1}")
+
+
+def prefix_len(values, expected):
+    """How many leading items of list `values` equal those of sequence `expected` (a
+    binary search over slice comparisons, which run in C)."""
+    if not values or values[0] != expected[0]:
+        return 0                    # runs usually end at a window's edge: answer at once
+    if values == list(expected):
+        return len(values)
+    lo, hi = 1, len(values)         # values[:lo] matches, values[:hi] does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if values[:mid] == list(expected[:mid]):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def table_values(table, start, stop):
+    """Entries [start, stop) of a table (a memoryview, or a tuple/list) as a list."""
+    part = table[start:stop]
+    return part.tolist() if isinstance(part, memoryview) else list(part)
+
+
+def run_length(table, start, stop, first, step):
+    """How many entries from `start` (before `stop`) read first, first + step, ...: a few
+    small slices for a short run, growing windows for a long one."""
+    count = 0
+    window = 16
+    while start + count < stop:
+        end = min(stop, start + count + window)
+        values = table_values(table, start + count, end)
+        base = first + count * step
+        expected = range(base, base + len(values) * step, step) if step else [first] * len(values)
+        matched = prefix_len(values, expected)
+        count += matched
+        if matched < len(values):
+            break
+        window *= 4
+    return count
