@@ -6,20 +6,15 @@ the property tests and the fuzzers (tests/fuzz)."""
 import os
 import random
 
-from vdiskio.disk import KIND_DATA, KIND_OWNED, KIND_SLOW, KIND_ZERO, Disk
+from vdiskio.disk import Disk
+from vdiskio.entries import KIND_DATA, KIND_OWNED, KIND_SLOW, KIND_ZERO, decode
 from vdiskio.errors import VdError
 
 BATCH = 512                 # the shim's fill batch (shim/io.c VD_FILL_BATCH)
-PHYS_MASK = (1 << 40) - 1
 
 
 class Mismatch(AssertionError):
     pass
-
-
-def decode(entry):
-    """(kind, fd, physical offset) of a translation table entry."""
-    return entry >> 61, (entry >> 40) & 0x1FFFFF, (entry & PHYS_MASK) << 9
 
 
 def blocks_to_check(nblocks, limit, rng):

@@ -42,6 +42,8 @@ def sniff(path, fd=None):
         size = st.st_size
         head = os.pread(fd, PROBE_BYTES, 0)
         tail = os.pread(fd, 512, size - 512) if size >= 512 else b""
+    except VdError:
+        raise
     except OSError as e:
         raise VdError(f"cannot read: {e.strerror}", path, e.errno) from None
     finally:

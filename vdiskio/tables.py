@@ -105,6 +105,11 @@ class Table:
                 break
         return count
 
+    def clear(self):
+        """Forget every cached slice (another process wrote the table)."""
+        with self._lock:
+            self._slices.clear()
+
     def __setitem__(self, i, value):
         """Entry i is now `value` (already written to the file by the caller)."""
         with self._lock:

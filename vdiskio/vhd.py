@@ -222,8 +222,7 @@ class DynamicVHD(VHD):
 
     def refresh(self):
         super().refresh()
-        hdr = self.header
-        self.bat = bytearray(self.file.read_exact(hdr.table_offset, 4 * self.block_count, "BAT"))
+        self.bat.clear()
         self._bitmaps = {}
         self.next_free = None
 
