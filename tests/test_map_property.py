@@ -9,7 +9,7 @@ import pytest
 
 import layouts
 import mapcheck
-from vdiskio import vmdk
+from vdiskio.vmdk import image as vmdk
 from vdiskio.formats import open_image
 
 LAYOUTS = 240

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import qemu_convert_raw, random_raw, require_tool, run
 from vdiskio import disk as disk_mod
-from vdiskio import vmdk
+from vdiskio.vmdk import image as vmdk
 from vdiskio.disk import Disk
 from vdiskio import entries
 from vdiskio.entries import ENTRY_ZERO, KIND_DATA

@@ -13,7 +13,7 @@ import pytest
 import shimlib
 from conftest import ROOT, manifest, qemu_convert_raw, random_raw, require_tool, unpack
 from conftest import run as run_plain
-from vdiskio import vhd_create
+from vdiskio.vhd import create as vhd_create
 from vdiskio.formats import open_image
 
 MiB = 1 << 20

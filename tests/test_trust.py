@@ -104,7 +104,7 @@ def test_vhd_parent_changed_after_the_child(vhd_child, monkeypatch):
 
 
 def test_vhd_parent_time_stamp_zero_is_not_checked(vhd_child):
-    from vdiskio.vhd_structs import DYNAMIC_HEADER, checksum
+    from vdiskio.vhd.structs import DYNAMIC_HEADER, checksum
     parent, child = vhd_child
     with open(child, "r+b") as f:
         f.seek(512)

@@ -8,10 +8,11 @@ import struct
 import pytest
 
 from conftest import manifest, qemu_convert_raw, random_raw, require_tool, run, unpack
-from vdiskio import errors, vhd_create
+from vdiskio import errors
+from vdiskio.vhd import create as vhd_create
 from vdiskio.formats import open_image
 from vdiskio.image import ZERO
-from vdiskio.vhd_structs import DYNAMIC_HEADER, FOOTER, checksum
+from vdiskio.vhd.structs import DYNAMIC_HEADER, FOOTER, checksum
 
 MiB = 1 << 20
 

@@ -17,7 +17,9 @@ import pytest
 
 import vmdk_writer as W
 from conftest import manifest, qemu_convert_raw, random_raw, require_tool, run, unpack_dir
-from vdiskio import formats, vmdk, vmdk_sparse
+from vdiskio import formats
+from vdiskio.vmdk import image as vmdk
+from vdiskio.vmdk import sparse as vmdk_sparse
 from vdiskio.errors import CorruptImage, MissingFile, NotAnImage, Refused, Unsupported, VdError
 from vdiskio.image import DATA, SPECIAL, ZERO
 

@@ -13,9 +13,7 @@ c = pytest.importorskip("construct")
 
 import vmdk_writer as W
 from conftest import random_raw, require_tool, run, unpack
-from vdiskio import vmdk_structs as S
-
-# -- VMware Virtual Disk Format 5.0: SparseExtentHeader --------------------------------------
+from vdiskio.vmdk import structs as S
 SparseExtentHeader = c.Struct(
     "magicNumber" / c.Const(b"KDMV"),
     "version" / c.Int32ul,

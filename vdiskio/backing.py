@@ -9,8 +9,8 @@ import fcntl
 import os
 import stat
 import struct
-import sys
 
+from . import settings
 from .errors import Busy, CorruptImage, Refused, VdError
 
 # Image locking, byte for byte as QEMU's file-posix does it (OFD read locks on bytes
@@ -20,8 +20,9 @@ from .errors import Busy, CorruptImage, Refused, VdError
 LOCK_PERM_BASE = 100
 LOCK_SHARED_BASE = 200
 PERM_READ, PERM_WRITE, PERM_RESIZE = 0, 1, 3
-SHARE_READ = "VDISKIO_SHARE_READ"
+SHARE_READ = settings.SHARE_READ
 _FLOCK = "hh4xqqi4x"            # struct flock on 64-bit Linux
+ZERO_STEP = 1 << 20             # zeros are written this much at a time
 
 
 _bypass = []                # [vdiskio_bypass(on), or None without the library]
@@ -211,7 +212,7 @@ class BackingFile:
         reader holds read and refuses write and resize, unless VDISKIO_SHARE_READ=1 asks
         it to accept a writer (it may then see stale metadata).
         """
-        share_read = os.environ.get(SHARE_READ) == "1"
+        share_read = settings.on(SHARE_READ)
         held = [PERM_READ, PERM_WRITE, PERM_RESIZE] if writer else [PERM_READ]
         refused = [PERM_WRITE, PERM_RESIZE] if writer or not share_read else []
         try:
@@ -269,6 +270,23 @@ class BackingFile:
         """Size again from the file (another process may have grown it)."""
         if self.fd >= 0:
             self.size = os.fstat(self.fd).st_size
+
+    def zero_range(self, offset, length):
+        """Make [offset, offset+length) of the file read as zeros: a hole where the file
+        system can punch one (whole 4 KiB pages), zeros written at the ragged edges or
+        everywhere else."""
+        end = offset + length
+        hole_start = -(-offset // 4096) * 4096
+        hole_end = end // 4096 * 4096
+        if hole_end > hole_start and self.punch_hole(hole_start, hole_end - hole_start):
+            edges = [(offset, hole_start), (hole_end, end)]
+        else:
+            edges = [(offset, end)]
+        for a, b in edges:
+            while a < b:
+                n = min(b - a, ZERO_STEP)
+                self.pwrite(a, bytes(n))
+                a += n
 
     def close(self):
         if self.fd >= 0:

@@ -6,10 +6,10 @@ import os
 import signal
 import sys
 
-from . import library_path
+from . import library_path, settings
 from .errors import VdError
 
-ENV_FLAGS = {"debug": "VDISKIO_DEBUG", "dump": "VDISKIO_DUMP"}
+ENV_FLAGS = {"debug": settings.DEBUG, "dump": settings.DUMP}
 
 
 def human(n):
@@ -35,7 +35,7 @@ def cmd_run(args):
         if getattr(args, flag):
             env[var] = "1"
     if args.log:
-        env["VDISKIO_LOG"] = os.path.abspath(args.log)
+        env[settings.LOG] = os.path.abspath(args.log)
     try:
         os.execvpe(command[0], command, env)
     except OSError as e:
@@ -189,7 +189,7 @@ def _interrupt(signum, frame):
 
 def cmd_create(args):
     from .create import create_image
-    from .vhd_create import STOP_SIGNALS
+    from .vhd.create import STOP_SIGNALS
     previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
     try:
         create_image(args.image, fmt=args.format, variant=args.variant, size=args.size,
@@ -215,12 +215,12 @@ def cmd_create(args):
 
 
 def cmd_check(args):
-    from . import identity
+    from . import chain
     from .formats import open_image
     status = 0
     for path in args.images:
         try:
-            with identity.collecting():     # a parent that changed is a problem to list
+            with chain.collecting():     # a parent that changed is a problem to list
                 image = open_image(path)
         except VdError as e:
             print(f"{path}: cannot open: {e.message}")

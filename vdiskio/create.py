@@ -30,7 +30,7 @@ def _format_of(path, fmt):
 
 def create_image(path, fmt=None, variant=None, size=None, parent=None, block_size=None,
                  source=None, logical_sector_size=None):
-    from . import vhd_create
+    from .vhd import create as vhd_create
     fmt = _format_of(path, fmt)
     if logical_sector_size is not None and fmt != "vhdx":
         raise VdError("--logical-sector-size is a VHDX option", path, errno.EINVAL)
@@ -75,7 +75,7 @@ def _make(path, fmt, variant, size, parent, block_size, logical_sector_size):
                           errno.EINVAL)
         vhdx_create.create(path, size, variant, block_size, logical_sector_size, parent=parent)
     elif fmt == "vhd":
-        from . import vhd_create
+        from .vhd import create as vhd_create
         variant = variant or "dynamic"
         if variant not in VHD_VARIANTS:
             raise VdError(f"VHD variant {variant!r} unknown (choose {', '.join(VHD_VARIANTS)})",
@@ -89,7 +89,7 @@ def _make(path, fmt, variant, size, parent, block_size, logical_sector_size):
             vhd_create.create_dynamic(path, size, block_size or vhd_create.DEFAULT_BLOCK_SIZE,
                                       parent)
     else:
-        from . import vmdk_create
+        from .vmdk import create as vmdk_create
         variant = variant or "monolithicSparse"
         if variant not in VMDK_VARIANTS:
             raise VdError(f"VMDK variant {variant!r} unknown (choose {', '.join(VMDK_VARIANTS)})",
@@ -100,7 +100,7 @@ def _make(path, fmt, variant, size, parent, block_size, logical_sector_size):
 def _remove(paths):
     """Remove the files a failed create made (newest first), signals held off meanwhile."""
     import signal
-    from .vhd_create import STOP_SIGNALS
+    from .vhd.create import STOP_SIGNALS
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         for p in reversed(paths):

@@ -3,7 +3,9 @@
 import os
 import stat
 
-from . import log, vhd
+from . import log
+
+from .vhd import image as vhd
 from .backing import sys_open
 from .errors import CorruptImage, NotAnImage, VdError
 
@@ -53,24 +55,24 @@ def sniff(path, fd=None):
         return "vhdx"
     if vhd.is_vhd(head, tail):
         return "vhd"
-    from . import vmdk
+    from .vmdk import image as vmdk
     if vmdk.is_vmdk(head):
         return "vmdk"
     return None
 
 
-def open_image(path, writable=False, fd=None, chain=()):
+def open_image(path, writable=False, fd=None, links=()):
     """Open the image at path (its whole chain of parents, read-only) as an Image.
 
     fd, if given, is an already open descriptor of path that the Image takes over.
-    chain holds the (st_dev, st_ino) of the children above this file (cycle detection).
+    links holds the (st_dev, st_ino) of the children above this file (vdiskio.chain).
     Warnings (a fallback to a backup structure) are printed only if the open succeeds.
     """
     with log.deferred():
         try:
-            return _open_image(path, writable, fd, chain)
+            return _open_image(path, writable, fd, links)
         except NotAnImage as e:
-            if not chain and e.path == path:
+            if not links and e.path == path:
                 raise
             # "Not an image" means only that the file the caller named is none: below
             # it (a parent, an extent) the same finding is damage, never a pass-through.
@@ -78,21 +80,21 @@ def open_image(path, writable=False, fd=None, chain=()):
             raise CorruptImage(f"named as a parent image, but {what}", path) from None
 
 
-def _open_image(path, writable, fd, chain):
+def _open_image(path, writable, fd, links):
     kind = sniff(path, fd)
     if kind == "vhd":
-        image = vhd.open_vhd(path, writable, fd, chain)
+        image = vhd.open_vhd(path, writable, fd, links)
     elif kind == "vhdx":
         from .vhdx import open_vhdx
-        image = open_vhdx(path, writable, fd, chain)
+        image = open_vhdx(path, writable, fd, links)
     elif kind == "vmdk":
-        from . import vmdk
-        image = vmdk.open_vmdk(path, writable, fd, chain)
+        from .vmdk import image as vmdk
+        image = vmdk.open_vmdk(path, writable, fd, links)
     else:
         if fd is not None:
             os.close(fd)
         raise NotAnImage("not a VHD, VHDX or VMDK image", path)
-    if not chain:
+    if not links:
         # The top-level open locks every file of the chain once: files opened for
         # writing as a writer, everything else (parents, read-only extents) as a reader.
         try:

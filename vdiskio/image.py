@@ -15,7 +15,8 @@ SPECIAL = 2   # stored in a form only `layer.read_special` can decode (compresse
 
 KIND_NAMES = {ZERO: "zero", DATA: "data", SPECIAL: "special"}
 
-_ZEROS = bytes(1 << 20)
+ZERO_STEP = 1 << 20
+_ZEROS = bytes(ZERO_STEP)
 _ZEROS_VIEW = memoryview(_ZEROS)
 
 
@@ -96,7 +97,7 @@ class Image:
     def __init__(self, path):
         self.path = path
         self.files = []
-        self.parent_problems = []       # parent mismatches accepted (vdiskio.identity)
+        self.parent_problems = []       # parent mismatches accepted (vdiskio.chain)
 
     # -- mapping ----------------------------------------------------------------------
     def extent_at(self, offset):
@@ -151,11 +152,15 @@ class Image:
 
     def discard(self, offset, length):
         """Make [offset, offset+length) read as zeros (deallocating where possible)."""
-        step = 1 << 20
+        self.write_zeros(offset, length)
+
+    def write_zeros(self, offset, length):
+        """Write zeros over [offset, offset+length), a bounded buffer at a time (where a
+        format cannot deallocate: a parent would show through)."""
         end = offset + length
         while offset < end:
-            n = min(step, end - offset)
-            self.write(offset, bytes(n))
+            n = min(ZERO_STEP, end - offset)
+            self.write(offset, _ZEROS_VIEW[:n] if n <= len(_ZEROS) else bytes(n))
             offset += n
 
     def commit(self):

@@ -1,23 +1,26 @@
 """The only output vdiskio ever makes: one line per problem, and debug traces when asked.
 
 Lines go to stderr, or to the file named by VDISKIO_LOG. VDISKIO_DEBUG=1 adds a trace
-of calls on image fds; VDISKIO_DUMP=1 adds hex dumps of the data read. Nothing is ever
-written to stdout: in the shim that is the calling program's output.
+of calls on image fds (VDISKIO_DUMP=1 hex dumps of the data read, by the C stage).
+Nothing is ever written to stdout: in the shim that is the calling program's output.
+Inside the library every line carries the pid, as the C stage's do.
 """
 
 import os
 from _thread import _local
 
+from . import settings
+
 _fd = None
 _local = _local()
-DEBUG = os.environ.get("VDISKIO_DEBUG") == "1"
-DUMP = os.environ.get("VDISKIO_DUMP") == "1"
+_with_pid = [False]
+DEBUG = settings.on(settings.DEBUG)
 
 
 def _out():
     global _fd
     if _fd is None:
-        path = os.environ.get("VDISKIO_LOG")
+        path = settings.value(settings.LOG)
         _fd = 2
         if path:
             try:
@@ -28,13 +31,16 @@ def _out():
 
 
 def set_fd(fd):
-    """Share the shim's log fd, so C and Python lines interleave in one place."""
+    """Share the shim's log fd, so C and Python lines interleave in one place (and carry
+    the pid like the C stage's)."""
     global _fd
     _fd = fd
+    _with_pid[0] = True
 
 
 def _emit(line):
-    data = ("vdiskio: " + line.replace("\n", " ") + "\n").encode("utf-8", errors="replace")
+    prefix = f"vdiskio[{os.getpid()}]: " if _with_pid[0] else "vdiskio: "
+    data = (prefix + line.replace("\n", " ") + "\n").encode("utf-8", errors="replace")
     try:
         os.write(_out(), data)
     except OSError:
@@ -68,13 +74,3 @@ class deferred:
 def debug(message):
     if DEBUG:
         _emit(message)
-
-
-def hexdump(offset, data, limit=4096):
-    if not DUMP:
-        return
-    for i in range(0, min(len(data), limit), 16):
-        chunk = data[i:i + 16]
-        hx = " ".join(f"{b:02x}" for b in chunk)
-        txt = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
-        _emit(f"{offset + i:012x}  {hx:<47}  {txt}")

@@ -8,10 +8,11 @@ entry (table[i] = v), which updates a cached slice; loads and assignments take o
 so a load racing with a writer never caches what the file held before.
 """
 
-import _thread
 import struct
 import sys
 from array import array
+
+from .cache import LRU
 
 SLICE_ENTRIES = 4096                # entries read at once (16 KiB of 32-bit entries)
 CACHE_SLICES = 64                   # slices kept (1 MiB of 32-bit entries)
@@ -43,10 +44,7 @@ class Table:
         self.entry_size = struct.calcsize(fmt)
         self.mutable = mutable
         self.check = check
-        self.cache_slices = cache_slices
-        self.loaded_slices = 0
-        self._slices = {}                # slice number -> entries, least recently used first
-        self._lock = _thread.allocate_lock()
+        self._slices = LRU(cache_slices)     # slice number -> entries
 
     def __len__(self):
         return self.count
@@ -56,19 +54,17 @@ class Table:
                                    f"{self.what} entries {first}-{first + n - 1}")
         return decode_entries(raw, self.fmt, self.mutable)
 
+    @property
+    def loaded_slices(self):
+        return self._slices.loads
+
+    def _load(self, k):
+        first = k * SLICE_ENTRIES
+        values = self._read(first, min(SLICE_ENTRIES, self.count - first))
+        return self.check(first, values) if self.check is not None else values
+
     def _slice(self, k):
-        with self._lock:
-            values = self._slices.pop(k, None)
-            if values is None:
-                first = k * SLICE_ENTRIES
-                values = self._read(first, min(SLICE_ENTRIES, self.count - first))
-                if self.check is not None:
-                    values = self.check(first, values)
-                self.loaded_slices += 1
-            self._slices[k] = values
-            while len(self._slices) > self.cache_slices:
-                del self._slices[next(iter(self._slices))]
-            return values
+        return self._slices.get_or_load(k, lambda: self._load(k))
 
     def __getitem__(self, i):
         if isinstance(i, slice):
@@ -107,17 +103,17 @@ class Table:
 
     def clear(self):
         """Forget every cached slice (another process wrote the table)."""
-        with self._lock:
-            self._slices.clear()
+        self._slices.clear()
 
     def __setitem__(self, i, value):
         """Entry i is now `value` (already written to the file by the caller)."""
-        with self._lock:
-            values = self._slices.get(i // SLICE_ENTRIES)
+        k = i // SLICE_ENTRIES
+        with self._slices.lock:
+            values = self._slices.peek(k)
             if values is not None:
                 if isinstance(values, memoryview) and values.readonly:
                     values = memoryview(bytearray(values.tobytes())).cast(values.format)
-                    self._slices[i // SLICE_ENTRIES] = values
+                    self._slices._put(k, values)
                 values[i % SLICE_ENTRIES] = value
 
     def stream(self, step=STREAM_ENTRIES):

@@ -114,14 +114,14 @@ def TestOneInput(data):
     from vdiskio import log
     # The differencing seed is read without its parent, and warnings (a backup table
     # used) go nowhere; both only for this call, so a test process is left as it was.
-    saved_env, saved_fd = os.environ.get("VDISKIO_IGNORE_PARENT"), log._fd
+    saved_env, saved_fd, saved_pid = os.environ.get("VDISKIO_IGNORE_PARENT"), log._fd, log._with_pid[0]
     os.environ["VDISKIO_IGNORE_PARENT"] = "1"
     devnull = os.open(os.devnull, os.O_WRONLY)
     log.set_fd(devnull)
     try:
         _one(raw)
     finally:
-        log._fd = saved_fd
+        log._fd, log._with_pid[0] = saved_fd, saved_pid
         os.close(devnull)
         if saved_env is None:
             del os.environ["VDISKIO_IGNORE_PARENT"]

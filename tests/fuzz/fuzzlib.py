@@ -42,8 +42,10 @@ def instrumented():
 
 
 with instrumented():
-    from vdiskio import (errors, formats, image as image_mod, vhd, vmdk, vmdk_cowd,  # noqa: F401
-                         vmdk_descriptor, vmdk_sesparse, vmdk_sparse, tables)
+    from vdiskio import errors, formats, image as image_mod, tables  # noqa: F401
+    from vdiskio.vhd import image as vhd, writer as vhd_writer  # noqa: F401
+    from vdiskio.vmdk import (cowd, descriptor, extents, image as vmdk,  # noqa: F401
+                              sesparse, sparse)
     from vdiskio.partitions import gpt, mbr, read_table  # noqa: F401
     import mapcheck
 

@@ -84,7 +84,7 @@ def _run(*cmd, cwd=None, data=None):
 
 
 def vhd_seeds():
-    from vdiskio import vhd_create
+    from vdiskio.vhd import create as vhd_create
     from vdiskio.formats import open_image
     d = _tmp()
     out = []

@@ -2,4 +2,6 @@
 decoder, log.py the metadata log, writer.py writes, parent.py parent locators,
 create.py new files, check.py `vdiskio check`."""
 
-from .image import VHDX, is_vhdx, open_vhdx  # noqa: F401
+from .image import VHDX, is_vhdx, open_vhdx
+
+__all__ = ["VHDX", "is_vhdx", "open_vhdx"]

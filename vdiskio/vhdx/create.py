@@ -120,7 +120,7 @@ def _fixed_bat(blocks, chunk_ratio, block_size, first_block):
 
 def _exclusive_create(path):
     # The one home of "a new file, never overwriting, removed if the create fails".
-    from ..vhd_create import _exclusive_create as exclusive
+    from ..vhd.create import _exclusive_create as exclusive
     return exclusive(path, os.O_RDWR)
 
 

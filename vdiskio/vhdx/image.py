@@ -10,7 +10,6 @@ Metadata (BAT, sector bitmaps) is read lazily through a cache of 4 KiB pages, so
 64 TiB disk opens by reading its headers and tables only. Writes are in writer.py.
 """
 
-import os
 import struct
 
 from ..errors import CorruptImage, NotAnImage, Unsupported
@@ -559,17 +558,15 @@ class VHDX(Image):
         return check(self)
 
 
-def open_vhdx(path, writable=False, fd=None, chain=()):
+def open_vhdx(path, writable=False, fd=None, links=()):
     """Open a VHDX (and, for a differencing disk, its parents, always read-only)."""
+    from .. import chain
     from ..backing import BackingFile
-    from .parent import IGNORE_PARENT, MAX_CHAIN_DEPTH, open_parent
+    from .parent import open_parent
     f = BackingFile(path, writable, fd)
     try:
         key = (f.dev, f.ino)
-        if key in chain:
-            raise CorruptImage("parent chain loops back to this file", path)
-        if len(chain) >= MAX_CHAIN_DEPTH:
-            raise CorruptImage(f"parent chain deeper than {MAX_CHAIN_DEPTH}", path)
+        chain.check_link(key, links, path)
         if writable:
             # The writer's lock first: opening may replay the log into the file, which
             # must never happen under another process's feet.
@@ -579,14 +576,14 @@ def open_vhdx(path, writable=False, fd=None, chain=()):
         else:
             image = VHDX(f)
         if image.has_parent:
-            if os.environ.get(IGNORE_PARENT) == "1":
+            if chain.parent_ignored():
                 image.parent_ignored = True
                 if writable:
                     image.refuse_writes(f"differencing disk opened without its parent"
-                                        f" ({IGNORE_PARENT}=1): a write could not copy the"
-                                        f" parent's sectors")
+                                        f" ({chain.IGNORE_PARENT}=1): a write could not copy"
+                                        f" the parent's sectors")
             else:
-                image.parent = open_parent(image, chain + (key,))
+                image.parent = open_parent(image, links + (key,))
         return image
     except BaseException:
         f.close()

@@ -239,7 +239,6 @@ def replay_into_file(f, entries):
     """Write a sequence's sectors to their places, extend the file to the head entry's
     LastFileOffset, and flush (the caller then marks the log empty)."""
     import os
-    from ..vhd import zero_file_range
     for e in entries:
         for offset, data in e.writes:
             if isinstance(data, int):
@@ -248,7 +247,7 @@ def replay_into_file(f, entries):
                     os.ftruncate(f.fd, end)
                     f.size = end
                 if offset < old_end:
-                    zero_file_range(f, offset, min(end, old_end) - offset)
+                    f.zero_range(offset, min(end, old_end) - offset)
             else:
                 f.pwrite(offset, data)
     last = entries[-1].header.last_file_offset

@@ -4,21 +4,16 @@ The parent locator is a list of UTF-16 key/value pairs: parent_linkage (and mayb
 parent_linkage2) hold the parent's DataWriteGuid, relative_path, volume_path and
 absolute_win32_path say where it was, in that order of preference, as Windows paths.
 They are tried through the same directory rules as every file an image names
-(paths.resolve_related); a Windows absolute path is tried below the image's own
+(vdiskio.chain); a Windows absolute path is tried below the image's own
 directory (its drive or volume standing for that directory), then as a file name beside
 the image.
 """
 
-import os
-
-from ..errors import CorruptImage, MissingFile, Refused, Unsupported
-from ..paths import resolve_related
+from .. import chain
+from ..errors import CorruptImage, Unsupported
 from .structs import (PARENT_LOCATOR_ENTRY, PARENT_LOCATOR_GUID, PARENT_LOCATOR_HEADER,
                       VHDX_PARENT_LOCATOR_TYPE, guid_text)
 
-IGNORE_PARENT = "VDISKIO_IGNORE_PARENT"          # read a differencing disk alone
-IGNORE_PARENT_ID = "VDISKIO_IGNORE_PARENT_ID"    # accept a parent whose DataWriteGuid differs
-MAX_CHAIN_DEPTH = 64
 PATH_KEYS = ("relative_path", "volume_path", "absolute_win32_path")
 
 
@@ -97,7 +92,7 @@ def candidates(pairs):
     return unique
 
 
-def open_parent(image, chain):
+def open_parent(image, links):
     """The parent VHDX of differencing `image`, opened read-only; its DataWriteGuid must
     match parent_linkage (or parent_linkage2) unless VDISKIO_IGNORE_PARENT_ID=1."""
     from .image import VHDX, open_vhdx
@@ -107,45 +102,29 @@ def open_parent(image, chain):
         raise CorruptImage("parent locator has no parent_linkage", path)
     linkages = [_linkage(pairs[k], path) for k in ("parent_linkage", "parent_linkage2")
                 if k in pairs]
-    names = candidates(pairs)
+    names = [name for _key, name in candidates(pairs)]
     if not names:
         raise CorruptImage("parent locator names no parent path (relative_path, volume_path,"
                            " absolute_win32_path)", path)
-    base = os.path.dirname(os.path.abspath(path))
-    refusal = mismatch = None
-    for key, name in names:
-        try:
-            found = resolve_related(base, name, "parent image", path)
-        except MissingFile:
-            continue
-        except Refused as e:
-            refusal = refusal or e
-            continue
+
+    def open_vhdx_parent(found):
         from ..formats import sniff
         if sniff(found) != "vhdx":
-            raise Unsupported(f"parent {found} (from {key}) is not a VHDX image", path)
-        parent = open_vhdx(found, writable=False, chain=chain)
+            raise Unsupported(f"parent {found} is not a VHDX image", path)
+        return open_vhdx(found, writable=False, links=links)
+
+    def mismatches(parent):
         if not isinstance(parent, VHDX):
-            parent.close()
-            continue
-        if parent.header.data_write_guid not in linkages and \
-                os.environ.get(IGNORE_PARENT_ID) != "1":
-            if mismatch is None:
-                mismatch = (found, guid_text(parent.header.data_write_guid))
-            parent.close()
-            continue
+            return [f"parent {parent.path} is not a VHDX image"]
         if parent.logical_sector_size != image.logical_sector_size:
-            size = parent.logical_sector_size
-            parent.close()
-            raise CorruptImage(f"parent {found} has {size}-byte sectors, this disk"
-                               f" {image.logical_sector_size}-byte ones", path)
-        return parent
-    if mismatch:
-        raise CorruptImage(f"parent {mismatch[0]} has DataWriteGuid {mismatch[1]}, the child"
-                           f" expects {pairs['parent_linkage']}; set {IGNORE_PARENT_ID}=1 to use"
-                           f" it anyway", path)
-    if refusal:
-        raise refusal
+            raise CorruptImage(f"parent {parent.path} has {parent.logical_sector_size}-byte"
+                               f" sectors, this disk {image.logical_sector_size}-byte ones", path)
+        if parent.header.data_write_guid in linkages:
+            return []
+        return [f"parent {parent.path} has DataWriteGuid"
+                f" {guid_text(parent.header.data_write_guid)}, the child expects"
+                f" {pairs['parent_linkage']}"]
+
     tried = "; ".join(f"{k} {pairs[k]!r}" for k in PATH_KEYS if k in pairs)
-    raise MissingFile(f"parent image not found (parent locator: {tried}; looked in {base});"
-                      f" set {IGNORE_PARENT}=1 to read the differencing disk alone", path)
+    return chain.open_parent(image, names, open_vhdx_parent, mismatches, "VHDX",
+                             f"; parent locator: {tried}")

@@ -192,7 +192,6 @@ class WritableVHDX(VHDX):
         zeros; a differencing disk's other sectors are written with zeros (the parent
         must not show through)."""
         self._check_write(offset, length)
-        from ..vhd import zero_file_range
         bs = self.block_size
         end = offset + length
         rest = []
@@ -204,22 +203,20 @@ class WritableVHDX(VHDX):
             whole = inblk == 0 and n == block_len
             if whole and not self.leave_block_allocated:
                 if phys:
-                    zero_file_range(self.file, phys, block_len)
+                    self.file.zero_range(phys, block_len)
                 # (NOT_PRESENT reads as zeros already in a disk without a parent.)
                 if state != PAYLOAD_BLOCK_ZERO and \
                         (self.has_parent or state != PAYLOAD_BLOCK_NOT_PRESENT):
                     self._set_payload(block, PAYLOAD_BLOCK_ZERO, 0)
             elif state == PAYLOAD_BLOCK_FULLY_PRESENT:
-                zero_file_range(self.file, phys + inblk, n)
+                self.file.zero_range(phys + inblk, n)
             elif state == PAYLOAD_BLOCK_PARTIALLY_PRESENT or \
                     (self.has_parent and state == PAYLOAD_BLOCK_NOT_PRESENT):
                 rest.append((offset, n))
             offset += n
         self.commit_if_due()
-        step = 1 << 20
         for start, n in rest:
-            for pos in range(start, start + n, step):
-                self.write(pos, bytes(min(step, start + n - pos)))
+            self.write_zeros(start, n)
 
     # -- commits ---------------------------------------------------------------------------
     def commit_if_due(self):

@@ -20,7 +20,7 @@ are quoted, so parsing is by line shape, not by section.
 
 import codecs
 
-from .errors import CorruptImage, Unsupported
+from ..errors import CorruptImage, Unsupported
 
 MAX_DESCRIPTOR_BYTES = 1 << 20       # QEMU reads at most 1 MiB; real ones are < 10 KiB
 MAX_EXTENTS = 4096                   # a 8 TiB twoGbMaxExtent disk has 4096

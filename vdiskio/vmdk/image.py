@@ -19,22 +19,21 @@ import os
 
 # vmdk_cowd and vmdk_sesparse are imported when an image needs them: this module is
 # imported inside every process on its first image open, and those formats are rare.
-from . import vmdk_descriptor, vmdk_sparse
-from .backing import BackingFile
-from .errors import (CorruptImage, MissingFile, NotAnImage, ReadOnlyImage, Refused,
+from . import descriptor, sparse
+from ..backing import BackingFile
+from ..errors import (CorruptImage, NotAnImage, ReadOnlyImage, Refused,
                      Unsupported, VdError)
-from .image import SPECIAL, ZERO, Extent, Image
-from .paths import resolve_related
-from .vmdk_extents import (UNALLOCATED, FlatExtent, GrainTableExtent, NoAccessExtent,
+from ..image import SPECIAL, ZERO, Extent, Image
+from .. import chain
+from ..chain import IGNORE_PARENT, resolve_related
+from .extents import (UNALLOCATED, FlatExtent, GrainTableExtent, NoAccessExtent,
                            ZeroExtent, table_values)
-from .vmdk_structs import (COWD_MAGIC_BYTES, SECTOR, SESPARSE_MAGIC_BYTES, SPARSE_EXTENT_HEADER,
+from .structs import (COWD_MAGIC_BYTES, SECTOR, SESPARSE_MAGIC_BYTES, SPARSE_EXTENT_HEADER,
                            SPARSE_MAGIC_BYTES)
 
 MAX_VIRTUAL_SIZE = 1 << 48           # 256 TiB
-MAX_CHAIN_DEPTH = 64
 FLAT_BLOCK_SIZE = 2 << 20            # block_size of a disk without sparse extents
 
-IGNORE_PARENT = "VDISKIO_IGNORE_PARENT"          # read a snapshot alone (as vhd.py)
 
 RAW_DEVICE_CREATE_TYPES = {"vmfsRaw", "vmfsRawDeviceMap", "vmfsRDM", "vmfsRDMP",
                            "vmfsPassthroughRawDeviceMap", "fullDevice", "partitionedDevice"}
@@ -97,22 +96,22 @@ class VMDK(Image):
         if magic[:4] == SPARSE_MAGIC_BYTES:
             self._load_hosted_sparse()
         elif magic[:4] == COWD_MAGIC_BYTES:
-            from . import vmdk_cowd
-            header = vmdk_cowd.read_header(f)
+            from . import cowd
+            header = cowd.read_header(f)
             self.variant = "vmfsSparse"
-            self._add(vmdk_cowd.CowdExtent(None, 0, header.num_sectors * SECTOR, f, "RW", header))
+            self._add(cowd.CowdExtent(None, 0, header.num_sectors * SECTOR, f, "RW", header))
         elif magic == SESPARSE_MAGIC_BYTES:
-            from . import vmdk_sesparse
-            header = vmdk_sesparse.read_header(f)
+            from . import sesparse
+            header = sesparse.read_header(f)
             self.variant = "seSparse"
-            self._add(vmdk_sesparse.SESparseExtent(None, 0, header.capacity * SECTOR, f, "RW",
+            self._add(sesparse.SESparseExtent(None, 0, header.capacity * SECTOR, f, "RW",
                                                    header))
         else:
-            if f.size > vmdk_descriptor.MAX_DESCRIPTOR_BYTES:
+            if f.size > descriptor.MAX_DESCRIPTOR_BYTES:
                 raise CorruptImage(f"descriptor file of {f.size} bytes is larger than the"
-                                   f" {vmdk_descriptor.MAX_DESCRIPTOR_BYTES} bytes a descriptor"
+                                   f" {descriptor.MAX_DESCRIPTOR_BYTES} bytes a descriptor"
                                    f" may have", f.path)
-            self.descriptor = vmdk_descriptor.parse(f.pread(0, f.size), f.path)
+            self.descriptor = descriptor.parse(f.pread(0, f.size), f.path)
             self.descriptor_location = "file"
             self._load_extents(self.descriptor)
         self.size = self.vmdk_extents[-1].end
@@ -125,11 +124,11 @@ class VMDK(Image):
         if not header.descriptor_offset or not header.descriptor_size:
             return None
         nbytes = header.descriptor_size * SECTOR
-        if nbytes > vmdk_descriptor.MAX_DESCRIPTOR_BYTES:
+        if nbytes > descriptor.MAX_DESCRIPTOR_BYTES:
             raise CorruptImage(f"embedded descriptor of {header.descriptor_size} sectors is larger"
                                f" than a descriptor may be", f.path)
         raw = f.read_exact(header.descriptor_offset * SECTOR, nbytes, "embedded descriptor")
-        return vmdk_descriptor.parse(raw, f.path)
+        return descriptor.parse(raw, f.path)
 
     def _load_hosted_sparse(self):
         f = self.file
@@ -141,7 +140,7 @@ class VMDK(Image):
             self.descriptor_location = "embedded"
             self._load_extents(self.descriptor)
             return
-        header = vmdk_sparse.read_header(f)
+        header = sparse.read_header(f)
         desc = self._read_embedded_descriptor(header)
         access = "RW"
         if desc is not None:
@@ -150,7 +149,7 @@ class VMDK(Image):
             # rename, so only its access mode is used.
             if len(desc.extents) == 1 and desc.extents[0].access in ("RW", "RDONLY"):
                 access = desc.extents[0].access
-        extent = vmdk_sparse.HostedSparseExtent(None, 0, header.capacity * SECTOR, f, access,
+        extent = sparse.HostedSparseExtent(None, 0, header.capacity * SECTOR, f, access,
                                                 header)
         self._add(extent)
         default = "streamOptimized" if extent.compressed else "monolithicSparse"
@@ -306,19 +305,19 @@ class VMDK(Image):
             return FlatExtent(line, start, size, f, line.access, line.offset * SECTOR, kind)
         magic = f.pread(0, 8)
         if kind == "SESPARSE":
-            from . import vmdk_sesparse
+            from . import sesparse
             if magic != SESPARSE_MAGIC_BYTES:
                 raise CorruptImage(f"SESPARSE extent without a seSparse header ({where} of"
                                    f" {self.path})", f.path)
-            return vmdk_sesparse.SESparseExtent(line, start, size, f, line.access,
-                                                vmdk_sesparse.read_header(f))
+            return sesparse.SESparseExtent(line, start, size, f, line.access,
+                                                sesparse.read_header(f))
         if magic[:4] == SPARSE_MAGIC_BYTES:
-            return vmdk_sparse.HostedSparseExtent(line, start, size, f, line.access,
-                                                  vmdk_sparse.read_header(f))
+            return sparse.HostedSparseExtent(line, start, size, f, line.access,
+                                                  sparse.read_header(f))
         if magic[:4] == COWD_MAGIC_BYTES:
-            from . import vmdk_cowd
-            return vmdk_cowd.CowdExtent(line, start, size, f, line.access,
-                                        vmdk_cowd.read_header(f))
+            from . import cowd
+            return cowd.CowdExtent(line, start, size, f, line.access,
+                                        cowd.read_header(f))
         raise CorruptImage(f"{kind} extent without a 'KDMV' or 'COWD' header ({where} of"
                            f" {self.path})", f.path)
 
@@ -415,7 +414,7 @@ class VMDK(Image):
             if not isinstance(layer, VMDK) or offset + grain_bytes > layer.size:
                 return None
             ext = layer.extent_of(offset)
-            if (not isinstance(ext, vmdk_sparse.HostedSparseExtent) or ext.compressed or
+            if (not isinstance(ext, sparse.HostedSparseExtent) or ext.compressed or
                     ext.grain_bytes != grain_bytes):
                 return None
             grain, into = divmod(offset - ext.start, grain_bytes)
@@ -499,10 +498,8 @@ class VMDK(Image):
         rest = []
         for ext, pos, n in self._pieces(offset, length):
             rest += ext.discard(pos, n, self.parent is not None)
-        step = 1 << 20
         for start, n in rest:
-            for pos in range(start, start + n, step):
-                self.write(pos, bytes(min(step, start + n - pos)))
+            self.write_zeros(start, n)
 
     def _renew_cid(self):
         """Give the descriptor a new random CID, in place (QEMU does it on the first
@@ -526,9 +523,9 @@ class VMDK(Image):
         # bytes after a NUL that ends the text (ignored by every reader) stay hidden.
         width = len(desc.get("CID"))
         cid = old
-        while cid in (old, vmdk_descriptor.NO_PARENT_CID):
+        while cid in (old, descriptor.NO_PARENT_CID):
             cid = random.getrandbits(4 * width)
-        patched = vmdk_descriptor.replace_value(text, "CID", b"%0*x" % (width, cid))
+        patched = descriptor.replace_value(text, "CID", b"%0*x" % (width, cid))
         if patched is None:
             return
         if len(patched) > len(text) and len(raw) > len(text):
@@ -616,7 +613,7 @@ def _check_writable_extent(f, descriptor, top):
     another file's), a file of another owner than the descriptor's. A writable open of
     an image from elsewhere could otherwise overwrite ~/.bashrc or a backup's twin.
     VDISKIO_ALLOW_EXTERNAL_EXTENTS=1, which trusts what the descriptor names, allows it."""
-    from .paths import ALLOW_EXTERNAL, external_allowed
+    from ..chain import ALLOW_EXTERNAL, external_allowed
     if external_allowed():
         return
     base = os.path.realpath(os.path.dirname(os.path.abspath(top)))
@@ -641,68 +638,19 @@ def _hex(value):
     return None if value is None else f"{value:08x}"
 
 
-def _parent_candidates(hint):
-    """Names to try for the parent, relative to the child's directory (or absolute)."""
-    posix = hint.replace("\\", "/")
-    names = []
-    if not (len(posix) >= 2 and posix[1] == ":"):   # a Windows drive path: only its name
-        names.append(posix)
-    base = posix.rsplit("/", 1)[-1]
-    if base and base not in names:
-        names.append(base)
-    return names
-
-
-def _open_parent(image, chain):
-    from . import formats, identity
-
-    hint = image.parent_file_name_hint
-    base = os.path.dirname(os.path.abspath(image.path))
-    refusal = None
-    for name in _parent_candidates(hint):
-        try:
-            path = resolve_related(base, name, "parent image", image.path)
-        except MissingFile:
-            continue
-        except Refused as e:
-            refusal = refusal or e
-            continue
-        # (A parent that is no image at all is CorruptImage there, naming it.)
-        parent = formats.open_image(path, writable=False, chain=chain)
-        expected = image.parent_cid
-        actual = parent.cid if isinstance(parent, VMDK) else None
-        if actual != expected:
-            found = f"CID {actual:08x}" if actual is not None else "no CID"
-            wanted = f"parentCID {expected:08x}" if expected is not None else "a parentCID"
-            try:
-                identity.mismatch(image.parent_problems,
-                                  f"parent {path} has {found}, the child expects {wanted}",
-                                  image.path)
-            except BaseException:
-                parent.close()
-                raise
-        return parent
-    if refusal is not None:
-        raise refusal
-    raise MissingFile(f"parent image {hint!r} not found (looked in {base}); set"
-                      f" {IGNORE_PARENT}=1 to read the snapshot alone", image.path)
-
-
-def open_vmdk(path, writable=False, fd=None, chain=()):
+def open_vmdk(path, writable=False, fd=None, links=()):
     """Open a VMDK (and, for a snapshot, its parents, always read-only) as an Image."""
     f = BackingFile(path, writable, fd)
     image = None
     try:
         key = (f.dev, f.ino)
-        if key in chain:
-            raise CorruptImage("parent chain loops back to this file", path)
-        if len(chain) >= MAX_CHAIN_DEPTH:
-            raise CorruptImage(f"parent chain deeper than {MAX_CHAIN_DEPTH}", path)
+        chain.check_link(key, links, path)
         image = VMDK(f, writable)
         image.load()
         desc = image.descriptor
-        if desc is not None and desc.has_parent and os.environ.get(IGNORE_PARENT) != "1":
-            image.parent = _open_parent(image, chain + (key,))
+        if desc is not None and desc.has_parent and not chain.parent_ignored():
+            from .parent import open_parent
+            image.parent = open_parent(image, links + (key,))
         image.finish()
         return image
     except BaseException:

@@ -12,17 +12,16 @@ Extents that take writes (flat ones, and hosted sparse ones in vmdk_sparse) impl
 coordinates; the others refuse, and VMDK never asks them (the image is read-only).
 """
 
-import _thread                      # (threading costs a millisecond at import)
 import errno
 import struct
 import sys
 
-from . import log
-from .errors import CorruptImage, VdError
-from .image import DATA, SPECIAL, ZERO, Extent
-from .vhd import zero_file_range
-from .tables import run_length, table_values
-from .vmdk_structs import SECTOR
+from .. import log
+from ..errors import CorruptImage, VdError
+from ..image import DATA, SPECIAL, ZERO, Extent
+from ..cache import LRU
+from ..tables import run_length, table_values
+from .structs import SECTOR
 
 # Internal kinds. UNALLOCATED: this disk holds nothing here, the parent (or zeros)
 # answers; VMDK.extent_at resolves it, so it never leaves the decoder. INVALID: a grain
@@ -157,7 +156,7 @@ class FlatExtent(VmdkExtent):
         rel = offset - self.start
         n = min(length, self.stored - rel)
         if n > 0:
-            zero_file_range(self.file, self.file_offset + rel, n)
+            self.file.zero_range(self.file_offset + rel, n)
         return []
 
     def check(self):
@@ -220,11 +219,8 @@ class GrainTableExtent(VmdkExtent):
         self.grains = -(-size // grain_bytes)
         self.gd_entries = -(-self.grains // gt_entries)
         self.gd = None
-        self.loaded_grain_tables = 0
-        self._gt_cache = {}                 # index -> table, least recently used first
-        self._lock = _thread.allocate_lock()
         self.gt_bytes = gt_bytes = gt_entries * ENTRY_SIZES[self.entry_typecode]
-        self._gt_cache_limit = max(8, GT_CACHE_BYTES // gt_bytes)
+        self._gt_cache = LRU(max(8, GT_CACHE_BYTES // gt_bytes))     # index -> table
         self._warned = False
 
     # -- what subclasses say ------------------------------------------------------------
@@ -257,29 +253,18 @@ class GrainTableExtent(VmdkExtent):
             self._warned = True
             log.warn(f"{self.file.path}: {message}")
 
-    def grain_table(self, index):
-        """Grain table `index` (a sequence of entries), None if unallocated; LRU-cached.
+    @property
+    def loaded_grain_tables(self):
+        return self._gt_cache.loads
 
-        A table is loaded under the lock: a writer updates the cached table after the
-        file, and a load racing with that update must not cache what it read before.
-        """
-        with self._lock:
-            table = self._gt_cache.pop(index, None)
-            if table is not None:
-                self._gt_cache[index] = table       # now the most recently used
-                return table
-            if not self.gt_allocated(index):
-                return None
-            table = self.load_grain_table(index)
-            self.loaded_grain_tables += 1
-            self._gt_cache[index] = table
-            while len(self._gt_cache) > self._gt_cache_limit:
-                del self._gt_cache[next(iter(self._gt_cache))]
-        return table
+    def grain_table(self, index):
+        """Grain table `index` (a sequence of entries), None if unallocated; cached. (A
+        writer updates the file, then the cached table, under the cache's lock.)"""
+        return self._gt_cache.get_or_load(
+            index, lambda: self.load_grain_table(index) if self.gt_allocated(index) else None)
 
     def refresh(self):
-        with self._lock:
-            self._gt_cache.clear()
+        self._gt_cache.clear()
 
     def grain_need(self, grain):
         """Bytes of grain `grain` inside the extent (less than a grain only for the last)."""
@@ -400,7 +385,6 @@ class GrainTableExtent(VmdkExtent):
         other.line, other.start, other.size, other.access = line, start, size, access
         other.grains = -(-size // self.grain_bytes)
         other.gd_entries = -(-other.grains // self.gt_entries)
-        other.loaded_grain_tables = 0
         if hasattr(other, "mutable"):
             other.mutable = False
         return other

@@ -3,7 +3,7 @@
 All fields are big-endian. Names follow the specification.
 """
 
-from .structs import Record
+from ..structs import Record
 
 FOOTER_COOKIE = b"conectix"
 DYNAMIC_COOKIE = b"cxsparse"

@@ -11,9 +11,9 @@ import errno
 import os
 import random
 
-from .errors import VdError
-from .vhd_create import _exclusive_create
-from .vmdk_structs import (FLAG_REDUNDANT_GRAIN_TABLE, FLAG_VALID_NEW_LINE_DETECTION, SECTOR,
+from ..errors import VdError
+from ..vhd.create import _exclusive_create
+from .structs import (FLAG_REDUNDANT_GRAIN_TABLE, FLAG_VALID_NEW_LINE_DETECTION, SECTOR,
                            SPARSE_EXTENT_HEADER, SPARSE_MAGIC)
 
 GRAIN_SECTORS = 128
@@ -107,7 +107,7 @@ def _check_size(size, path, limit):
 
 def _parent_of(path, parent, size):
     """(size, CID, parentFileNameHint) for a child of VMDK `parent`."""
-    from .formats import open_image
+    from ..formats import open_image
     image = open_image(os.path.abspath(parent))
     try:
         if image.format != "vmdk":

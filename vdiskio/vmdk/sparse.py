@@ -22,17 +22,16 @@ redundant copy says otherwise (points at a grain or table that lies whole in the
 or is the other of 0 and 1); the primary copy is the one every reader follows.
 """
 
-import _thread                      # (threading costs a millisecond at import)
 import errno
 import struct
 from array import array
 
-from .errors import CorruptImage, NotAnImage, Unsupported, VdError
-from .image import DATA, SPECIAL, ZERO, is_zero
-from .vhd import zero_file_range
-from .tables import SLICE_ENTRIES, Table, decode_entries
-from .vmdk_extents import UNALLOCATED, GrainTableExtent, index_of, read_entries, run_length
-from .vmdk_structs import (COMPRESSION_DEFLATE, COMPRESSION_NONE, FLAG_MARKERS,
+from ..cache import LRU
+from ..errors import CorruptImage, NotAnImage, Unsupported, VdError
+from ..image import DATA, SPECIAL, ZERO, is_zero
+from ..tables import SLICE_ENTRIES, Table, decode_entries
+from .extents import UNALLOCATED, GrainTableExtent, index_of, read_entries, run_length
+from .structs import (COMPRESSION_DEFLATE, COMPRESSION_NONE, FLAG_MARKERS,
                            FLAG_REDUNDANT_GRAIN_TABLE, FLAG_VALID_NEW_LINE_DETECTION,
                            FLAG_ZEROED_GRAIN_GTE, GD_AT_END, GRAIN_MARKER, MARKER, MARKER_EOS,
                            MARKER_FOOTER, SECTOR, SPARSE_EXTENT_HEADER, SPARSE_MAGIC, STREAM_TAIL,
@@ -171,9 +170,7 @@ class HostedSparseExtent(GrainTableExtent):
         self.damage = None                  # why the tables must not be written, if they must not
         self._fallback_tables = set()       # tables read from their redundant copy
         self._next_free = None              # where the next grain or table goes
-        self._inflated = {}                 # phys -> grain, least recently used first
-        self._inflated_limit = max(2, INFLATED_CACHE_BYTES // self.grain_bytes)
-        self._inflate_lock = _thread.allocate_lock()
+        self._inflated = LRU(max(2, INFLATED_CACHE_BYTES // self.grain_bytes))  # phys -> grain
         self.max_compressed = 2 * self.grain_bytes + 4 * SECTOR
         self._load_directories()
         if self.mutable and self.gd_entries <= EAGER_GD_ENTRIES:
@@ -365,7 +362,7 @@ class HostedSparseExtent(GrainTableExtent):
                     changes[grain] = ZEROED_GRAIN_GTE if has_parent else 0
                     freed.append((phys, need))
                 else:
-                    zero_file_range(self.file, phys + ingrain, n)
+                    self.file.zero_range(phys + ingrain, n)
             elif kind == UNALLOCATED and has_parent:
                 if whole and self.zeroed_grains:
                     changes[grain] = ZEROED_GRAIN_GTE
@@ -447,7 +444,7 @@ class HostedSparseExtent(GrainTableExtent):
                 self.rgd[index] = (start + space) // SECTOR
             self.file.pwrite(self.header.gd_offset * SECTOR + 4 * index,
                              _U32.pack(start // SECTOR))
-            with self._lock:
+            with self._gt_cache.lock:
                 self.gd[index] = start // SECTOR
 
     def _set_entries(self, entries, redundant_first):
@@ -469,8 +466,8 @@ class HostedSparseExtent(GrainTableExtent):
                 places.insert(0 if redundant_first else 1, self.rgd[index] * SECTOR + 4 * lo)
             for place in places:
                 self.file.pwrite(place, raw)
-            with self._lock:
-                cached = self._gt_cache.get(index, table)
+            with self._gt_cache.lock:
+                cached = self._gt_cache.peek(index) or table
                 for slot, entry in slots.items():
                     table[slot] = entry
                     cached[slot] = entry
@@ -481,8 +478,7 @@ class HostedSparseExtent(GrainTableExtent):
         trusted): header, directories, tables and grains inside the file and apart from
         one another, primary and redundant copies in step."""
         out = _Problems(self)
-        f, h = self.file, self.header
-        size = f.size
+        h = self.header
         if h.flags & FLAG_VALID_NEW_LINE_DETECTION and (
                 h.single_end_line_char, h.non_end_line_char, h.double_end_line_char1,
                 h.double_end_line_char2) != (b"\n", b" ", b"\r", b"\n"):
@@ -658,11 +654,9 @@ class HostedSparseExtent(GrainTableExtent):
         return data[rel:rel + length]
 
     def inflated(self, phys, grain, cache=True):
-        with self._inflate_lock:
-            data = self._inflated.pop(phys, None)
-            if data is not None:
-                self._inflated[phys] = data
-                return data
+        data = self._inflated.get(phys)
+        if data is not None:
+            return data
         need = self.grain_need(grain)
         where = f"compressed grain {grain} at offset {phys}"
         if self.markers:
@@ -689,10 +683,7 @@ class HostedSparseExtent(GrainTableExtent):
         if problem is not None:
             raise CorruptImage(f"{where} {problem}", self.file.path)
         if cache:
-            with self._inflate_lock:
-                self._inflated[phys] = data
-                while len(self._inflated) > self._inflated_limit:
-                    del self._inflated[next(iter(self._inflated))]
+            self._inflated.put(phys, data)
         return data
 
     def info(self):

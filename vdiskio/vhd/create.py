@@ -6,10 +6,10 @@ import signal
 import time
 import uuid
 
-from .backing import sys_open
-from .errors import VdError
-from .vhd import MAX_GEOMETRY, SECTOR, open_vhd
-from .vhd_structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED,
+from ..backing import sys_open
+from ..errors import VdError
+from .image import MAX_GEOMETRY, SECTOR, open_vhd
+from .structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED,
                           DYNAMIC_COOKIE, DYNAMIC_HEADER, FEATURE_RESERVED, FILE_FORMAT_VERSION,
                           FOOTER, FOOTER_COOKIE, HEADER_VERSION, PARENT_LOCATOR,
                           PARENT_LOCATOR_COUNT, UNUSED_BAT_ENTRY, checksum)

@@ -6,7 +6,7 @@ extents, which VMware never documented, the layout QEMU reads. All fields are
 little-endian; names are the specifications' names in snake_case.
 """
 
-from .structs import Record
+from ..structs import Record
 
 SECTOR = 512
 

@@ -6,11 +6,11 @@ strict checks: a constant header, a volatile header, a grain directory of 64-bit
 is the grain's state, and 4 KiB grains.
 """
 
-from .errors import CorruptImage, NotAnImage, Unsupported
-from .image import DATA, ZERO
-from .tables import Table
-from .vmdk_extents import INVALID, UNALLOCATED, GrainTableExtent
-from .vmdk_structs import (SECTOR, SESPARSE_CONST_HEADER, SESPARSE_CONST_MAGIC,
+from ..errors import CorruptImage, NotAnImage, Unsupported
+from ..image import DATA, ZERO
+from ..tables import Table
+from .extents import INVALID, UNALLOCATED, GrainTableExtent
+from .structs import (SECTOR, SESPARSE_CONST_HEADER, SESPARSE_CONST_MAGIC,
                            SESPARSE_GDE_ALLOCATED, SESPARSE_GTE_ALLOCATED,
                            SESPARSE_GTE_UNALLOCATED, SESPARSE_GTE_UNMAPPED, SESPARSE_GTE_ZERO,
                            SESPARSE_VERSION, SESPARSE_VOLATILE_HEADER, SESPARSE_VOLATILE_MAGIC)

@@ -4,11 +4,11 @@ A 2048-byte header, a grain directory of 32-bit sector numbers, grain tables of 
 4096 entries, then grains. An entry of 0 means the grain is the parent's.
 """
 
-from .errors import CorruptImage, NotAnImage
-from .image import DATA
-from .tables import Table
-from .vmdk_extents import UNALLOCATED, GrainTableExtent
-from .vmdk_structs import (COWD_CHILD, COWD_FLAG_ROOT, COWD_GT_ENTRIES, COWD_MAGIC, COWD_ROOT,
+from ..errors import CorruptImage, NotAnImage
+from ..image import DATA
+from ..tables import Table
+from .extents import UNALLOCATED, GrainTableExtent
+from .structs import (COWD_CHILD, COWD_FLAG_ROOT, COWD_GT_ENTRIES, COWD_MAGIC, COWD_ROOT,
                            COWDISK_HEADER, SECTOR)
 
 MAX_GRAIN_SECTORS = 1 << 16

@@ -1,0 +1,61 @@
+"""The one cache: a dict of at most `limit` entries, the least recently used dropped
+first. Used for table slices (tables.py), VMDK grain tables, inflated grains and VHD
+sector bitmaps.
+
+`lock` guards every operation; get_or_load holds it while it loads, so a load racing
+with a writer that updates a cached entry (the file first, then the entry, under the
+same lock) never caches what the file held before. A loader must not use the cache.
+"""
+
+from _thread import allocate_lock
+
+
+class LRU:
+    def __init__(self, limit):
+        self.limit = max(1, limit)
+        self.lock = allocate_lock()
+        self._items = {}                # key -> value, least recently used first
+        self.loads = 0                  # values loaded (for tests and info)
+
+    def _touch(self, key):
+        value = self._items.pop(key, None)
+        if value is not None:
+            self._items[key] = value
+        return value
+
+    def _put(self, key, value):
+        self._items.pop(key, None)
+        self._items[key] = value
+        while len(self._items) > self.limit:
+            del self._items[next(iter(self._items))]
+
+    def get(self, key):
+        """The value cached for key (now the most recently used), or None."""
+        with self.lock:
+            return self._touch(key)
+
+    def peek(self, key):
+        """The value cached for key, its place kept; the caller holds `lock`."""
+        return self._items.get(key)
+
+    def put(self, key, value):
+        with self.lock:
+            self._put(key, value)
+
+    def get_or_load(self, key, load):
+        """The cached value, or load() cached (None is returned uncached)."""
+        with self.lock:
+            value = self._touch(key)
+            if value is None:
+                value = load()
+                if value is not None:
+                    self.loads += 1
+                    self._put(key, value)
+            return value
+
+    def clear(self):
+        with self.lock:
+            self._items.clear()
+
+    def __len__(self):
+        return len(self._items)

@@ -1,0 +1,366 @@
+"""VHD decoders: fixed, dynamic and differencing disks.
+
+Layout: a fixed disk is the raw data followed by a 512-byte footer. A dynamic disk is a
+footer copy, a dynamic header, a block allocation table (BAT, one big-endian sector
+number per block), then blocks, each a sector bitmap followed by the block's data, and
+the footer at the end. A differencing disk is a dynamic disk whose clear bitmap bits
+mean "read this sector from the parent".
+"""
+
+from .. import chain, log
+from ..backing import BackingFile
+from ..cache import LRU
+from ..errors import CorruptImage, NotAnImage, ReadOnlyImage, Unsupported
+from ..image import DATA, ZERO, Extent, Image
+from ..tables import Table, decode_entries
+from .structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED,
+                      DISK_TYPE_NAMES, DYNAMIC_COOKIE, DYNAMIC_HEADER, FILE_FORMAT_VERSION,
+                      FOOTER, FOOTER_COOKIE, MAX_GEOMETRY, SECTOR, UNUSED_BAT_ENTRY, checksum)
+from .writer import DifferencingWriter, DynamicWriter, FixedWriter
+
+# Creators whose images are sized by their CHS geometry (QEMU 10's rule); every other
+# creator (Hyper-V 'win ', Disk2vhd 'd2v ', XenServer 'tap', QEMU's 'qem2'...) uses
+# current_size, and so does any image at the maximum geometry.
+CHS_CREATORS = (b"vpc ", b"qemu")
+
+MAX_VIRTUAL_SIZE = 1 << 48          # 256 TiB: anything larger is a corrupt header
+MAX_BLOCK_SIZE = 1 << 28            # 256 MiB blocks
+BITMAP_CACHE_BLOCKS = 1024
+ZERO_RUN_SCAN = 4096                # unallocated BAT entries merged into one zero extent
+STREAM_ENTRIES = 1 << 18            # BAT entries read at once when counting
+MAX_COUNTED_BLOCKS = 1 << 22        # info counts allocated blocks of BATs up to 16 MiB
+
+
+def is_vhd(head, tail):
+    """Does a file starting with `head` and ending with `tail` (>= 512 bytes) look like a VHD?"""
+    return head[:8] == FOOTER_COOKIE or tail[-512:-504] == FOOTER_COOKIE or \
+        tail[-511:-503] == FOOTER_COOKIE
+
+
+def uuid_text(raw):
+    """A 16-byte id as text (uuid imported here: it costs milliseconds at start-up)."""
+    import uuid
+    return str(uuid.UUID(bytes=raw))
+
+
+def chs_size(footer):
+    return footer.cylinders * footer.heads * footer.sectors_per_track * SECTOR
+
+
+def uses_chs(footer):
+    geometry = (footer.cylinders, footer.heads, footer.sectors_per_track)
+    return footer.creator_application in CHS_CREATORS and geometry != MAX_GEOMETRY
+
+
+def virtual_size(footer):
+    if uses_chs(footer):
+        return chs_size(footer)
+    return footer.current_size // SECTOR * SECTOR
+
+
+def parse_footer(buf):
+    footer = FOOTER.parse(buf)
+    if footer.cookie != FOOTER_COOKIE:
+        return None, "no 'conectix' cookie"
+    if checksum(buf, FOOTER.offset_of("checksum")) != footer.checksum:
+        return None, "footer checksum mismatch"
+    return footer, None
+
+
+def read_footer(f):
+    """The footer: the trailing one, or the copy at offset 0 when that one is damaged."""
+    if f.size < SECTOR:
+        raise NotAnImage(f"file of {f.size} bytes is too small to be a VHD", f.path)
+    tail = f.pread(f.size - SECTOR, SECTOR)
+    trailing, problem = parse_footer(tail)
+    if trailing is None and tail[1:9] == FOOTER_COOKIE:
+        # Versions before Virtual PC 2004 may end with a 511-byte footer.
+        trailing, problem = parse_footer(tail[1:] + b"\0")
+    if trailing is not None:
+        return trailing
+    head = f.pread(0, SECTOR)
+    copy, copy_problem = parse_footer(head)
+    if copy is not None and copy.disk_type in (DISK_TYPE_DYNAMIC, DISK_TYPE_DIFFERENCING):
+        log.warn(f"{f.path}: trailing footer damaged ({problem}); using the footer copy at offset 0")
+        return copy
+    if FOOTER_COOKIE in (tail[:8], head[:8]):
+        raise CorruptImage(f"{problem if tail[:8] == FOOTER_COOKIE else copy_problem}"
+                           f" and no usable footer copy", f.path)
+    raise NotAnImage("not a VHD image (no 'conectix' footer)", f.path)
+
+
+def _check_footer(footer, f):
+    if footer.file_format_version >> 16 != FILE_FORMAT_VERSION >> 16:
+        raise Unsupported(f"VHD file format version {footer.file_format_version:#x} is not 1.x", f.path)
+    if footer.disk_type not in DISK_TYPE_NAMES:
+        raise Unsupported(f"unknown VHD disk type {footer.disk_type}", f.path)
+    size = virtual_size(footer)
+    if size <= 0 or size > MAX_VIRTUAL_SIZE:
+        raise CorruptImage(f"absurd virtual size {size} (current_size {footer.current_size},"
+                           f" geometry {footer.cylinders}/{footer.heads}/{footer.sectors_per_track})",
+                           f.path)
+    return size
+
+
+class VHD(Image):
+    format = "vhd"
+
+    def __init__(self, f, footer):
+        super().__init__(f.path)
+        self.file = f
+        self.files = [f]
+        self.footer = footer
+        self.size = _check_footer(footer, f)
+        self.variant = DISK_TYPE_NAMES[footer.disk_type]
+        self.read_only = not f.writable
+        self.write_refusal = None if f.writable else "image opened read-only"
+
+    def refuse_writes(self, why):
+        """The image stays readable but takes no write (EROFS), saying why."""
+        self.read_only = True
+        self.write_refusal = why
+
+    def geometry(self):
+        return self.footer.cylinders, self.footer.heads, self.footer.sectors_per_track
+
+    def _check_write(self, offset, length):
+        if self.write_refusal is not None:
+            raise ReadOnlyImage(self.write_refusal, self.path)
+        self.check_write_range(offset, length)
+
+    def info(self):
+        info = super().info()
+        ft = self.footer
+        info.update({
+            "creator_application": ft.creator_application.decode("latin-1"),
+            "creator_version": f"{ft.creator_version >> 16}.{ft.creator_version & 0xFFFF}",
+            "creator_host_os": ft.creator_host_os.decode("latin-1"),
+            "current_size": ft.current_size,
+            "original_size": ft.original_size,
+            "chs_size": chs_size(ft),
+            "geometry": {"cylinders": ft.cylinders, "heads": ft.heads,
+                         "sectors_per_track": ft.sectors_per_track},
+            "size_rule": "chs" if uses_chs(ft) else "current_size",
+            "unique_id": uuid_text(ft.unique_id),
+        })
+        return info
+
+
+class FixedVHD(FixedWriter, VHD):
+    def __init__(self, f, footer):
+        super().__init__(f, footer)
+        self.block_size = 2 << 20
+        if f.size < self.size + SECTOR - 1:
+            raise CorruptImage(f"fixed VHD truncated: {f.size} bytes hold less than the"
+                               f" {self.size}-byte disk and its footer", f.path)
+
+    def extent_at(self, offset):
+        return Extent(0, self.size, DATA, self.file, 0, owned=True)
+
+    def check(self):
+        from .check import check_fixed
+        return check_fixed(self)
+
+
+class DynamicVHD(DynamicWriter, VHD):
+    """Dynamic disk; DifferencingVHD adds the parent."""
+
+    def __init__(self, f, footer):
+        super().__init__(f, footer)
+        if not SECTOR <= footer.data_offset <= f.size - DYNAMIC_HEADER.size:
+            raise CorruptImage(f"dynamic header offset {footer.data_offset} lies outside the file", f.path)
+        raw = f.read_exact(footer.data_offset, DYNAMIC_HEADER.size, "dynamic header")
+        hdr = DYNAMIC_HEADER.parse(raw)
+        if hdr.cookie != DYNAMIC_COOKIE:
+            raise CorruptImage(f"no 'cxsparse' dynamic header at offset {footer.data_offset}", f.path)
+        if checksum(raw, DYNAMIC_HEADER.offset_of("checksum")) != hdr.checksum:
+            raise CorruptImage("dynamic header checksum mismatch", f.path)
+        self.header = hdr
+        bs = hdr.block_size
+        if bs < SECTOR or bs & (bs - 1) or bs > MAX_BLOCK_SIZE:
+            raise CorruptImage(f"block size {bs} is not a power of two between 512 and"
+                               f" {MAX_BLOCK_SIZE}", f.path)
+        self.block_size = bs
+        self.block_count = -(-self.size // bs)
+        if hdr.max_table_entries < self.block_count:
+            raise CorruptImage(f"BAT has {hdr.max_table_entries} entries but the"
+                               f" {self.size}-byte disk needs {self.block_count}", f.path)
+        bat_bytes = 4 * hdr.max_table_entries
+        if hdr.table_offset < SECTOR or hdr.table_offset + bat_bytes > f.size:
+            raise CorruptImage(f"BAT at offset {hdr.table_offset} ({bat_bytes} bytes) lies beyond"
+                               f" the end of the file ({f.size} bytes)", f.path)
+        # The BAT is read a slice at a time (a header may claim 2^32 entries); entries
+        # are checked when used (block_data_offset).
+        self.bat = Table(f, hdr.table_offset, self.block_count, ">I", "BAT",
+                         mutable=f.writable)
+        self.bitmap_size = -(-(bs // SECTOR // 8) // SECTOR) * SECTOR
+        self.bitmap_bytes = -(-bs // SECTOR // 8)
+        self._bitmaps = LRU(BITMAP_CACHE_BLOCKS)      # block -> its sector bitmap
+        self.next_free = None       # where the next block goes (the trailing footer's place)
+
+    def refresh(self):
+        super().refresh()
+        self.bat.clear()
+        self._bitmaps.clear()
+        self.next_free = None
+
+    def bat_entry(self, block):
+        return self.bat[block]
+
+    def block_data_offset(self, block):
+        """Physical offset of block's data, None if unallocated; validated on every use."""
+        entry = self.bat_entry(block)
+        if entry == UNUSED_BAT_ENTRY:
+            return None
+        start = entry * SECTOR
+        need = min(self.block_size, self.size - block * self.block_size)
+        if start < SECTOR:
+            raise CorruptImage(f"BAT entry {block} points to sector {entry}, on the footer"
+                               f" copy", self.path)
+        if start + self.bitmap_size + need > self.file.size:
+            raise CorruptImage(f"BAT entry {block} points to sector {entry}, beyond the end of the"
+                               f" file ({self.file.size} bytes)", self.path)
+        return start + self.bitmap_size
+
+    def _zero_run(self, block):
+        """Blocks from `block` on that are unallocated, as one extent (bounded scan)."""
+        end = min(self.block_count, block + ZERO_RUN_SCAN)
+        last = block + max(1, self.bat.run_of(block, end, b"\xff"))
+        start = block * self.block_size
+        return start, min(last * self.block_size, self.size) - start
+
+    def extent_at(self, offset):
+        block = offset // self.block_size
+        data = self.block_data_offset(block)
+        if data is None:
+            start, length = self._zero_run(block)
+            return self.unallocated(start, length, offset)
+        start = block * self.block_size
+        # Reads ignore a dynamic disk's bitmap (as QEMU does); a write may go straight to
+        # the file only where the bitmap already marks every sector present.
+        owned = not self.file.writable or self.bitmap_full(block)
+        return Extent(start, min(self.block_size, self.size - start), DATA, self.file, data,
+                      owned=owned)
+
+    def unallocated(self, start, length, offset):
+        return Extent(start, length, ZERO)
+
+    # -- sector bitmaps ------------------------------------------------------------------
+    def bitmap(self, block):
+        return self._bitmaps.get_or_load(block, lambda: bytearray(self.file.read_exact(
+            self.bat_entry(block) * SECTOR, self.bitmap_bytes, f"sector bitmap of block {block}")))
+
+    def bitmap_full(self, block):
+        bm = self.bitmap(block)
+        sectors = -(-min(self.block_size, self.size - block * self.block_size) // SECTOR)
+        full, rest = divmod(sectors, 8)
+        if bm[:full] != b"\xff" * full:
+            return False
+        return not rest or bm[full] & (0xFF << (8 - rest)) & 0xFF == (0xFF << (8 - rest)) & 0xFF
+
+
+    def allocated_blocks(self, limit=MAX_COUNTED_BLOCKS):
+        """Blocks the BAT allocates; None when the BAT is too big to count cheaply."""
+        if self.block_count > limit:
+            return None
+        unused = UNUSED_BAT_ENTRY.to_bytes(4, "big")
+        free = 0
+        for _first, raw in self.bat.stream(STREAM_ENTRIES):
+            free += decode_entries(raw, ">I").count(UNUSED_BAT_ENTRY) if raw.count(unused) else 0
+        return self.block_count - free
+
+    def check(self):
+        from .check import check_dynamic
+        return check_dynamic(self)
+
+    def info(self):
+        info = super().info()
+        # allocated_blocks is None ("not counted") for a BAT too big to count cheaply.
+        info.update({"bat_entries": self.header.max_table_entries,
+                     "allocated_blocks": self.allocated_blocks(),
+                     "total_blocks": self.block_count})
+        return info
+
+
+class DifferencingVHD(DifferencingWriter, DynamicVHD):
+    def unallocated(self, start, length, offset):
+        """Sectors this disk does not hold come from the parent (zeros without one)."""
+        end = start + length
+        if self.parent is None or offset >= self.parent.size:
+            # Without a parent, or past a smaller parent's end, unheld sectors read as zeros.
+            return Extent(start, length, ZERO)
+        ext = self.parent.extent_at(offset)
+        return ext.clipped(start, min(end, self.parent.size), owned=False)
+
+    def extent_at(self, offset):
+        block = offset // self.block_size
+        data = self.block_data_offset(block)
+        start = block * self.block_size
+        end = min(start + self.block_size, self.size)
+        if data is None:
+            zstart, zlen = self._zero_run(block)
+            return self.unallocated(zstart, zlen, offset)
+        bm = self.bitmap(block)
+        sectors = (end - start + SECTOR - 1) // SECTOR
+        s = (offset - start) // SECTOR
+        present = _bit(bm, s)
+        # Extend the run of sectors with the same bitmap bit; whole 0x00/0xFF bytes at once.
+        e = s + 1
+        while e < sectors:
+            if e % 8 == 0 and e + 8 <= sectors and bm[e // 8] == (0xFF if present else 0):
+                e += 8
+            elif _bit(bm, e) == present:
+                e += 1
+            else:
+                break
+        run_start = start + s * SECTOR
+        run_end = min(start + e * SECTOR, end)
+        if present:
+            return Extent(run_start, run_end - run_start, DATA, self.file,
+                          data + s * SECTOR, owned=True)
+        return self.unallocated(run_start, run_end - run_start, offset)
+
+    def info(self):
+        from .parent import _utf16, parent_locators
+        info = super().info()
+        hdr = self.header
+        info["parent_unique_id"] = uuid_text(hdr.parent_unique_id)
+        info["parent_name"] = _utf16(hdr.parent_unicode_name, "utf-16-be")
+        info["parent_locators"] = [f"{code}:{name}" for code, name in parent_locators(self.file, hdr)]
+        if self.parent is None:
+            info["parent_ignored"] = True
+        return info
+
+
+def _bit(bm, sector):
+    return (bm[sector >> 3] >> (7 - (sector & 7))) & 1
+
+
+def open_vhd(path, writable=False, fd=None, links=()):
+    """Open a VHD (and, for a differencing disk, its parents, always read-only); `links`
+    holds the (st_dev, st_ino) of the children above it (vdiskio.chain)."""
+    f = BackingFile(path, writable, fd)
+    try:
+        key = (f.dev, f.ino)
+        chain.check_link(key, links, path)
+        footer = read_footer(f)
+        if footer.disk_type == DISK_TYPE_FIXED:
+            return FixedVHD(f, footer)
+        if footer.disk_type == DISK_TYPE_DYNAMIC:
+            image = DynamicVHD(f, footer)
+            if writable:
+                image.verify_for_writing()
+            return image
+        if footer.disk_type == DISK_TYPE_DIFFERENCING:
+            image = DifferencingVHD(f, footer)      # header and BAT validated first
+            if writable:
+                image.verify_for_writing()
+            if not chain.parent_ignored():
+                from .parent import open_parent
+                image.parent = open_parent(image, links + (key,))
+            return image
+        _check_footer(footer, f)
+    except BaseException:
+        f.close()
+        raise
+    raise Unsupported(f"unknown VHD disk type {footer.disk_type}", path)

@@ -1,0 +1,9 @@
+"""VMDK (VMware): structs.py the on-disk structures, descriptor.py the text descriptor,
+image.py the disk (its extents in order, its parent), extents.py flat, zero and
+grain-table extents, sparse.py hosted sparse extents (KDMV: monolithicSparse,
+twoGbMaxExtentSparse, streamOptimized), cowd.py ESX sparse, sesparse.py seSparse,
+parent.py finding a snapshot's parent, create.py new files."""
+
+from .image import is_vmdk, open_vmdk
+
+__all__ = ["is_vmdk", "open_vmdk"]
