@@ -84,9 +84,6 @@ class Target:
     unit: str = "x"
     text: str = ""   # how the issue phrased it, when it was a time ratio
 
-    def met(self, v):
-        return v >= self.value if self.op == ">=" else v <= self.value
-
 
 # Speeds are baseline time / measured time; a target given as a time ratio is its inverse.
 # Targets on reads and writes apply to the steady state (issue 15: whole-process times of

@@ -148,7 +148,7 @@ class Row:
         elif self.unit.startswith("%"):
             text = f"{lo:+.1f} to {hi:+.1f}{self.unit}"
         else:
-            text = f"{lo:.1f}-{hi:.1f} {self.unit}"
+            text = f"{lo:.1f}{' to ' if lo < 0 else '-'}{hi:.1f} {self.unit}"
         return text + (" noisy" if self.noisy else "")
 
     @property
@@ -159,7 +159,10 @@ class Row:
             return "-"
         if self.target is None:
             return "info"
-        return "PASS" if self.target.met(shown_value(self.median, self.unit)) else "MISS"
+        shown = lambda v: shown_value(v, self.unit)
+        met = (shown(self.median) >= shown(self.target.value) if self.target.op == ">="
+               else shown(self.median) <= shown(self.target.value))
+        return "PASS" if met else "MISS"
 
     def cells(self):
         return [self.case, self.image, self.vs, self.result, self.spread,
@@ -266,6 +269,7 @@ class Bench:
         self.pending = []
 
     def fail_pending(self, message):
+        message = message.replace(f"{self.work}/", "")
         for r in self.pending:
             if not r.status:
                 r.status = f"ERROR: {message}"
