@@ -29,7 +29,7 @@ def seq(b, v):
     sums = {run([drv, "-c", path, MiB, check], env=env).stdout.split()[1]
             for path, env in ((b.raw, b.env_plain), (v.path, b.env_lib))}
     for bs, nbytes in sorted(b.scale.seq_bytes.items(), reverse=True):
-        if v.compressed and bs < MiB:
+        if v.python_reads and bs < MiB:
             nbytes //= 8        # decoded in Python: much slower per read
         target = None if v.compressed else TARGETS[f"seq-{bs}"]
         whole_row = b.row(f"seq read dd bs={bs_name(bs)}", v.name,
@@ -56,7 +56,7 @@ def pread(b, v):
     pread); the checksums must agree."""
     warm(v.files + [b.raw])
     drv = b.tools["pread"]
-    count = b.scale.preads // (10 if v.compressed else 1)    # decoded in Python: slow
+    count = b.scale.preads // (10 if v.python_reads else 1)    # decoded in Python: slow
     whole_row = b.row(f"random 4 KiB pread x{count}", v.name,
                       "the same preads on the raw file (whole process)")
     steady_row = b.row(f"random 4 KiB pread x{count}, steady state", v.name,
