@@ -87,8 +87,9 @@ edits this file: rerun `bench/run.py --write` on a quiet machine to update it.
   `vdiskio create -p`, as QEMU makes none) over a dynamic one, in whose every 2 MiB block
   {diff_runs} runs of 0.5-16 KiB are written through the library: every block partly
   present. One variant exists at a time, built right before its cases and removed after.
-  Mostly empty images: a {big} dynamic VHD and monolithicSparse VMDK, and a {big_flat}
-  fixed VHD and monolithicFlat VMDK, each with {written} written in 4 MiB pieces; an empty
+  Mostly empty images: a dynamic VHD and a monolithicSparse VMDK of {big}, and a fixed
+  VHD and a monolithicFlat VMDK of {big_flat}, each with {written} written in 4 MiB
+  pieces; an empty
   {huge} VMDK and {huge_vhdx} dynamic VHDX (`qemu-img create`); a {stream} disk of mixed
   content (a quarter holes, a quarter random, half text-like) for the streamOptimized
   writers.
@@ -109,7 +110,8 @@ edits this file: rerun `bench/run.py --write` on a quiet machine to update it.
   **rounds** how many rounds the row has. Ratios (`x`) are speeds relative to the
   baseline in the **vs** column (baseline time / measured time): above 1 is faster. A
   target the issue gave as a time ratio is turned into a speed (`≤ 1.5x the time` is
-  `≥ 0.67x`). Rows in ms or MiB are absolute costs added over the baseline.
+  `≥ 0.67x`). Rows in ms or MiB are absolute costs added over the baseline; the
+  streamOptimized output size is in % larger than qemu-img's.
 - **Whole process and steady state.** Read and write rows come in pairs. The whole
   process: the wall clock around the command (`dd` for sequential reads and writes, the
   pread driver for random reads), start-up and first open included. The steady state:
