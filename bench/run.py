@@ -3,7 +3,7 @@
 against the same work on a raw file with the same content, and against other tools
 (qemu-img, nbdcopy from qemu-nbd, libyal's FUSE mounts) on the same images.
 
-    make bench                 build, then print the table (about 20 minutes, 2 cores)
+    make bench                 build, then print the table (10-15 minutes on 2 cores)
     bench/run.py --write       the same, and record it with the machine in BENCHMARKS.md
     bench/run.py --smoke       tiny images, one or two rounds: checks the harness, not the speed
     bench/run.py --only seq,pread --rounds 5
