@@ -1,0 +1,1 @@
+"""The vdiskio benchmark (bench/run.py)."""

@@ -1,0 +1,126 @@
+"""Reading a variant: sequential reads and random preads through the library against the
+same reads of the raw twin (whole process and steady state), and whole-image copies
+against the peers (qemu-img, nbdcopy from qemu-nbd, libyal's FUSE mounts)."""
+
+import contextlib
+
+from bench.config import MiB, TARGETS
+from bench.harness import BenchError, Cmd, Compare, run, speed, steady
+from bench.images import human, peer_output, warm
+from bench.peers import FuseMount, have, qemu_nbd
+
+
+def dd(src, dst="/dev/null", bs=MiB, count=None, extra=()):
+    argv = ["dd", f"if={src}", f"of={dst}", f"bs={bs}", "status=none", *extra]
+    return argv + ([f"count={count}"] if count is not None else [])
+
+
+def bs_name(bs):
+    return "1M" if bs == MiB else str(bs)
+
+
+def seq(b, v):
+    """Sequential reads through the library vs the same reads of the raw file: dd (the
+    whole process) and bench/drivers/seq.c (its steady state, timed after its first read),
+    in the same rounds. The bytes are checked once (the driver's checksum) before."""
+    warm(v.files + [b.raw])
+    drv = b.tools["seq"]
+    check = b.scale.seq_bytes[MiB]
+    sums = {run([drv, "-c", path, MiB, check], env=env).stdout.split()[1]
+            for path, env in ((b.raw, b.env_plain), (v.path, b.env_lib))}
+    for bs, nbytes in sorted(b.scale.seq_bytes.items(), reverse=True):
+        if v.python_reads and bs < MiB:
+            nbytes //= 8        # decoded in Python: much slower per read
+        target = None if v.compressed else TARGETS[f"seq-{bs}"]
+        whole_row = b.row(f"seq read dd bs={bs_name(bs)}", v.name,
+                          f"plain dd of the raw file ({human(nbytes)})")
+        steady_row = b.row(f"seq read bs={bs_name(bs)}, steady state", v.name,
+                           f"the same reads of the raw file ({human(nbytes)}, after the "
+                           "first)", target=target)
+        count = nbytes // bs
+        b.measure({"raw dd": Cmd(dd(b.raw, bs=bs, count=count)),
+                   "image dd": Cmd(dd(v.path, bs=bs, count=count), lib=True),
+                   "raw": Cmd([drv, b.raw, bs, nbytes]),
+                   "image": Cmd([drv, v.path, bs, nbytes], lib=True)},
+                  [Compare(whole_row, ("raw dd", "image dd"), speed()),
+                   Compare(steady_row, ("raw", "image"), speed(steady))])
+        if len(sums) != 1:
+            whole_row.status = steady_row.status = \
+                "ERROR: the image returned other bytes than the raw file"
+        b.publish()
+
+
+def pread(b, v):
+    """Random 4 KiB preads (same offsets) through the library vs on the raw file, by
+    bench/drivers/pread.c: its whole process, and its steady state (after the first
+    pread); the checksums must agree."""
+    warm(v.files + [b.raw])
+    drv = b.tools["pread"]
+    count = b.scale.preads // (10 if v.python_reads else 1)    # decoded in Python: slow
+    whole_row = b.row(f"random 4 KiB pread x{count}", v.name,
+                      "the same preads on the raw file (whole process)")
+    steady_row = b.row(f"random 4 KiB pread x{count}, steady state", v.name,
+                       "the same preads on the raw file (after the first)",
+                       target=None if v.compressed else TARGETS["pread"])
+    s = b.measure({"raw": Cmd([drv, b.raw, count, 7]),
+                   "image": Cmd([drv, v.path, count, 7], lib=True)},
+                  [Compare(whole_row, ("raw", "image"), speed()),
+                   Compare(steady_row, ("raw", "image"), speed(steady))])
+    if len({x.checksum for runs in s.values() for x in runs.values()}) != 1:
+        whole_row.status = steady_row.status = \
+            "ERROR: the image returned other bytes than the raw file"
+    b.publish()
+
+
+def peers(b, v):
+    """Whole-image copies by vdiskio (dd bs=1M through the library) and by the peers, in
+    the same rounds: to a file, and to nothing."""
+    out = peer_output(b)
+    warm(v.files + [out])
+    n = b.scale.disk
+    fuse_mb = b.scale.fuse_bytes // MiB
+    cmds = {
+        "vdiskio null": Cmd(dd(v.path), lib=True),
+        "vdiskio file": Cmd(dd(v.path, out, extra=["conv=notrunc"]), lib=True),
+    }
+    qemu = ["qemu-img", "convert", "-q"]
+    null = ["-n", "--target-image-opts", f"driver=null-co,size={n}"]
+    compares = []
+    for aio in (False, True):
+        src = ["--image-opts", v.image_opts(True)] if aio else ["-f", v.fmt, v.path]
+        cmds[f"qemu file {aio}"] = Cmd(qemu + src + ["-n", "-O", "raw", out])
+        cmds[f"qemu null {aio}"] = Cmd(qemu + src + null)
+    for aio in (False, True):
+        how = ", file.aio=io_uring" if aio else " (default I/O)"
+        row = b.row("copy to a file: vdiskio dd", v.name, f"qemu-img convert -O raw{how}",
+                    target=TARGETS["stream-peer" if v.compressed else "peer"])
+        compares.append(Compare(row, (f"qemu file {aio}", "vdiskio file"), speed()))
+    for aio in (False, True):
+        how = ", file.aio=io_uring" if aio else " (default I/O)"
+        row = b.row("read all: vdiskio dd of=/dev/null", v.name,
+                    f"qemu-img convert to null-co{how}",
+                    target=TARGETS["stream-peer"] if v.compressed else None)
+        compares.append(Compare(row, (f"qemu null {aio}", "vdiskio null"), speed()))
+    nbd_row = b.row("read all: vdiskio dd of=/dev/null", v.name,
+                    "nbdcopy null: from qemu-nbd (io_uring, 4 conns)", target=TARGETS["peer"])
+    fuse_row = b.row(f"read {fuse_mb} MiB: vdiskio dd", v.name, f"dd from {v.fuse_tool} (FUSE)")
+    with contextlib.ExitStack() as stack:
+        if not (have("nbdcopy") and have("qemu-nbd")):
+            nbd_row.status = "not installed"
+        else:
+            try:
+                uri = stack.enter_context(qemu_nbd(v.image_opts(True)))
+                cmds["nbdcopy"] = Cmd(["nbdcopy", uri, "null:"])
+                compares.append(Compare(nbd_row, ("nbdcopy", "vdiskio null"), speed()))
+            except BenchError as e:
+                nbd_row.status = f"ERROR: {e}"
+        try:
+            mount = stack.enter_context(FuseMount(v.fuse_tool, v.path, b.work / "mnt"))
+            cmds["vdiskio fuse-slice"] = Cmd(dd(v.path, count=fuse_mb), lib=True)
+            cmds["fuse"] = Cmd(dd(mount.node, count=fuse_mb), before=mount.mount,
+                               after=mount.umount)
+            compares.append(Compare(fuse_row, ("fuse", "vdiskio fuse-slice"), speed()))
+        except BenchError as e:
+            fuse_row.status = str(e)
+        b.measure(cmds, compares, rounds=b.peer_rounds, max_rounds=b.peer_max_rounds)
+    b.publish()

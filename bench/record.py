@@ -1,0 +1,179 @@
+"""The record: the machine a run was taken on, how the rows are measured, and BENCHMARKS.md
+(written by `bench/run.py --write` only)."""
+
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+
+from bench.config import GiB, VENV_PYTHON, library_python
+from bench.harness import markdown_table
+from bench.images import human
+
+
+def first_line(cmd):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        return (p.stdout or p.stderr).strip().splitlines()[0]
+    except (OSError, IndexError):
+        return "not installed"
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def machine():
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    python = library_python()
+    return {
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "CPU": f"{cpu}, {os.cpu_count()} cores",
+        "memory": f"{mem / GiB:.1f} GiB",
+        "kernel": platform.release(),
+        "glibc": " ".join(platform.libc_ver()),
+        "Python (the library's)": f"{first_line([VENV_PYTHON, '--version'])} ({python})",
+        "qemu-img": first_line(["qemu-img", "--version"]),
+        "nbdcopy": first_line(["nbdcopy", "--version"]),
+        "vmdkmount": first_line(["vmdkmount", "-V"]),
+        "vhdimount": first_line(["vhdimount", "-V"]),
+        "load average at start": loadavg(),
+    }
+
+
+def finish(b, meta, notes):
+    meta["load average at end"] = loadavg()
+    if b.loads:
+        meta["1-minute load average at each case's start"] = (
+            f"{min(b.loads):.2f} to {max(b.loads):.2f}, median "
+            f"{statistics.median(b.loads):.2f} ({len(b.loads)} samples; this bench uses "
+            "about one core)")
+    meta["bench time"] = f"{b.elapsed():.0f} s"
+    for n, note in enumerate(notes, 1):
+        meta[f"note {n}" if len(notes) > 1 else "note"] = note
+
+
+def summary(b):
+    count = lambda v: sum(r.verdict == v for r in b.rows)
+    other = len(b.rows) - count("PASS") - count("MISS") - count("info") - count("-")
+    noisy = sum(r.noisy for r in b.rows)
+    return (f"{len(b.rows)} rows, {count('PASS')} PASS, {count('MISS')} MISS, "
+            f"{count('info')} info, {other} other (not installed, errors); {noisy} noisy; "
+            f"{b.elapsed():.0f} s")
+
+
+HOW = """\
+# Benchmarks
+
+## How these were taken
+
+`make bench` (that is `.venv/bin/python bench/run.py`) prints this table;
+`bench/run.py --write` also writes it here, with the machine it ran on. Nothing else
+edits this file: rerun `bench/run.py --write` on a quiet machine to update it.
+
+- **Inputs.** Every image is built at run time (qemu-img and qemu-io; the product never
+  runs them) from one file of pseudo-random data: a {disk} disk fully allocated, as
+  dynamic and fixed VHD, dynamic VHDX, monolithicSparse, twoGbMaxExtentSparse,
+  monolithicFlat and streamOptimized VMDK, a 3-deep monolithicSparse snapshot chain whose
+  layers each hold about a third of the {slot} slots, and a differencing VHD (made by
+  `vdiskio create -p`, as QEMU makes none) over a dynamic one, in whose every 2 MiB block
+  {diff_runs} runs of 0.5-16 KiB are written through the library: every block partly
+  present. One variant exists at a time, built right before its cases and removed after.
+  Mostly empty images: a dynamic VHD and a monolithicSparse VMDK of {big}, and a fixed
+  VHD and a monolithicFlat VMDK of {big_flat}, each with {written} written in 4 MiB
+  pieces; an empty
+  {huge} VMDK and {huge_vhdx} dynamic VHDX (`qemu-img create`); a {stream} disk of mixed
+  content (a quarter holes, a quarter random, half text-like) for the streamOptimized
+  writers.
+- **Raw twins written alike.** On this kernel page-cache pages made by large writes read
+  about twice as fast as pages made by small ones, so right before a variant's read cases
+  (and before the sparse-copy and LVM cases) every file of the image and the raw file it
+  is compared with are written again in place by one writer (`bench/drivers/copy.c`:
+  1 MiB writes, holes kept, flushed). Write cases compare writers that each create their
+  own output file.
+- **Rounds and spread.** Each case warms the page cache right before it (this host
+  reclaims memory idle for about a minute), then alternates its commands: A B C, then
+  C B A, ... A row is computed per round (the ratio of two commands' times in that round);
+  every case runs {rounds} rounds ({peer_rounds} for the peers, which copy whole images),
+  then, up to {max_rounds} rounds ({peer_max_rounds} for the peers), reruns only the
+  commands of the rows whose rounds are not all within ±10% of their median. A row still
+  wider at the cap says **noisy** after its spread.
+- **result** is the median over rounds, **spread** the smallest and largest round,
+  **rounds** how many rounds the row has. Ratios (`x`) are speeds relative to the
+  baseline in the **vs** column (baseline time / measured time): above 1 is faster. A
+  target the issue gave as a time ratio is turned into a speed (`≤ 1.5x the time` is
+  `≥ 0.67x`). Rows in ms or MiB are absolute costs added over the baseline; the
+  streamOptimized output size is in % larger than qemu-img's.
+- **Whole process and steady state.** Read and write rows come in pairs. The whole
+  process: the wall clock around the command (`dd` for sequential reads and writes, the
+  pread driver for random reads), start-up and first open included. The steady state:
+  the C drivers (`bench/drivers/seq.c` for sequential reads and writes, `pread.c` for
+  random 4 KiB preads at seeded offsets) time themselves from the return of their first
+  read or write to their last, so the start-up (which has rows of its own) is out.
+  Targets on reads and writes apply to the steady state: bs=1M within 10% of raw, 4k
+  within 15%, random 4 KiB preads within 20%, for every variant whose data is stored raw
+  (all but streamOptimized, whose rows are information; its targets are against
+  qemu-img). streamOptimized and the differencing VHD, decoded in Python read by read,
+  read an eighth of the bytes at 4096 and 512 and do a tenth of the preads. Bytes are
+  checked: the sequential driver's checksum of {seq_1m} of the image
+  and of the raw file before the timed rounds, the pread driver's in every run.
+- **Peers.** They read the same image in the same rounds: `qemu-img convert -n -O raw` to
+  a file (vs `dd bs=1M conv=notrunc` to it through the library; both overwrite one
+  preallocated file, as new page-cache pages cost this VM an erratic 0.3-2 s per 2 GiB)
+  and to `null-co` (vs dd to /dev/null), each with default I/O and with
+  `file.aio=io_uring` on every file of the image; `nbdcopy` to `null:` from a `qemu-nbd`
+  started for the case (4 connections, io_uring); and the first {fuse} of libyal's
+  `vhdimount`/`vmdkmount` FUSE mounts (mounted and unmounted around each run, untimed).
+  A peer that is missing shows "not installed" (the bench installs them with apt-get
+  only when run as root); FUSE mounts need /dev/fuse. QEMU reads no differencing VHD:
+  that variant has no peer rows.
+- **Sparse copies.** `cp --sparse=always` through the library vs reading {written} of
+  the raw file; every copy is checked against the raw file the image was made from
+  (same size, same bytes over every data extent of either file, allocated space at most
+  the data written).
+- **Writes.** `dd if=<the random file> of=IMAGE bs=1M conv=notrunc` and `seq.c -w` into a
+  new empty image vs into a new empty raw file (one run of each checked with `qemu-img
+  compare` first); `mkfs.ext4 -q -F` likewise on {mkfs} (images made with qemu-img
+  create, untimed). streamOptimized: `vdiskio create -t streamOptimized --from SRC` vs
+  `qemu-img convert -O vmdk -o subformat=streamOptimized` from the mixed-content disk
+  (speed, output size), and vdiskio on both cores vs on one (`taskset -c 0`); vdiskio's
+  output is checked with `qemu-img compare` first. Until vdiskio writes streamOptimized
+  those rows show its error.
+- **Start-up.** `bench/drivers/spawn.c` starts a program N times in a row, so a sample
+  lasts tens of ms. The first image open is the time a `dd` of one sector of an image
+  adds over `dd` of a raw file without the library, per process (both warm). Two
+  baselines run in the same rounds: the bare interpreter the library embeds
+  (`python3.X -I -S -c pass` of the venv's base Python, minus `/bin/true`: the design's
+  floor; target: the first open within 1.3x of it) and `qemu-img info` of the same image
+  (whole processes: what a user compares with). The huge opens add time and peak RSS
+  (ru_maxrss of the dd, taken by `spawn.c -m`).
+- **LVM.** A copy of the raw disk with one partition holding an LVM2 PV and one linear
+  volume over all of it (lvm2 on a loop device; needs root), as a dynamic VHD and a
+  monolithicSparse VMDK: `dd bs=1M` (whole process) and `seq.c` (steady state) of the
+  volume's link through the library vs the same bytes of the raw disk, and the first
+  open of the link (finding the volume) vs the first open of the image itself.
+"""
+
+
+def write(b, meta, path):
+    s = b.scale
+    how = HOW.format(disk=human(s.disk), slot=human(s.chain_slot), diff_runs=s.diff_runs,
+                     big=human(s.big), big_flat=human(s.big_flat), written=human(s.big_written),
+                     huge=s.huge.replace("T", " TiB").replace("G", " GiB"),
+                     huge_vhdx=s.huge_vhdx.replace("T", " TiB").replace("G", " GiB"),
+                     stream=human(s.stream_source), rounds=b.rounds, max_rounds=b.max_rounds,
+                     peer_rounds=b.peer_rounds, peer_max_rounds=b.peer_max_rounds,
+                     seq_1m=human(max(s.seq_bytes.values())), fuse=human(s.fuse_bytes),
+                     mkfs=human(s.mkfs_size))
+    lines = [how, "## Machine", ""]
+    lines += [f"- {k}: {v}" for k, v in meta.items()]
+    lines += ["", "## Results", "", summary(b), "", markdown_table(b.rows), ""]
+    path.write_text("\n".join(lines))
