@@ -100,11 +100,12 @@ def test_fio_process_jobs_read_and_verify(tmp_path):
     run_plain(VDISKIO + ["create", "-s", "32M", str(img)], cwd=ROOT)
     pattern = ["--verify=pattern", "--verify_pattern=0x5aa5c33c"]
     shimlib.run(["fio", "--name=w", f"--filename={img}", "--rw=write", "--bs=64k",
-                 "--size=24M", "--do_verify=1", "--output-format=terse"] + pattern)
+                 "--size=24M", "--do_verify=1", "--output-format=terse"] + pattern, cwd=tmp_path)
     raw = qemu_convert_raw(img, tmp_path / "fio.raw", "vpc").read_bytes()
     assert raw[:24 * MiB] == b"\x5a\xa5\xc3\x3c" * (6 * MiB)
     shimlib.run(["fio", "--name=r", f"--filename={img}", "--rw=read", "--bs=64k",
-                 "--size=24M", "--numjobs=2", "--verify_only", "--output-format=terse"] + pattern)
+                 "--size=24M", "--numjobs=2", "--verify_only", "--output-format=terse"] + pattern,
+                cwd=tmp_path)       # fio leaves its verify state files in the working directory
 
 
 @pytest.mark.parametrize("kind", KINDS)
