@@ -5,8 +5,8 @@ target's properties. FUZZING.md lists what each one was and how it was fixed."""
 import struct
 
 import vmdk_writer as W
+from helpers import SECTOR
 
-SECTOR = 512
 FINDINGS = {}                   # name -> (target, builder)
 
 

@@ -4,9 +4,7 @@ answer info in bounded time and memory (tests/test_hostile.py). Packed with stru
 the format documents, independently of vdiskio's declarations."""
 
 import struct
-
-SECTOR = 512
-GiB = 1 << 30
+from helpers import GiB, SECTOR
 
 
 def _sparse_file(path, size, parts):
@@ -62,7 +60,7 @@ def vhd_differencing(path, parent_name, parent_uid, size=128 * GiB, block_size=5
     end = loc_data + SECTOR + SECTOR
     footer = vhd_footer(size, 4, SECTOR, unique_id=b"\x22" * 16)
     _sparse_file(path, end, [(0, footer), (SECTOR, vhd_header(table, entries, block_size,
-                                                             parent_uid, locator, parent_name)),
+                                                              parent_uid, locator, parent_name)),
                              (table, b"\xff" * (1 << 16)), (loc_data, name),
                              (end - SECTOR, footer)])
 

@@ -6,8 +6,7 @@ declarations). Each layout's content is known: `expected` is the disk's raw byte
 
 
 import vmdk_writer as W
-
-SECTOR = 512
+from helpers import SECTOR
 
 
 def _grain_data(rng, nbytes):

@@ -11,7 +11,6 @@ random content is written there, so a reader that maps a volume wrongly reads ot
 bytes. Loop devices are always detached, whatever happens.
 """
 
-import hashlib
 import json
 import os
 import random
@@ -19,11 +18,9 @@ import struct
 import subprocess
 from pathlib import Path
 
-from conftest import random_raw, require_tool, run
 from partition_images import sfdisk, vpc_virtual_size
+from helpers import SECTOR, random_raw, require_tool, run_plain
 
-SECTOR = 512
-MiB = 1 << 20
 LVM_CONFIG = "global{activation=0} backup{backup=0 archive=0}"
 LVM_ENV = dict(os.environ, LVM_SUPPRESS_FD_WARNINGS="1")
 
@@ -45,7 +42,7 @@ class Loops:
         cmd = ["losetup", "-f", "--show", "-o", str(offset)]
         if size is not None:
             cmd += ["--sizelimit", str(size)]
-        dev = run(cmd + [str(path)], text=True).stdout.strip()
+        dev = run_plain(cmd + [str(path)], text=True).stdout.strip()
         self.devices.append(dev)
         return dev
 
@@ -62,14 +59,14 @@ def lvm(args, devices):
     """Run an lvm2 command seeing only `devices`; JSON reports are returned parsed."""
     tool = require_tool(args[0])
     cmd = [tool] + args[1:] + ["--devices", ",".join(devices), "--config", LVM_CONFIG]
-    p = run(cmd, env=LVM_ENV, text=True)
+    p = run_plain(cmd, env=LVM_ENV, text=True)
     if "--reportformat" in args:
         return json.loads(p.stdout)["report"][0]
     return p.stdout
 
 
 def sfdisk_starts(raw):
-    out = json.loads(run(["sfdisk", "-J", str(raw)], text=True).stdout)["partitiontable"]
+    out = json.loads(run_plain(["sfdisk", "-J", str(raw)], text=True).stdout)["partitiontable"]
     return {int(p["node"][len(str(raw)):]): (p["start"] * SECTOR, p["size"] * SECTOR)
             for p in out["partitions"]}
 
@@ -147,7 +144,7 @@ def make_images(raws, out_dir, fmt):
     out = {}
     for raw in raws:
         image = Path(out_dir) / f"{Path(raw).stem}.{fmt}"
-        run([require_tool("qemu-img"), "convert", "-f", "raw"] + opts + [str(raw), str(image)])
+        run_plain([require_tool("qemu-img"), "convert", "-f", "raw"] + opts + [str(raw), str(image)])
         out[Path(raw).stem] = image
     return out
 
@@ -230,10 +227,6 @@ class RawDisk:
         with open(self.path, "rb") as f:
             f.seek(offset)
             return f.read(max(0, min(length, self.size - offset)))
-
-
-def sha256(data):
-    return hashlib.sha256(data).hexdigest()
 
 
 # --- editing the metadata of a raw PV (the damaged-metadata cases) ----------------------

@@ -4,7 +4,6 @@ Tables are written by sfdisk or sgdisk on raw files; images are made from those 
 qemu-img; expectations come from `sfdisk -J` and `dd`, never from vdiskio itself.
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -12,10 +11,8 @@ import struct
 import subprocess
 import zlib
 from pathlib import Path
+from helpers import SECTOR, random_raw, require_tool, run_plain, sha256
 
-from conftest import random_raw, require_tool, run
-
-SECTOR = 512
 
 # sfdisk scripts. DOS: three primaries, an extended partition (slot 4) holding three
 # logicals. GPT: five entries, numbered 1, 2, 4, 5, 7 (gaps must not be renumbered).
@@ -47,21 +44,21 @@ IMAGE_FORMATS = [
 
 def sfdisk(path, script):
     require_tool("sfdisk")
-    run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(path)],
-        input=script.format(dev=path).encode())
+    run_plain(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(path)],
+              input=script.format(dev=path).encode())
     return Path(path)
 
 
 def sgdisk(path, args):
     exe = require_tool("sgdisk")
-    run([exe] + list(args) + [str(path)])
+    run_plain([exe] + list(args) + [str(path)])
     return Path(path)
 
 
 def sfdisk_json(path):
     """sfdisk's view of the table: {'label', 'id', 'partitions': {number: entry}}."""
     require_tool("sfdisk")
-    out = run(["sfdisk", "-J", str(path)]).stdout
+    out = run_plain(["sfdisk", "-J", str(path)]).stdout
     table = json.loads(out)["partitiontable"]
     parts = {}
     for p in table.get("partitions", []):
@@ -78,8 +75,8 @@ def vpc_virtual_size(workdir, nominal="24M"):
     """
     require_tool("qemu-img")
     probe = Path(workdir) / "size-probe.vhd"
-    run(["qemu-img", "create", "-q", "-f", "vpc", str(probe), nominal])
-    info = json.loads(run(["qemu-img", "info", "--output=json", "-f", "vpc", str(probe)]).stdout)
+    run_plain(["qemu-img", "create", "-q", "-f", "vpc", str(probe), nominal])
+    info = json.loads(run_plain(["qemu-img", "info", "--output=json", "-f", "vpc", str(probe)]).stdout)
     probe.unlink()
     return info["virtual-size"]
 
@@ -112,14 +109,14 @@ def make_image(raw, fmt_id, out_dir, base_raw=None):
         if opts is not None:
             ext = "vhd" if "vpc" in opts else "vmdk"
             image = out_dir / f"disk.{ext}"
-            run(["qemu-img", "convert", "-f", "raw"] + opts + [str(raw), str(image)])
+            run_plain(["qemu-img", "convert", "-f", "raw"] + opts + [str(raw), str(image)])
             return image
         base = out_dir / "base.vmdk"
-        run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=monolithicSparse",
-             str(base_raw), str(base)])
+        run_plain(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=monolithicSparse",
+                   str(base_raw), str(base)])
         image = out_dir / "child.vmdk"
-        run(["qemu-img", "create", "-q", "-f", "vmdk", "-b", "base.vmdk", "-F", "vmdk",
-             str(image)], cwd=out_dir)
+        run_plain(["qemu-img", "create", "-q", "-f", "vmdk", "-b", "base.vmdk", "-F", "vmdk",
+                   str(image)], cwd=out_dir)
         # Write into the child only the chunks where the disk differs from the base: the
         # partition tables live in the child, the partitions' data in the base.
         writes = []
@@ -135,7 +132,7 @@ def make_image(raw, fmt_id, out_dir, base_raw=None):
                     writes += ["-c", f"write -q -s {source} {offset} {len(chunk)}"]
                 offset += len(chunk)
         assert writes, "the disk does not differ from its base"
-        run([require_tool("qemu-io"), "-f", "vmdk"] + writes + [str(image)])
+        run_plain([require_tool("qemu-io"), "-f", "vmdk"] + writes + [str(image)])
         return image
     raise ValueError(fmt_id)
 
@@ -147,10 +144,10 @@ def qemu_format(fmt_id):
 def dd_sha256(raw, start_sector, sectors):
     """sha256 of `dd skip=START count=SIZE` of a raw file: the partition's bytes."""
     dd = require_tool("dd")
-    p = run([dd, f"if={raw}", "bs=512", f"skip={start_sector}", f"count={sectors}",
-             "status=none"])
+    p = run_plain([dd, f"if={raw}", "bs=512", f"skip={start_sector}", f"count={sectors}",
+                   "status=none"])
     assert len(p.stdout) == sectors * SECTOR
-    return hashlib.sha256(p.stdout).hexdigest()
+    return sha256(p.stdout)
 
 
 def raw_reader(path):

@@ -9,13 +9,10 @@ import sys
 import pytest
 
 import writable
-from conftest import ROOT, qemu_convert_raw, random_raw, require_tool
-from conftest import run as run_plain
 
 import vdiskio
+from helpers import MiB, ROOT, VDISKIO, qemu_convert_raw, random_raw, require_tool, run_plain
 
-MiB = 1 << 20
-VDISKIO = [sys.executable, "-m", "vdiskio"]
 VDPARTX = [sys.executable, "-m", "vdpartx"]
 
 

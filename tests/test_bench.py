@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import require_tool
 
-from conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 

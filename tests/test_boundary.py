@@ -3,8 +3,8 @@ translation table entries; vdiskio/_boundary.py and vdiskio/entries.py must agre
 
 import re
 
-from conftest import ROOT
 from vdiskio import entries
+from helpers import ROOT
 
 CALLS_H = (ROOT / "shim" / "calls.h").read_text()
 

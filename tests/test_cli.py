@@ -10,13 +10,9 @@ import sys
 
 import pytest
 
-import shimlib
-from conftest import ROOT, qemu_convert_raw, random_raw, require_tool
-from conftest import run as run_plain
 from vdiskio.cli import parse_size
-
-MiB = 1 << 20
-VDISKIO = [sys.executable, "-m", "vdiskio"]
+from helpers import (LIB, MiB, ROOT, VDISKIO, open_errno, qemu_convert_raw, random_raw,
+                     require_tool, run_plain, run_preloaded)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +62,7 @@ def test_info_errors(tmp_path):
 def test_run_and_preload_path(img):
     path, raw = img
     lib = run_plain(VDISKIO + ["preload-path"], cwd=ROOT).stdout.decode().strip()
-    assert lib == str(shimlib.LIB) and os.path.exists(lib)
+    assert lib == str(LIB) and os.path.exists(lib)
     out = run_plain(VDISKIO + ["run", "--", "dd", f"if={path}", "bs=64k", "status=none"], cwd=ROOT)
     assert out.stdout == raw.read_bytes()
     p = run_plain(VDISKIO + ["run"], cwd=ROOT, check=False)
@@ -87,7 +83,7 @@ def test_debug_dump_and_log(img, tmp_path):
     first = raw.read_bytes()[512:528]
     assert " ".join(f"{b:02x}" for b in first) in text     # the hex dump of the data read
     # Without the variables, nothing at all is printed.
-    p = shimlib.run(["dd", f"if={path}", "bs=512", "count=1", "status=none"])
+    p = run_preloaded(["dd", f"if={path}", "bs=512", "count=1", "status=none"])
     assert p.stderr == b""
 
 
@@ -100,7 +96,7 @@ def test_damaged_image_errno_and_one_line(img, tmp_path, damage, err, words):
     path = tmp_path / "bad.vhd"
     shutil.copy(img[0], path)
     damage(path)
-    got, lines = shimlib.open_errno(path)
+    got, lines = open_errno(path)
     assert got == err
     assert len(lines) == 1 and str(path) in lines[0] and words in lines[0], lines
 
@@ -117,8 +113,8 @@ def test_otrunc_acts_as_on_a_block_device(img, tmp_path):
     path = tmp_path / "keep.vhd"
     shutil.copy(img[0], path)
     raw = bytearray(qemu_convert_raw(path, tmp_path / "before.raw", "vpc").read_bytes())
-    shimlib.run(["dd", "if=/dev/zero", f"of={path}", "count=1", "status=none"])
-    shimlib.run(["sh", "-c", f"printf 'x\\n' > '{path}'"])
+    run_preloaded(["dd", "if=/dev/zero", f"of={path}", "count=1", "status=none"])
+    run_preloaded(["sh", "-c", f"printf 'x\\n' > '{path}'"])
     raw[0:512] = bytes(512)
     raw[0:2] = b"x\n"
     after = qemu_convert_raw(path, tmp_path / "after.raw", "vpc").read_bytes()
@@ -129,12 +125,12 @@ def test_non_images_pass_through(tmp_path):
     """A .vhd name with other content, and a new file, are plain files."""
     fake = tmp_path / "notes.vhd"
     fake.write_bytes(b"just text\n" * 100)
-    assert shimlib.run(["cat", str(fake)]).stdout == fake.read_bytes()
+    assert run_preloaded(["cat", str(fake)]).stdout == fake.read_bytes()
     new = tmp_path / "new.vmdk"
-    shimlib.run(["sh", "-c", f"echo hello > '{new}'"])
+    run_preloaded(["sh", "-c", f"echo hello > '{new}'"])
     assert new.read_bytes() == b"hello\n"
     empty = tmp_path / "empty.vhd"
-    shimlib.run(["touch", str(empty)])
+    run_preloaded(["touch", str(empty)])
     assert empty.exists() and empty.stat().st_size == 0
 
 
@@ -143,11 +139,11 @@ def test_package_usable_under_the_library(img, tmp_path):
     (they open image files as files, through vdiskio_bypass)."""
     path, raw = img
     plain = run_plain(VDISKIO + ["info", "--json", str(path)], cwd=ROOT).stdout
-    under = shimlib.run(VDISKIO + ["info", "--json", str(path)], cwd=ROOT).stdout
+    under = run_preloaded(VDISKIO + ["info", "--json", str(path)], cwd=ROOT).stdout
     assert under == plain
     copy = tmp_path / "copy.vhd"
-    shimlib.run(VDISKIO + ["create", "--from", str(path), str(copy)], cwd=ROOT)
-    assert shimlib.run(["cmp", str(copy), str(raw)]).returncode == 0
+    run_preloaded(VDISKIO + ["create", "--from", str(path), str(copy)], cwd=ROOT)
+    assert run_preloaded(["cmp", str(copy), str(raw)]).returncode == 0
 
 
 def test_one_disk_for_every_name_of_an_image(img, tmp_path):
@@ -159,8 +155,8 @@ def test_one_disk_for_every_name_of_an_image(img, tmp_path):
     log = tmp_path / "log"
     script = ("import os, sys; fds = [os.open(p, os.O_RDONLY) for p in sys.argv[1:]]; "
               "print(len({os.pread(fd, 4096, 8192) for fd in fds}))")
-    out = shimlib.run([sys.executable, "-c", script, str(path), str(hard), str(soft)],
-                      extra_env={"VDISKIO_DEBUG": "1", "VDISKIO_LOG": str(log)}).stdout
+    out = run_preloaded([sys.executable, "-c", script, str(path), str(hard), str(soft)],
+                        extra_env={"VDISKIO_DEBUG": "1", "VDISKIO_LOG": str(log)}).stdout
     assert out.strip() == b"1"
     handles = {line.split("-> handle ")[1].split()[0] for line in log.read_text().splitlines()
                if "python open" in line}
@@ -177,7 +173,7 @@ def test_python_buffered_read_write(img, tmp_path):
               "    f.seek(1000003); f.write(b'python-was-here' * 1000)\n"
               "    f.seek(0); head = f.read(16)\n"
               "print(head.hex())\n")
-    out = shimlib.run([sys.executable, "-c", script, str(path)]).stdout.decode().strip()
+    out = run_preloaded([sys.executable, "-c", script, str(path)]).stdout.decode().strip()
     assert out == bytes(want[:16]).hex()
     want[1000003:1000003 + 15000] = b"python-was-here" * 1000
     assert qemu_convert_raw(path, tmp_path / "rw.raw", "vpc").read_bytes() == bytes(want)

@@ -4,22 +4,19 @@ part), read through the library by one python3 process (an open read-only and on
 read-write per image), against `qemu-img convert -O raw` of each.
 
 (Descriptors joining separate sparse files at odd sectors are not here: QEMU 7.2 reads
-them wrong, so it is no oracle for them. test_map_property and the tagged-disk test of
-test_mapping hold those layouts to independent expectations.)"""
+them wrong, so it is no oracle for them. test_disk_table_property and the tagged-disk test of
+test_disk_table hold those layouts to independent expectations.)"""
 
-import hashlib
 import json
 import random
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from helpers import SECTOR, require_tool, run_preloaded, sha256
 
-import shimlib
-from conftest import require_tool
 
 LAYOUTS = 300
-SECTOR = 512
 VMDK_BASES = ["monolithicSparse", "twoGbMaxExtentSparse", "monolithicFlat", "streamOptimized",
               "twoGbMaxExtentFlat"]
 
@@ -118,11 +115,11 @@ def test_library_reads_what_qemu_reads(tmp_path):
         built = list(pool.map(lambda i: build(i, tmp_path / f"l{i}"), range(LAYOUTS)))
     jobs = "".join(json.dumps({"path": str(top), "seed": i}) + "\n"
                    for i, (top, _) in enumerate(built))
-    p = shimlib.run([sys.executable, "-c", READER], input=jobs.encode(), timeout=300)
+    p = run_preloaded([sys.executable, "-c", READER], input=jobs.encode(), timeout=300)
     got = json.loads(p.stdout)
     wrong = []
     for top, oracle in built:
-        want = hashlib.sha256(oracle.read_bytes()).hexdigest()
+        want = sha256(oracle.read_bytes())
         if got[str(top)] != [want, want]:
             wrong.append((top.parent.name, top.name, got[str(top)][:2]))
     assert not wrong, f"{len(wrong)} of {LAYOUTS} layouts differ from qemu-img: {wrong[:5]}"

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import fuzz_regressions
-from conftest import ROOT
+from helpers import ROOT
 
 FUZZ = ROOT / "tests" / "fuzz"
 # Targets built on fuzzlib (main() runs them without atheris under VDISKIO_FUZZ_PLAIN=1).

@@ -9,9 +9,8 @@ import sys
 
 import pytest
 
+from helpers import ROOT, preload_env
 import hostile
-import shimlib
-from conftest import ROOT
 
 PROBE = r"""
 import json, resource, sys, time
@@ -71,7 +70,7 @@ def test_hostile_image_through_the_library(images):
                "      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)\n")
     p = subprocess.run([sys.executable, "-c", wrapper, "dd", f"if={path}", "bs=64k",
                         "count=16", "status=none"], capture_output=True,
-                       env=shimlib.env(), timeout=120)
+                       env=preload_env(), timeout=120)
     rc, n, seconds, rss = p.stdout.split()
     assert (int(rc), int(n)) == (0, 1 << 20), p.stderr
     assert float(seconds) < 2 and float(rss) < 200, (seconds, rss)

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 import lvm_images as li
-from conftest import qemu_convert_raw, run
 from vdiskio import disk as disk_module
 from vdiskio.disk import Registry
 from vdiskio import entries as entries_
@@ -21,6 +20,7 @@ from vdiskio.errors import CorruptImage, MissingFile, OutOfRange, ReadOnlyImage,
 from vdiskio.lvm import scan
 from vdiskio.lvm.names import link_name
 from vdiskio.lvm.volume import ImageSource
+from helpers import MiB, qemu_convert_raw, random_raw, run_plain
 
 # The image each VG's links are named after (vg0 has PVs on disk1 and disk2).
 HOME = {"vg0": "disk1", "data-vg": "disk1", "solo": "disk3"}
@@ -157,15 +157,15 @@ def test_other_pvs_searched_beside_the_target(built, tmp_path):
     raws, layout, images = built
     for name in ("disk1", "disk2"):
         shutil.copy(images["vmdk"][name], tmp_path / f"{name}.vmdk")
-    run(["qemu-img", "create", "-q", "-f", "vmdk", "-b", "disk2.vmdk", "-F", "vmdk",
-         "disk2-000001.vmdk"], cwd=tmp_path)
+    run_plain(["qemu-img", "create", "-q", "-f", "vmdk", "-b", "disk2.vmdk", "-F", "vmdk",
+               "disk2-000001.vmdk"], cwd=tmp_path)
     os.symlink("disk2.vmdk", tmp_path / "alias.vmdk")
     # lv1's third segment is on disk2: the child gets new bytes there.
     raw, offset, length = layout.windows("vg0", "lv1")[2]
     assert raw.name == "disk2.raw"
     lv_offset = sum(n for _, _, n in layout.windows("vg0", "lv1")[:2])
-    run(["qemu-io", "-f", "vmdk", "-c", f"write -q -P 0x6b {offset} 65536",
-         str(tmp_path / "disk2-000001.vmdk")])
+    run_plain(["qemu-io", "-f", "vmdk", "-c", f"write -q -P 0x6b {offset} 65536",
+               str(tmp_path / "disk2-000001.vmdk")])
     os.symlink("disk1.vmdk", tmp_path / "disk1.vmdk-vg0-lv1")
     registry = Registry()
     d, *_ = registry.open(str(tmp_path / "disk1.vmdk-vg0-lv1"), False, -1)
@@ -173,7 +173,7 @@ def test_other_pvs_searched_beside_the_target(built, tmp_path):
     want[lv_offset:lv_offset + 65536] = b"\x6b" * 65536
     assert d.image.read(0, d.image.size) == bytes(want)
     assert sorted(os.path.basename(b.path) for b in d.bases) == ["disk1.vmdk",
-                                                                "disk2-000001.vmdk"]
+                                                                 "disk2-000001.vmdk"]
     registry.release(d.handle)
     assert registry.by_handle == {}
     # A copy of a disk beside it holds the same PV: an error naming both, not a choice.
@@ -346,7 +346,7 @@ def special(tmp_path_factory):
     by vgcfgrestore from metadata edited by hand: lvm2 itself accepts it (lvs shows the
     snapshot and its origin) though it could not create it without device-mapper."""
     work = tmp_path_factory.mktemp("special")
-    raw = li.random_raw(work / "vt.raw", 32 * li.MiB, seed=3)
+    raw = random_raw(work / "vt.raw", 32 * MiB, seed=3)
     with open(raw, "r+b") as f:
         f.write(bytes(8192))
     with li.Loops() as loops:
@@ -367,7 +367,7 @@ def special(tmp_path_factory):
                       devs)["lv"]
     assert {v["lv_name"]: v["origin"] for v in seen}["snap"] == "base"
     image = work / "vt.vmdk"
-    run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(raw), str(image)])
+    run_plain(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(raw), str(image)])
     return image
 
 

@@ -2,13 +2,11 @@
 and damaged tables that must give a clear error, never a wrong window."""
 
 import errno
-import hashlib
 import struct
 import zlib
 
 import pytest
 
-from conftest import qemu_convert_raw, random_raw, require_tool, run
 from partition_images import (IMAGE_FORMATS, SECTOR, assert_matches_sfdisk, build_raw,
                               dd_sha256, fix_gpt_crcs, gpt_header_fields, make_image,
                               patch_gpt_entry, patch_mbr_entry, peek, poke, qemu_format,
@@ -17,6 +15,7 @@ from partition_images import (IMAGE_FORMATS, SECTOR, assert_matches_sfdisk, buil
 from vdiskio.errors import CorruptImage, Unsupported, VdError
 from vdiskio.formats import open_image
 from vdiskio.partitions import NoPartitionTable, NoSuchPartition, read_table
+from helpers import qemu_convert_raw, random_raw, require_tool, run_plain, sha256
 
 TABLE_KINDS = ["dos", "gpt", "sgdisk"]
 
@@ -63,7 +62,7 @@ def test_gpt_names_attributes_from_sgdisk(disks):
     assert not by_number[1].bootable
     assert by_number[3].type == "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"
     # sgdisk's own report is a second, independent oracle for the GPT fields.
-    info = run([require_tool("sgdisk"), "-i", "2", str(disks["sgdisk"][0])]).stdout.decode()
+    info = run_plain([require_tool("sgdisk"), "-i", "2", str(disks["sgdisk"][0])]).stdout.decode()
     assert f"Partition unique GUID: {by_number[2].uuid}" in info
     assert f"First sector: {by_number[2].start_sector} " in info
     assert f"Last sector: {by_number[2].end_sector} " in info
@@ -87,8 +86,8 @@ def test_image_table_and_bytes(disks, kind, fmt, tmp_path):
         for p in table:
             data = image.read(p.start, p.size)
             assert len(data) == p.size
-            assert hashlib.sha256(data).hexdigest() == dd_sha256(copy_path, p.start_sector,
-                                                                  p.sectors), p
+            assert sha256(data) == dd_sha256(copy_path, p.start_sector,
+                                             p.sectors), p
     finally:
         image.close()
 
@@ -163,14 +162,14 @@ def test_zeros_have_no_table(tmp_path):
     assert e.value.errno == errno.ENXIO and isinstance(e.value, VdError)
     assert str(e.value) == f"{raw}: no partition table (sector 0 has no 55aa signature)"
     # sfdisk agrees: there is no table to dump.
-    assert run([require_tool("sfdisk"), "-d", str(raw)], check=False).returncode != 0
+    assert run_plain([require_tool("sfdisk"), "-d", str(raw)], check=False).returncode != 0
 
 
 def test_whole_disk_fat_has_no_table(tmp_path):
     mkfs = require_tool("mkfs.vfat")
     raw = tmp_path / "fat.raw"
     raw.write_bytes(bytes(4 << 20))
-    run([mkfs, str(raw)])
+    run_plain([mkfs, str(raw)])
     assert peek(raw, 510, 2) == b"\x55\xaa"         # the trap: a boot sector ends in 55aa
     with pytest.raises(NoPartitionTable, match="filesystem boot sector"):
         table_of_raw(raw)
@@ -180,7 +179,7 @@ def test_no_table_in_an_image(tmp_path):
     raw = tmp_path / "zero.raw"
     raw.write_bytes(bytes(2 << 20))
     vhd = tmp_path / "zero.vhd"
-    run([require_tool("qemu-img"), "convert", "-O", "vpc", str(raw), str(vhd)])
+    run_plain([require_tool("qemu-img"), "convert", "-O", "vpc", str(raw), str(vhd)])
     image = open_image(str(vhd))
     try:
         with pytest.raises(NoPartitionTable, match=f"^{vhd}: no partition table"):
@@ -466,8 +465,8 @@ def test_damaged_gpt_inside_an_image(small_gpt, tmp_path):
     poke(raw, SECTOR + 56, b"\xff")
     poke(raw, last * SECTOR + 56, b"\xff")
     vhd = tmp_path / "bad.vhd"
-    run([require_tool("qemu-img"), "convert", "-O", "vpc", "-o", "subformat=dynamic", str(raw),
-         str(vhd)])
+    run_plain([require_tool("qemu-img"), "convert", "-O", "vpc", "-o", "subformat=dynamic", str(raw),
+               str(vhd)])
     image = open_image(str(vhd))
     try:
         with pytest.raises(CorruptImage, match=f"^{vhd}: no valid GPT"):

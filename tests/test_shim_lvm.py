@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 import lvm_images as li
-import shimlib
-from conftest import ROOT, qemu_convert_raw, require_tool, run
 from vdiskio.lvm.names import link_name
+from helpers import ROOT, open_errno, qemu_convert_raw, require_tool, run_plain, run_preloaded
 
 HOME = {"vg0": "disk1", "data-vg": "disk1", "solo": "disk3"}
 
@@ -64,13 +63,13 @@ def test_dd_reads_each_volume(built, fmt):
     assert len(keys) == 6
     for vg, lv in keys:
         path = link(images[fmt], vg, lv)
-        data = shimlib.run(["dd", f"if={path}", "bs=64k", "status=none"]).stdout
+        data = run_preloaded(["dd", f"if={path}", "bs=64k", "status=none"]).stdout
         assert data == layout.read(vg, lv), (vg, lv)
         size, sectors, start, st_size = map(
-            int, shimlib.run([sys.executable, "-c", IOCTLS, str(path)]).stdout.split())
+            int, run_preloaded([sys.executable, "-c", IOCTLS, str(path)]).stdout.split())
         want = layout.volumes[(vg, lv)]["size"]
         assert (size, sectors, start, st_size) == (want, want // 512, 0, want)
-    out = shimlib.run(["stat", "-L", "-c", "%s", str(link(images[fmt], "vg0", "lv2"))]).stdout
+    out = run_preloaded(["stat", "-L", "-c", "%s", str(link(images[fmt], "vg0", "lv2"))]).stdout
     assert int(out) == layout.volumes[("vg0", "lv2")]["size"]
 
 
@@ -79,17 +78,17 @@ def test_descriptors_inherited_across_exec(built):
     raws, layout, images = built
     path = link(images["vhd"], "vg0", "lv1")
     want = layout.read("vg0", "lv1")
-    got = shimlib.run(f"exec 3<{path}; dd bs=64k status=none <&3").stdout
+    got = run_preloaded(f"exec 3<{path}; dd bs=64k status=none <&3").stdout
     assert got == want
-    got = shimlib.run(f"{{ dd bs=1M count=1 status=none; dd bs=1M count=1 status=none; }}"
-                      f" < {path}").stdout
+    got = run_preloaded(f"{{ dd bs=1M count=1 status=none; dd bs=1M count=1 status=none; }}"
+                        f" < {path}").stdout
     assert got == want[:2 << 20]
 
 
 def test_any_volume_name_reaches_the_library(built):
     raws, layout, images = built
     path = link(images["vmdk"], "solo", "root")
-    data = shimlib.run(["dd", f"if={path}", "bs=64k", "status=none"]).stdout
+    data = run_preloaded(["dd", f"if={path}", "bs=64k", "status=none"]).stdout
     assert data == layout.read("solo", "root")
 
 
@@ -126,12 +125,12 @@ def test_file_system_on_a_volume_over_two_images(built, fmt, tmp_path):
         mine[name] = Path(shutil.copy(image, tmp_path / "w" / image.name))
     before = qemu_raws(mine, fmt, tmp_path / "before")
     path = link(mine, "vg0", "lv1")
-    shimlib.run(["mkfs.ext4", "-q", "-F", "-L", "lvmtest", str(path)])
-    shimlib.run(["e2fsck", "-f", "-n", str(path)])
+    run_preloaded(["mkfs.ext4", "-q", "-F", "-L", "lvmtest", str(path)])
+    run_preloaded(["e2fsck", "-f", "-n", str(path)])
     payload = tmp_path / "payload.bin"
     payload.write_bytes(os.urandom(300000))
-    shimlib.run(["debugfs", "-w", "-R", f"write {payload} payload.bin", str(path)])
-    listing = shimlib.run(["debugfs", "-R", "ls -l /", str(path)]).stdout
+    run_preloaded(["debugfs", "-w", "-R", f"write {payload} payload.bin", str(path)])
+    listing = run_preloaded(["debugfs", "-R", "ls -l /", str(path)]).stdout
     assert b"payload.bin" in listing
     after = qemu_raws(mine, fmt, tmp_path / "after")
     outside_windows_equal(before, after, layout.windows("vg0", "lv1"))
@@ -139,10 +138,10 @@ def test_file_system_on_a_volume_over_two_images(built, fmt, tmp_path):
     with open(volume, "wb") as f:
         for raw, offset, length in layout.windows("vg0", "lv1"):
             f.write(after[Path(raw).stem][offset:offset + length])
-    run(["e2fsck", "-f", "-n", str(volume)], env={**os.environ, "PATH": os.environ["PATH"]
-                                                   + ":/usr/sbin"})
+    run_plain(["e2fsck", "-f", "-n", str(volume)], env={**os.environ, "PATH": os.environ["PATH"]
+                                                        + ":/usr/sbin"})
     dumped = tmp_path / "dumped.bin"
-    run([require_tool("debugfs"), "-R", f"dump payload.bin {dumped}", str(volume)])
+    run_plain([require_tool("debugfs"), "-R", f"dump payload.bin {dumped}", str(volume)])
     assert dumped.read_bytes() == payload.read_bytes()
 
 
@@ -154,18 +153,18 @@ def test_writes_past_the_end_and_errors(built, tmp_path):
         mine[name] = Path(shutil.copy(image, tmp_path / "w" / image.name))
     path = link(mine, "solo", "lv8")
     size = layout.volumes[("solo", "lv8")]["size"]
-    p = shimlib.run(["dd", f"of={path}", "bs=512", f"seek={size // 512}", "count=1",
-                     "conv=notrunc", "status=none"], input=bytes(512), check=False)
+    p = run_preloaded(["dd", f"of={path}", "bs=512", f"seek={size // 512}", "count=1",
+                       "conv=notrunc", "status=none"], input=bytes(512), check=False)
     assert p.returncode != 0 and b"No space left on device" in p.stderr
     # A name for a volume that does not exist: ENXIO, naming the volumes that do.
     missing = tmp_path / "w" / "disk3.vhd-solo-lv9"
     os.symlink("disk3.vhd", missing)
-    got, lines = shimlib.open_errno(missing)
+    got, lines = open_errno(missing)
     assert got == errno.ENXIO
     assert "there is no volume solo/lv9" in lines[0] and "solo/lv7" in lines[0]
     # A VG whose other PV is not in the directory: ENOENT naming the PV and the VG.
     os.unlink(mine["disk2"])
-    got, lines = shimlib.open_errno(link(mine, "vg0", "lv3"))
+    got, lines = open_errno(link(mine, "vg0", "lv3"))
     uuid = next(p["uuid"] for d, p in layout.pvs.items()
                 if layout.pv_window[d][0].name == "disk2.raw")
     assert got == errno.ENOENT and uuid in lines[0] and "volume group vg0" in lines[0]
@@ -190,16 +189,16 @@ def test_one_process_sees_its_own_writes_through_volume_and_disk(built, tmp_path
     d = tmp_path / "w"
     d.mkdir()
     empty = d / "disk3.vhd"
-    run([sys.executable, "-m", "vdiskio", "create", "-s", str(os.path.getsize(raws["disk3"])),
-         str(empty)], cwd=ROOT)
+    run_plain([sys.executable, "-m", "vdiskio", "create", "-s", str(os.path.getsize(raws["disk3"])),
+               str(empty)], cwd=ROOT)
     # Only the LVM metadata of disk3 is copied in: the volume's blocks stay unallocated.
     with open(raws["disk3"], "rb") as f:
         head = f.read(1 << 20)
-    shimlib.run(["dd", f"of={empty}", "bs=1M", "count=1", "conv=notrunc", "status=none"],
-                input=head)
+    run_preloaded(["dd", f"of={empty}", "bs=1M", "count=1", "conv=notrunc", "status=none"],
+                  input=head)
     lv_at = 4 << 20                     # past the VHD blocks the metadata allocated
     at = layout.windows("solo", "lv7")[0][1] + lv_at
     path = link({"disk3": empty}, "solo", "lv7")
-    out = shimlib.run([sys.executable, "-c", COHERENCE, str(empty), str(path), str(at),
-                       str(lv_at)])
+    out = run_preloaded([sys.executable, "-c", COHERENCE, str(empty), str(path), str(at),
+                         str(lv_at)])
     assert out.stdout.split() == [b"True", b"True"]

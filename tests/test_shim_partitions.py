@@ -10,13 +10,10 @@ import textwrap
 import pytest
 
 import partition_images as pi
-import shimlib
-from conftest import ROOT, qemu_convert_raw, require_tool, unpack
-from conftest import run as run_plain
+from helpers import (MiB, ROOT, VDISKIO, open_errno, qemu_convert_raw, require_tool,
+                     run_plain, run_preloaded, unpack)
 
-MiB = 1 << 20
 VDPARTX = [sys.executable, "-m", "vdpartx"]
-VDISKIO = [sys.executable, "-m", "vdiskio"]
 FORMATS = [f[0] for f in pi.IMAGE_FORMATS] + ["vhd-differencing"]
 
 IOCTLS = textwrap.dedent("""
@@ -65,10 +62,10 @@ def test_links_read_exactly_their_partition(disks, fmt):
         link = img.parent / f"{img.name}{number}"
         assert link.is_symlink()
         sectors = pi.expected_sectors(entry, kind)
-        data = shimlib.run(["dd", f"if={link}", "bs=64k", "status=none"]).stdout
+        data = run_preloaded(["dd", f"if={link}", "bs=64k", "status=none"]).stdout
         assert len(data) == sectors * 512
-        assert pi.hashlib.sha256(data).hexdigest() == pi.dd_sha256(raw, entry["start"], sectors)
-        size, start, st_size = map(int, shimlib.run([sys.executable, "-c", IOCTLS, str(link)])
+        assert pi.sha256(data) == pi.dd_sha256(raw, entry["start"], sectors)
+        size, start, st_size = map(int, run_preloaded([sys.executable, "-c", IOCTLS, str(link)])
                                    .stdout.split())
         assert size == st_size == sectors * 512 and start == entry["start"]
 
@@ -91,24 +88,24 @@ def test_writes_land_in_the_partition_and_nowhere_else(disks, fmt, tmp_path):
     os.symlink(mine.name, link)
     payload = os.urandom(200000)
     off = 12345
-    shimlib.run(["dd", f"of={link}", "bs=1", f"seek={off}", "conv=notrunc", "status=none"],
-                input=payload)
+    run_preloaded(["dd", f"of={link}", "bs=1", f"seek={off}", "conv=notrunc", "status=none"],
+                  input=payload)
     expected = bytearray(raw.read_bytes())
     start = entry["start"] * 512
     expected[start + off:start + off + len(payload)] = payload
-    whole = shimlib.run(["dd", f"if={mine}", "bs=1M", "status=none"]).stdout
+    whole = run_preloaded(["dd", f"if={mine}", "bs=1M", "status=none"]).stdout
     assert whole == bytes(expected)
     if fmt != "vhd-differencing":
         copy = qemu_convert_raw(mine, tmp_path / "after.raw", pi.qemu_format(fmt))
         assert copy.read_bytes() == bytes(expected)
     # Past the end of the partition: ENOSPC, and the next partition is untouched.
     end = pi.expected_sectors(entry, kind) * 512
-    p = shimlib.run(["dd", f"of={link}", "bs=512", f"seek={end // 512}", "count=1",
-                     "conv=notrunc", "status=none"], input=bytes(512), check=False)
+    p = run_preloaded(["dd", f"of={link}", "bs=512", f"seek={end // 512}", "count=1",
+                       "conv=notrunc", "status=none"], input=bytes(512), check=False)
     assert p.returncode != 0 and b"No space left on device" in p.stderr
-    p = shimlib.run(["dd", f"of={link}", "bs=4096", f"seek={(end - 2048) // 4096}", "count=1",
-                     "conv=notrunc", "status=none"], input=b"\x01" * 4096, check=False)
-    after = shimlib.run(["dd", f"if={mine}", "bs=1M", "status=none"]).stdout
+    p = run_preloaded(["dd", f"of={link}", "bs=4096", f"seek={(end - 2048) // 4096}", "count=1",
+                       "conv=notrunc", "status=none"], input=b"\x01" * 4096, check=False)
+    after = run_preloaded(["dd", f"if={mine}", "bs=1M", "status=none"]).stdout
     assert after[start + end:] == bytes(expected[start + end:])
 
 
@@ -118,26 +115,26 @@ def test_file_systems_on_partitions(tmp_path):
         require_tool(tool)
     img = tmp_path / "fs.vhd"
     run_plain(VDISKIO + ["create", "-s", "64M", str(img)], cwd=ROOT)
-    shimlib.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
-                input=b"label: dos\n,20M,83\n,,5\n,12M,7\n,12M,c\n")
+    run_preloaded(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
+                  input=b"label: dos\n,20M,83\n,,5\n,12M,7\n,12M,c\n")
     run_plain(VDPARTX + ["-a", str(img)], cwd=ROOT)
     p1, p5, p6 = (tmp_path / f"fs.vhd{n}" for n in (1, 5, 6))
-    shimlib.run(["mkfs.ext4", "-q", "-F", "-L", "part1", str(p1)])
-    shimlib.run(["e2fsck", "-fn", str(p1)])
-    shimlib.run(["debugfs", "-w", "-R", "mkdir hello", str(p1)])
-    listing = shimlib.run(["debugfs", "-R", "ls -l /", str(p1)]).stdout
+    run_preloaded(["mkfs.ext4", "-q", "-F", "-L", "part1", str(p1)])
+    run_preloaded(["e2fsck", "-fn", str(p1)])
+    run_preloaded(["debugfs", "-w", "-R", "mkdir hello", str(p1)])
+    listing = run_preloaded(["debugfs", "-R", "ls -l /", str(p1)]).stdout
     assert b"hello" in listing and b"lost+found" in listing
     payload = tmp_path / "payload.bin"
     payload.write_bytes(os.urandom(123456))
-    shimlib.run(["mkntfs", "-q", "-F", "-f", str(p5)])
-    shimlib.run(["ntfscp", "-f", str(p5), str(payload), "payload.bin"])
-    assert b"payload.bin" in shimlib.run(["ntfsls", str(p5)]).stdout
-    assert shimlib.run(["ntfscat", str(p5), "payload.bin"]).stdout == payload.read_bytes()
-    shimlib.run(["mkfs.vfat", str(p6)])
+    run_preloaded(["mkntfs", "-q", "-F", "-f", str(p5)])
+    run_preloaded(["ntfscp", "-f", str(p5), str(payload), "payload.bin"])
+    assert b"payload.bin" in run_preloaded(["ntfsls", str(p5)]).stdout
+    assert run_preloaded(["ntfscat", str(p5), "payload.bin"]).stdout == payload.read_bytes()
+    run_preloaded(["mkfs.vfat", str(p6)])
     env = {"MTOOLS_SKIP_CHECK": "1"}
-    shimlib.run(["mcopy", "-i", str(p6), str(payload), "::payload.bin"], extra_env=env)
-    assert b"PAYLOAD" in shimlib.run(["mdir", "-i", str(p6), "::"], extra_env=env).stdout.upper()
-    assert shimlib.run(["mtype", "-i", str(p6), "::payload.bin"], extra_env=env).stdout == \
+    run_preloaded(["mcopy", "-i", str(p6), str(payload), "::payload.bin"], extra_env=env)
+    assert b"PAYLOAD" in run_preloaded(["mdir", "-i", str(p6), "::"], extra_env=env).stdout.upper()
+    assert run_preloaded(["mtype", "-i", str(p6), "::payload.bin"], extra_env=env).stdout == \
         payload.read_bytes()
     # The three file systems, seen by the tools on the raw disk qemu-img gives.
     raw = qemu_convert_raw(img, tmp_path / "fs.raw", "vpc")
@@ -155,7 +152,7 @@ def test_vmware_ntfs_partition_via_link(tmp_path):
     require_tool("ntfsls")
     img = unpack("vmdk-monolithicSparse/monolithicSparse.vmdk", tmp_path)
     run_plain(VDPARTX + ["-a", str(img)], cwd=ROOT)
-    got = shimlib.run(["ntfsls", "-a", "-l", str(tmp_path / "monolithicSparse.vmdk1")]).stdout
+    got = run_preloaded(["ntfsls", "-a", "-l", str(tmp_path / "monolithicSparse.vmdk1")]).stdout
     raw = qemu_convert_raw(img, tmp_path / "vmware.raw")
     entry = pi.sfdisk_json(raw)["partitions"][1]
     part = tmp_path / "part1.raw"
@@ -168,23 +165,23 @@ def test_vmware_ntfs_partition_via_link(tmp_path):
 def test_new_table_seen_by_new_opens(tmp_path):
     img = tmp_path / "t.vhd"
     run_plain(VDISKIO + ["create", "-s", "32M", str(img)], cwd=ROOT)
-    shimlib.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
-                input=b"label: dos\n,10M,83\n,,83\n")
+    run_preloaded(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
+                  input=b"label: dos\n,10M,83\n,,83\n")
     os.symlink(img.name, tmp_path / "t.vhd1")
-    first = int(shimlib.run(["stat", "-L", "-c", "%s", str(tmp_path / "t.vhd1")]).stdout)
-    shimlib.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
-                input=b"label: dos\n,4M,83\n,,83\n")
-    second = int(shimlib.run(["stat", "-L", "-c", "%s", str(tmp_path / "t.vhd1")]).stdout)
+    first = int(run_preloaded(["stat", "-L", "-c", "%s", str(tmp_path / "t.vhd1")]).stdout)
+    run_preloaded(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
+                  input=b"label: dos\n,4M,83\n,,83\n")
+    second = int(run_preloaded(["stat", "-L", "-c", "%s", str(tmp_path / "t.vhd1")]).stdout)
     assert (first, second) == (10 * MiB, 4 * MiB)
 
 
 def test_missing_partition_is_enxio_naming_the_ones_that_exist(tmp_path):
     img = tmp_path / "m.vhd"
     run_plain(VDISKIO + ["create", "-s", "16M", str(img)], cwd=ROOT)
-    shimlib.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
-                input=b"label: dos\n,4M,83\n,4M,83\n,,83\n")
+    run_preloaded(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
+                  input=b"label: dos\n,4M,83\n,4M,83\n,,83\n")
     os.symlink(img.name, tmp_path / "m.vhd9")
-    got, lines = shimlib.open_errno(tmp_path / "m.vhd9")
+    got, lines = open_errno(tmp_path / "m.vhd9")
     assert got == errno.ENXIO
     assert "partitions 1, 2, 3" in lines[0] and "no partition 9" in lines[0]
 
@@ -197,15 +194,15 @@ def test_damaged_table_refused_at_open(tmp_path):
     pi.patch_mbr_entry(raw, 0, 2, start=4096)          # partition 2 now overlaps 1
     run_plain(VDISKIO + ["create", "--from", str(raw), str(img)], cwd=ROOT)
     os.symlink(img.name, tmp_path / "o.vhd2")
-    got, lines = shimlib.open_errno(tmp_path / "o.vhd2")
+    got, lines = open_errno(tmp_path / "o.vhd2")
     assert got == errno.EIO and "overlap" in lines[0]
 
 
 def test_links_to_links_separators_and_other_directories(tmp_path):
     src = tmp_path / "a.vhd"
     run_plain(VDISKIO + ["create", "-s", "16M", str(src)], cwd=ROOT)
-    shimlib.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(src)],
-                input=b"label: gpt\nsize=4M\nsize=4M\n")
+    run_preloaded(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(src)],
+                  input=b"label: gpt\nsize=4M\nsize=4M\n")
     alias = tmp_path / "disk.vhd"
     os.symlink("a.vhd", alias)
     run_plain(VDPARTX + ["-a", str(alias)], cwd=ROOT)
@@ -216,25 +213,25 @@ def test_links_to_links_separators_and_other_directories(tmp_path):
     raw = qemu_convert_raw(src, tmp_path / "a.raw", "vpc")
     table = pi.sfdisk_json(raw)["partitions"]
     for link in (tmp_path / "disk.vhd2", tmp_path / "disk.vhd_part2", other / "disk.vhd2"):
-        data = shimlib.run(["dd", f"if={link}", "bs=1M", "status=none"]).stdout
-        assert pi.hashlib.sha256(data).hexdigest() == pi.dd_sha256(raw, table[2]["start"],
-                                                                   table[2]["size"]), link
+        data = run_preloaded(["dd", f"if={link}", "bs=1M", "status=none"]).stdout
+        assert pi.sha256(data) == pi.dd_sha256(raw, table[2]["start"],
+                                               table[2]["size"]), link
 
 
 def test_two_partitions_share_one_disk(tmp_path):
     img = tmp_path / "s.vhd"
     run_plain(VDISKIO + ["create", "-s", "16M", str(img)], cwd=ROOT)
-    shimlib.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
-                input=b"label: dos\n,4M,83\n,,83\n")
+    run_preloaded(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
+                  input=b"label: dos\n,4M,83\n,,83\n")
     run_plain(VDPARTX + ["-a", str(img)], cwd=ROOT)
     log = tmp_path / "log"
     script = ("import os, sys; a = os.open(sys.argv[1], os.O_RDONLY); "
               "b = os.open(sys.argv[2], os.O_RDWR); os.pwrite(b, b'x' * 512, 0); "
               "print(os.fstat(a).st_size, os.fstat(b).st_size)")
-    out = shimlib.run([sys.executable, "-c", script, str(tmp_path / "s.vhd1"),
-                       str(tmp_path / "s.vhd2")],
-                      extra_env={"VDISKIO_DEBUG": "1", "VDISKIO_LOG": str(log)}).stdout
-    table = json.loads(shimlib.run(["sfdisk", "-J", str(img)]).stdout)["partitiontable"]
+    out = run_preloaded([sys.executable, "-c", script, str(tmp_path / "s.vhd1"),
+                         str(tmp_path / "s.vhd2")],
+                        extra_env={"VDISKIO_DEBUG": "1", "VDISKIO_LOG": str(log)}).stdout
+    table = json.loads(run_preloaded(["sfdisk", "-J", str(img)]).stdout)["partitiontable"]
     assert [int(x) for x in out.split()] == [p["size"] * 512 for p in table["partitions"]]
     handles = {line.split("-> handle ")[1].split()[0] for line in log.read_text().splitlines()
                if "python open" in line}

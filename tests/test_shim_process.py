@@ -4,7 +4,6 @@ libraries, realpath of partition links and FUSE mounts, freopen'ed stdin, block-
 O_TRUNC, unbuffered stdio. Each case runs the real program and checks bytes against a raw
 oracle; where a way of reaching an image cannot be served, the program must get an error."""
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -14,23 +13,16 @@ import time
 
 import pytest
 
-import shimlib
 import writable
-from conftest import ROOT, qemu_convert_raw, random_raw, require_tool
-from conftest import run as run_plain
-from test_writes import KINDS, check_image
+from test_shim_writes import KINDS, check_image
+from helpers import (LIB, MiB, ROOT, VDISKIO, compile_c, preload_env, qemu_convert_raw,
+                     random_raw, require_tool, run_plain, run_preloaded, sha256)
 
-MiB = 1 << 20
-VDISKIO = [sys.executable, "-m", "vdiskio"]
 VDPARTX = [sys.executable, "-m", "vdpartx"]
 LIBDIR = "/usr/lib/x86_64-linux-gnu"
 FAKEROOT = f"{LIBDIR}/libfakeroot/libfakeroot-sysv.so"
 EATMYDATA = f"{LIBDIR}/libeatmydata.so"
 FAKETIME = f"{LIBDIR}/faketime/libfaketime.so.1"
-
-
-def sha(data):
-    return hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -49,21 +41,21 @@ def disk(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def proccheck(tmp_path_factory):
-    return str(shimlib.compile_c("proccheck", tmp_path_factory.getbasetemp()))
+    return str(compile_c("proccheck", tmp_path_factory.getbasetemp()))
 
 
 # ---- fork without exec ------------------------------------------------------------------------
 def test_forked_child_opening_first_reads_the_disk(disk, proccheck):
     img, raw = disk
-    shimlib.run([proccheck, "forkread", str(img), str(raw)])
+    run_preloaded([proccheck, "forkread", str(img), str(raw)])
     code = ("import os, sys, hashlib\n"
             "pid = os.fork()\n"
             "if pid == 0:\n"
             "    print(hashlib.sha256(open(sys.argv[1], 'rb').read()).hexdigest(), flush=True)\n"
             "    os._exit(0)\n"
             "os.waitpid(pid, 0)\n")
-    p = shimlib.run([sys.executable, "-c", code, str(img)])
-    assert p.stdout.decode().split() == [sha(raw.read_bytes())]
+    p = run_preloaded([sys.executable, "-c", code, str(img)])
+    assert p.stdout.decode().split() == [sha256(raw.read_bytes())]
 
 
 def test_multiprocessing_fork_workers_read_the_disk(disk):
@@ -78,9 +70,9 @@ def test_multiprocessing_fork_workers_read_the_disk(disk):
             with mp.get_context("fork").Pool(3) as pool:
                 print(" ".join(pool.map(part, range(6))))
     """)
-    p = shimlib.run([sys.executable, "-c", code, str(img)])
+    p = run_preloaded([sys.executable, "-c", code, str(img)])
     data = raw.read_bytes()
-    assert p.stdout.decode().split() == [sha(data[i * MiB:(i + 1) * MiB]) for i in range(6)]
+    assert p.stdout.decode().split() == [sha256(data[i * MiB:(i + 1) * MiB]) for i in range(6)]
 
 
 def test_bash_subshell_reads_lines(disk):
@@ -88,7 +80,7 @@ def test_bash_subshell_reads_lines(disk):
     img, raw = disk
     script = '( n=0; while IFS= read -r l; do n=$((n+1)); [ $n -ge 2000 ] && break; ' \
              'printf "%s\\n" "$l"; done ) < "$1"'
-    got = shimlib.run(["bash", "-c", script, "sh", str(img)]).stdout
+    got = run_preloaded(["bash", "-c", script, "sh", str(img)]).stdout
     want = run_plain(["bash", "-c", script, "sh", str(raw)]).stdout
     assert got == want and b"line 001998 of the disk" in got
 
@@ -99,13 +91,13 @@ def test_fio_process_jobs_read_and_verify(tmp_path):
     img = tmp_path / "fio.vhd"
     run_plain(VDISKIO + ["create", "-s", "32M", str(img)], cwd=ROOT)
     pattern = ["--verify=pattern", "--verify_pattern=0x5aa5c33c"]
-    shimlib.run(["fio", "--name=w", f"--filename={img}", "--rw=write", "--bs=64k",
-                 "--size=24M", "--do_verify=1", "--output-format=terse"] + pattern, cwd=tmp_path)
+    run_preloaded(["fio", "--name=w", f"--filename={img}", "--rw=write", "--bs=64k",
+                   "--size=24M", "--do_verify=1", "--output-format=terse"] + pattern, cwd=tmp_path)
     raw = qemu_convert_raw(img, tmp_path / "fio.raw", "vpc").read_bytes()
     assert raw[:24 * MiB] == b"\x5a\xa5\xc3\x3c" * (6 * MiB)
-    shimlib.run(["fio", "--name=r", f"--filename={img}", "--rw=read", "--bs=64k",
-                 "--size=24M", "--numjobs=2", "--verify_only", "--output-format=terse"] + pattern,
-                cwd=tmp_path)       # fio leaves its verify state files in the working directory
+    run_preloaded(["fio", "--name=r", f"--filename={img}", "--rw=read", "--bs=64k",
+                   "--size=24M", "--numjobs=2", "--verify_only", "--output-format=terse"] + pattern,
+                  cwd=tmp_path)       # fio leaves its verify state files in the working directory
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -113,8 +105,8 @@ def test_parent_and_child_writes_after_fork(kind, proccheck, tmp_path):
     """Parent and forked child write interleaved blocks through one fd: no write lost,
     the image sound; small blocks (grain-sized allocations) and large ones."""
     w = writable.make(kind, tmp_path, size=16 * MiB, seed=3)
-    shimlib.run([proccheck, "forkwrite", str(w.path), str(w.mirror), str(64 << 10), "40"])
-    shimlib.run([proccheck, "forkwrite", str(w.path), str(w.mirror), str(2 << 20), "8"])
+    run_preloaded([proccheck, "forkwrite", str(w.path), str(w.mirror), str(64 << 10), "40"])
+    run_preloaded([proccheck, "forkwrite", str(w.path), str(w.mirror), str(2 << 20), "8"])
     check_image(w, tmp_path)
 
 
@@ -131,7 +123,7 @@ def test_python_parent_and_child_write_after_fork(tmp_path):
             os._exit(0)
         os.waitpid(pid, 0)
     """)
-    shimlib.run([sys.executable, "-c", code, str(w.path)])
+    run_preloaded([sys.executable, "-c", code, str(w.path)])
     mirror = bytearray(w.mirror.read_bytes())
     for b in range(120):
         mirror[b * 65536:(b + 1) * 65536] = bytes([b]) * 65536
@@ -142,11 +134,11 @@ def test_python_parent_and_child_write_after_fork(tmp_path):
 # ---- descriptors -------------------------------------------------------------------------------
 def test_reopening_an_image_fd_by_path(disk):
     img, raw = disk
-    want = sha(raw.read_bytes())
-    assert sha(shimlib.run(["sh", "-c", 'cat /dev/stdin < "$1"', "sh", str(img)]).stdout) == want
-    out = shimlib.run(["sh", "-c", 'sha256sum /dev/stdin < "$1"', "sh", str(img)]).stdout
+    want = sha256(raw.read_bytes())
+    assert sha256(run_preloaded(["sh", "-c", 'cat /dev/stdin < "$1"', "sh", str(img)]).stdout) == want
+    out = run_preloaded(["sh", "-c", 'sha256sum /dev/stdin < "$1"', "sh", str(img)]).stdout
     assert out.split()[0].decode() == want
-    assert sha(shimlib.run(["bash", "-c", 'cat /dev/fd/3 3<"$1"', "sh", str(img)]).stdout) == want
+    assert sha256(run_preloaded(["bash", "-c", 'cat /dev/fd/3 3<"$1"', "sh", str(img)]).stdout) == want
     # A reopen has its own position, starting at 0, whatever the original's.
     code = textwrap.dedent("""
         import os, sys
@@ -156,46 +148,46 @@ def test_reopening_an_image_fd_by_path(disk):
         print(len(again), os.lseek(fd, 0, 1), os.fstat(fd).st_size, os.stat(f"/dev/fd/{fd}").st_size)
         sys.stdout.buffer.write(again)
     """)
-    p = shimlib.run([sys.executable, "-c", code, str(img)])
+    p = run_preloaded([sys.executable, "-c", code, str(img)])
     head, _, body = p.stdout.partition(b"\n")
     size = raw.stat().st_size
     assert head.split() == [str(size).encode(), b"12345", str(size).encode(), str(size).encode()]
-    assert sha(body) == want
+    assert sha256(body) == want
 
 
 def test_reopening_a_partition_link_fd_keeps_its_window(tmp_path):
     img = tmp_path / "p.vhd"
     run_plain(VDISKIO + ["create", "-s", "24M", str(img)], cwd=ROOT)
-    shimlib.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
-                input=b"label: dos\n,8M,83\n,,83\n")
+    run_preloaded(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
+                  input=b"label: dos\n,8M,83\n,,83\n")
     run_plain(VDPARTX + ["-a", str(img)], cwd=ROOT)
     payload = os.urandom(3 * MiB)
-    shimlib.run(["dd", f"of={tmp_path / 'p.vhd2'}", "bs=1M", "conv=notrunc", "status=none"],
-                input=payload)
-    got = shimlib.run(["sh", "-c", 'head -c 3145728 /dev/stdin < "$1"', "sh",
-                       str(tmp_path / "p.vhd2")]).stdout
+    run_preloaded(["dd", f"of={tmp_path / 'p.vhd2'}", "bs=1M", "conv=notrunc", "status=none"],
+                  input=payload)
+    got = run_preloaded(["sh", "-c", 'head -c 3145728 /dev/stdin < "$1"', "sh",
+                         str(tmp_path / "p.vhd2")]).stdout
     assert got == payload
 
 
 def test_shell_fd_games_keep_the_backing_files(disk, proccheck):
     img, raw = disk
     data = raw.read_bytes()
-    p = shimlib.run(["bash", "-c", 'exec 3<"$1"; read -N 8 x <&3; printf %s "$x"', "sh",
-                     str(img)])
+    p = run_preloaded(["bash", "-c", 'exec 3<"$1"; read -N 8 x <&3; printf %s "$x"', "sh",
+                       str(img)])
     assert p.stdout == data[:8]
-    p = shimlib.run(["dash", "-c", 'exec 3<"$1"; exec 4<&3; dd bs=64k count=2 status=none <&4',
-                     "sh", str(img)])
+    p = run_preloaded(["dash", "-c", 'exec 3<"$1"; exec 4<&3; dd bs=64k count=2 status=none <&4',
+                       "sh", str(img)])
     assert p.stdout == data[:128 << 10]
-    shimlib.run([proccheck, "dup2over", str(img), str(raw)])
+    run_preloaded([proccheck, "dup2over", str(img), str(raw)])
 
 
 def test_calls_that_bypass_libc_fail_loudly(disk, proccheck):
     img, raw = disk
-    shimlib.run([proccheck, "rawsyscall", str(img), str(raw)])
+    run_preloaded([proccheck, "rawsyscall", str(img), str(raw)])
     require_tool("fio")
     for engine in ("io_uring", "libaio", "posixaio", "mmap"):
-        p = shimlib.run(["fio", "--name=r", f"--filename={img}", "--rw=read", "--bs=64k",
-                         "--size=1M", f"--ioengine={engine}"], check=False)
+        p = run_preloaded(["fio", "--name=r", f"--filename={img}", "--rw=read", "--bs=64k",
+                           "--size=1M", f"--ioengine={engine}"], check=False)
         assert p.returncode != 0, f"fio {engine} read an image behind the library's back"
         assert b"err=" in p.stdout + p.stderr
 
@@ -208,23 +200,23 @@ def test_node_reads_the_disk(disk):
     code = ("const fs = require('fs'); const b = fs.readFileSync(process.argv[1]);"
             "console.log(require('crypto').createHash('sha256').update(b).digest('hex'),"
             " fs.fstatSync(fs.openSync(process.argv[1], 'r')).size)")
-    out = shimlib.run(["node", "-e", code, str(img)]).stdout.decode().split()
-    assert out == [sha(raw.read_bytes()), str(raw.stat().st_size)]
+    out = run_preloaded(["node", "-e", code, str(img)]).stdout.decode().split()
+    assert out == [sha256(raw.read_bytes()), str(raw.stat().st_size)]
 
 
 def test_stdio_reads_an_inherited_image_stdin(disk):
     img, raw = disk
-    want = sha(raw.read_bytes())
+    want = sha256(raw.read_bytes())
     with open(img, "rb") as f:      # opened by a parent without the library
-        p = subprocess.run(["sha256sum"], stdin=f, capture_output=True, env=shimlib.env())
+        p = subprocess.run(["sha256sum"], stdin=f, capture_output=True, env=preload_env())
     assert p.returncode == 0 and p.stdout.split()[0].decode() == want
-    out = shimlib.run(["sh", "-c", 'sha256sum < "$1"', "sh", str(img)]).stdout
+    out = run_preloaded(["sh", "-c", 'sha256sum < "$1"', "sh", str(img)]).stdout
     assert out.split()[0].decode() == want
 
 
 def test_close_during_reads_never_gives_other_bytes(disk, proccheck):
     img, raw = disk
-    shimlib.run([proccheck, "closerace", str(img), str(raw)])
+    run_preloaded([proccheck, "closerace", str(img), str(raw)])
 
 
 # ---- neighbouring preload libraries -------------------------------------------------------------
@@ -242,18 +234,18 @@ def test_other_preload_libraries_compose(order, disk, tmp_path):
     shutil.copy(img, copy)
     content = bytearray(raw.read_bytes())
     for i, other in enumerate(neighbours()):
-        preload = f"{shimlib.LIB}:{other}" if order == "after" else f"{other}:{shimlib.LIB}"
+        preload = f"{LIB}:{other}" if order == "after" else f"{other}:{LIB}"
         env = {"LD_PRELOAD": preload, "FAKETIME": "@2020-01-01 00:00:00"}
-        p = shimlib.run(["sh", "-c", "echo hi"], extra_env=env, timeout=20)
+        p = run_preloaded(["sh", "-c", "echo hi"], extra_env=env, timeout=20)
         assert p.stdout == b"hi\n", other
-        p = shimlib.run(["sha256sum", str(copy)], extra_env=env, timeout=60)
-        assert p.stdout.split()[0].decode() == sha(content), other
+        p = run_preloaded(["sha256sum", str(copy)], extra_env=env, timeout=60)
+        assert p.stdout.split()[0].decode() == sha256(content), other
         sector = bytes([0x5a + i]) * 512
-        shimlib.run(["dd", f"of={copy}", "bs=512", f"seek={7 + i}", "count=1", "conv=notrunc",
-                     "status=none"], input=sector, extra_env=env, timeout=60)
+        run_preloaded(["dd", f"of={copy}", "bs=512", f"seek={7 + i}", "count=1", "conv=notrunc",
+                       "status=none"], input=sector, extra_env=env, timeout=60)
         content[(7 + i) * 512:(8 + i) * 512] = sector
-        got = shimlib.run(["dd", f"if={copy}", "bs=512", f"skip={7 + i}", "count=1",
-                           "status=none"], extra_env=env, timeout=60).stdout
+        got = run_preloaded(["dd", f"if={copy}", "bs=512", f"skip={7 + i}", "count=1",
+                             "status=none"], extra_env=env, timeout=60).stdout
         assert got == sector, other
     assert qemu_convert_raw(copy, tmp_path / "n.raw", "vpc").read_bytes() == content
 
@@ -265,15 +257,15 @@ def test_fakeroot_runs_vdiskio_run(disk):
                        capture_output=True, timeout=60, cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert p.returncode == 0, p.stderr
-    assert p.stdout.split()[0].decode() == sha(raw.read_bytes())
+    assert p.stdout.split()[0].decode() == sha256(raw.read_bytes())
 
 
 # ---- realpath of partition links; FUSE mounts -----------------------------------------------------
 def test_realpath_keeps_a_partition_link(tmp_path):
     img = tmp_path / "r.vhd"
     run_plain(VDISKIO + ["create", "-s", "16M", str(img)], cwd=ROOT)
-    shimlib.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
-                input=b"label: dos\n,8M,83\n,,83\n")
+    run_preloaded(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
+                  input=b"label: dos\n,8M,83\n,,83\n")
     run_plain(VDPARTX + ["-a", str(img)], cwd=ROOT)
     (tmp_path / "sub").mkdir()
     os.symlink("..", tmp_path / "sub" / "up")
@@ -291,7 +283,7 @@ def test_realpath_keeps_a_partition_link(tmp_path):
                 print(fn(path.encode(), *args).decode())
     """)
     names = ["r.vhd2", "sub/up/r.vhd2", "r.vhd", "sub"]
-    out = shimlib.run([sys.executable, "-c", code] + names, cwd=tmp_path).stdout.decode().split()
+    out = run_preloaded([sys.executable, "-c", code] + names, cwd=tmp_path).stdout.decode().split()
     base = tmp_path.resolve()
     assert out == [str(base / "r.vhd2"), str(base / "r.vhd2"), str(base / "r.vhd"),
                    str(base / "sub")] * 3
@@ -300,7 +292,7 @@ def test_realpath_keeps_a_partition_link(tmp_path):
 def fuse_mount(cmd, mnt):
     """Run a FUSE mount command under the library; wait for the mount."""
     require_tool("fusermount")
-    shimlib.run(cmd, timeout=60)
+    run_preloaded(cmd, timeout=60)
     for _ in range(100):
         if os.path.ismount(mnt):
             return
@@ -330,12 +322,12 @@ def test_fuse_mounts_of_partitions(fmt, tmp_path):
         require_tool(tool)
     img = tmp_path / f"m.{fmt}"
     run_plain(VDISKIO + ["create", "-s", "96M", str(img)], cwd=ROOT)
-    shimlib.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
-                input=b"label: dos\n,40M,7\n,,83\n")
+    run_preloaded(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
+                  input=b"label: dos\n,40M,7\n,,83\n")
     run_plain(VDPARTX + ["-a", str(img)], cwd=ROOT)
     ntfs, ext4 = tmp_path / f"m.{fmt}1", tmp_path / f"m.{fmt}2"
-    shimlib.run(["mkntfs", "-q", "-F", "-f", str(ntfs)])
-    shimlib.run(["mkfs.ext4", "-q", "-F", str(ext4)])
+    run_preloaded(["mkntfs", "-q", "-F", "-f", str(ntfs)])
+    run_preloaded(["mkfs.ext4", "-q", "-F", str(ext4)])
     payload = os.urandom(300000)
     for dev, cmd in ((ntfs, ["ntfs-3g", str(ntfs)]), (ext4, ["fuse2fs", str(ext4)])):
         mnt = tmp_path / f"mnt-{dev.name}"
@@ -366,12 +358,12 @@ def test_btrfs_show_names_the_partition(tmp_path):
     require_tool("mkfs.btrfs")
     img = tmp_path / "b.vhd"
     run_plain(VDISKIO + ["create", "-s", "400M", str(img)], cwd=ROOT)
-    shimlib.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
-                input=b"label: dos\n,100M,83\n,,83\n")
+    run_preloaded(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
+                  input=b"label: dos\n,100M,83\n,,83\n")
     run_plain(VDPARTX + ["-a", str(img)], cwd=ROOT)
     part = tmp_path / "b.vhd2"
-    shimlib.run(["mkfs.btrfs", "-q", "-f", "-L", "second", str(part)])
-    out = shimlib.run(["btrfs", "filesystem", "show", str(part)]).stdout.decode()
+    run_preloaded(["mkfs.btrfs", "-q", "-f", "-L", "second", str(part)])
+    out = run_preloaded(["btrfs", "filesystem", "show", str(part)]).stdout.decode()
     assert "second" in out and str(part) in out
     assert "299.00MiB" in out.replace(" ", "") or "299MiB" in out.replace(" ", ""), out
 
@@ -389,7 +381,7 @@ def test_freopen_on_stdin_reads_the_image(tool, tmp_path):
     raw.write_bytes(text + b"\n" * (-len(text) % (1 << 20)))
     img = tmp_path / "t.vmdk"
     run_plain(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(raw), str(img)])
-    got = shimlib.run(tool + [str(img)]).stdout
+    got = run_preloaded(tool + [str(img)]).stdout
     want = run_plain(tool + [str(raw)]).stdout
     assert got == want and len(got) > 1000
 
@@ -407,14 +399,14 @@ def test_ntfsclone_restores_into_a_partition_link(tmp_path):
     run_plain(["ntfsclone", "--save-image", "-o", str(saved), str(src)])
     img = tmp_path / "dst.vhd"
     run_plain(VDISKIO + ["create", "-s", "64M", str(img)], cwd=ROOT)
-    shimlib.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
-                input=b"label: dos\n,8M,83\n,24M,7\n,,83\n")
+    run_preloaded(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
+                  input=b"label: dos\n,8M,83\n,24M,7\n,,83\n")
     run_plain(VDPARTX + ["-a", str(img)], cwd=ROOT)
-    shimlib.run(["dd", f"of={tmp_path / 'dst.vhd3'}", "bs=1M", "conv=notrunc", "status=none"],
-                input=b"\x77" * (31 * MiB))
-    shimlib.run(["ntfsclone", "--restore-image", "--overwrite", str(tmp_path / "dst.vhd2"),
-                 str(saved)])
-    got = shimlib.run(["ntfscat", str(tmp_path / "dst.vhd2"), "README.md"]).stdout
+    run_preloaded(["dd", f"of={tmp_path / 'dst.vhd3'}", "bs=1M", "conv=notrunc", "status=none"],
+                  input=b"\x77" * (31 * MiB))
+    run_preloaded(["ntfsclone", "--restore-image", "--overwrite", str(tmp_path / "dst.vhd2"),
+                   str(saved)])
+    got = run_preloaded(["ntfscat", str(tmp_path / "dst.vhd2"), "README.md"]).stdout
     assert got == (ROOT / "README.md").read_bytes()
     raw = qemu_convert_raw(img, tmp_path / "dst.raw", "vpc").read_bytes()
     assert raw[9 * MiB:33 * MiB] == src.read_bytes()       # ntfsclone restores every sector
@@ -427,6 +419,6 @@ def test_unbuffered_od_on_a_differencing_vhd(tmp_path):
     require_tool("od")
     w = writable.make("vhd-differencing", tmp_path, size=8 * MiB, seed=9)
     args = ["od", "-A", "d", "-t", "x1", "-j", "123456", "-N", "2000000"]
-    got = shimlib.run(args + [str(w.path)], timeout=120).stdout
+    got = run_preloaded(args + [str(w.path)], timeout=120).stdout
     want = run_plain(args + [str(w.mirror)]).stdout
     assert got == want

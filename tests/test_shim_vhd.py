@@ -1,7 +1,6 @@
 """Real programs reading VHDs through libvdiskio, checked against qemu-img and the manifest."""
 
 import errno
-import hashlib
 import re
 import os
 import subprocess
@@ -10,22 +9,15 @@ import textwrap
 
 import pytest
 
-import shimlib
-from conftest import ROOT, manifest, qemu_convert_raw, random_raw, require_tool, unpack
-from conftest import run as run_plain
 from vdiskio.vhd import create as vhd_create
 from vdiskio.formats import open_image
-
-MiB = 1 << 20
-
-
-def sha(data):
-    return hashlib.sha256(data).hexdigest()
+from helpers import (LIB, MiB, ROOT, compile_c, manifest, preload_env, qemu_convert_raw,
+                     random_raw, require_tool, run_plain, run_preloaded, sha256, unpack)
 
 
 def file_sha(path):
     with open(path, "rb") as f:
-        return sha(f.read())
+        return sha256(f.read())
 
 
 @pytest.fixture(scope="module")
@@ -67,22 +59,22 @@ KINDS = ["fixed", "dynamic", "differencing"]
 @pytest.mark.parametrize("kind", KINDS)
 def test_dd_block_sizes(images, kind, bs):
     img, oracle = images[kind]
-    p = shimlib.run(["dd", f"if={img}", f"bs={bs}", "status=none"])
-    assert sha(p.stdout) == file_sha(oracle)
+    p = run_preloaded(["dd", f"if={img}", f"bs={bs}", "status=none"])
+    assert sha256(p.stdout) == file_sha(oracle)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_coreutils(images, kind, tmp_path):
     img, oracle = images[kind]
     want = file_sha(oracle)
-    assert sha(shimlib.run(["cat", str(img)]).stdout) == want
-    shimlib.run(["cp", str(img), str(tmp_path / "copy.raw")])
+    assert sha256(run_preloaded(["cat", str(img)]).stdout) == want
+    run_preloaded(["cp", str(img), str(tmp_path / "copy.raw")])
     assert file_sha(tmp_path / "copy.raw") == want
-    assert shimlib.run(["sha256sum", str(img)]).stdout.split()[0].decode() == want
-    shimlib.run(["cmp", str(img), str(oracle)])
+    assert run_preloaded(["sha256sum", str(img)]).stdout.split()[0].decode() == want
+    run_preloaded(["cmp", str(img), str(oracle)])
     od = ["od", "-A", "d", "-t", "x1", "-j", "1234567", "-N", "300"]
-    assert shimlib.run(od + [str(img)]).stdout == shimlib.run(od + [str(oracle)]).stdout
-    size = shimlib.run(["stat", "-c", "%s %F", str(img)]).stdout.decode().split(" ", 1)
+    assert run_preloaded(od + [str(img)]).stdout == run_preloaded(od + [str(oracle)]).stdout
+    size = run_preloaded(["stat", "-c", "%s %F", str(img)]).stdout.decode().split(" ", 1)
     assert int(size[0]) == os.path.getsize(oracle) and size[1].strip() == "regular file"
 
 
@@ -94,20 +86,20 @@ PY_READ = textwrap.dedent("""
         part = f.read(777)
         f.seek(-100, 2)
         tail = f.read()
-    print(hashlib.sha256(data).hexdigest(), hashlib.sha256(part).hexdigest(),
-          hashlib.sha256(tail).hexdigest(), os.path.getsize(sys.argv[1]))
+    sha = lambda b: hashlib.sha256(b).hexdigest()
+    print(sha(data), sha(part), sha(tail), os.path.getsize(sys.argv[1]))
 """)
 
 
 def _expected_py(oracle):
     raw = open(oracle, "rb").read()
-    return f"{sha(raw)} {sha(raw[12345:12345 + 777])} {sha(raw[-100:])} {len(raw)}"
+    return f"{sha256(raw)} {sha256(raw[12345:12345 + 777])} {sha256(raw[-100:])} {len(raw)}"
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_python_open(images, kind):
     img, oracle = images[kind]
-    out = shimlib.run([sys.executable, "-c", PY_READ, str(img)]).stdout.decode().strip()
+    out = run_preloaded([sys.executable, "-c", PY_READ, str(img)]).stdout.decode().strip()
     assert out == _expected_py(oracle)
 
 
@@ -118,7 +110,7 @@ def test_python_open_from_another_venv(images, tmp_path):
     img, oracle = images["dynamic"]
     extra = {"VIRTUAL_ENV": str(venv), "PATH": f"{venv}/bin:{os.environ['PATH']}",
              "PYTHONPATH": "", "PYTHONHOME": ""}
-    out = shimlib.run([str(venv / "bin" / "python"), "-c", PY_READ, str(img)], extra_env=extra)
+    out = run_preloaded([str(venv / "bin" / "python"), "-c", PY_READ, str(img)], extra_env=extra)
     assert out.stdout.decode().strip() == _expected_py(oracle)
 
 
@@ -131,20 +123,20 @@ def test_debian_python(images):
                          capture_output=True, text=True).stdout
     if ver.strip() != str(sys.version_info[:2]):
         # Another version: refused with a clear message, never a crash.
-        p = shimlib.run([py, "-c", "open(__import__('sys').argv[1], 'rb')", str(images["fixed"][0])],
-                        check=False)
+        p = run_preloaded([py, "-c", "open(__import__('sys').argv[1], 'rb')", str(images["fixed"][0])],
+                          check=False)
         assert p.returncode != 0 and b"built for Python" in p.stderr
         return
     img, oracle = images["fixed"]
-    out = shimlib.run([py, "-c", PY_READ, str(img)]).stdout.decode().strip()
+    out = run_preloaded([py, "-c", PY_READ, str(img)]).stdout.decode().strip()
     assert out == _expected_py(oracle)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_apicheck_every_symbol(images, kind, tmp_path_factory):
     img, oracle = images[kind]
-    exe = shimlib.compile_c("apicheck", tmp_path_factory.getbasetemp())
-    p = shimlib.run([str(exe), str(img), str(oracle), str(img.parent), img.name], check=False)
+    exe = compile_c("apicheck", tmp_path_factory.getbasetemp())
+    p = run_preloaded([str(exe), str(img), str(oracle), str(img.parent), img.name], check=False)
     out = p.stdout.decode()
     failed = [line for line in out.splitlines() if line.startswith("FAIL")]
     assert not failed and p.returncode == 0 and out.strip().endswith("ALL PASSED"), out
@@ -153,17 +145,17 @@ def test_apicheck_every_symbol(images, kind, tmp_path_factory):
 def test_exec_inheritance_and_shared_offsets(images):
     img, oracle = images["dynamic"]
     raw = open(oracle, "rb").read()
-    assert shimlib.run(f"exec 3<'{img}'; cat <&3").stdout == raw
-    two = shimlib.run(f"{{ dd bs=1M count=1 status=none; dd bs=1M count=1 status=none; }} < '{img}'")
+    assert run_preloaded(f"exec 3<'{img}'; cat <&3").stdout == raw
+    two = run_preloaded(f"{{ dd bs=1M count=1 status=none; dd bs=1M count=1 status=none; }} < '{img}'")
     assert two.stdout == raw[:2 * MiB]
     # bash and dash; a read in the shell itself, then a child continuing from there.
     for sh in ("bash", "dash"):
-        out = shimlib.run([sh, "-c", f"exec 4<'{img}'; head -c 100 <&4 >/dev/null; "
-                          f"dd bs=4096 count=2 status=none <&4"]).stdout
+        out = run_preloaded([sh, "-c", f"exec 4<'{img}'; head -c 100 <&4 >/dev/null; "
+                             f"dd bs=4096 count=2 status=none <&4"]).stdout
         assert out == raw[100:100 + 8192], sh
     # An image opened by a shell running without the library: the preloaded child
     # still reads the disk, not the container.
-    plain = subprocess.run(["sh", "-c", f"LD_PRELOAD={shimlib.LIB} dd bs=1M status=none < '{img}'"],
+    plain = subprocess.run(["sh", "-c", f"LD_PRELOAD={LIB} dd bs=1M status=none < '{img}'"],
                            capture_output=True, check=True)
     assert plain.stdout == raw
 
@@ -199,22 +191,22 @@ FORK_SCRIPT = textwrap.dedent("""
 
 def test_fork_vfork_subprocess(images):
     img, oracle = images["differencing"]
-    p = shimlib.run([sys.executable, "-c", FORK_SCRIPT, str(img), str(oracle)])
+    p = run_preloaded([sys.executable, "-c", FORK_SCRIPT, str(img), str(oracle)])
     assert p.stdout.strip() == b"ok"
 
 
 def test_threads_random_preads(images, tmp_path_factory):
-    exe = shimlib.compile_c("threads", tmp_path_factory.getbasetemp())
+    exe = compile_c("threads", tmp_path_factory.getbasetemp())
     for kind in KINDS:
         img, oracle = images[kind]
-        p = shimlib.run([str(exe), str(img), str(oracle), "8", "3000"], check=False)
+        p = run_preloaded([str(exe), str(img), str(oracle), "8", "3000"], check=False)
         assert p.returncode == 0 and p.stdout.strip() == b"ok", p.stdout + p.stderr
 
 
 def test_processes_without_images_never_start_python(tmp_path):
     require_tool("strace")
-    p = shimlib.run(["strace", "-f", "-e", "trace=openat,open", "sh", "-c",
-                     "cat /etc/hostname >/dev/null; ls / >/dev/null"])
+    p = run_preloaded(["strace", "-f", "-e", "trace=openat,open", "sh", "-c",
+                       "cat /etc/hostname >/dev/null; ls / >/dev/null"])
     assert b"libpython" not in p.stderr and b"_stage" not in p.stderr
     assert b"/etc/hostname" in p.stderr            # strace really traced the children
 
@@ -222,8 +214,8 @@ def test_processes_without_images_never_start_python(tmp_path):
 def test_first_image_open_loads_the_python_stage(images):
     require_tool("strace")
     img = images["fixed"][0]
-    p = shimlib.run(["strace", "-f", "-e", "trace=openat", "dd", f"if={img}", "count=1",
-                     "status=none", "of=/dev/null"])
+    p = run_preloaded(["strace", "-f", "-e", "trace=openat", "dd", f"if={img}", "count=1",
+                       "status=none", "of=/dev/null"])
     assert b"_stage" in p.stderr and b"libpython" in p.stderr
 
 
@@ -249,11 +241,11 @@ def test_partition_table_tools(partitioned):
     require_tool("fdisk")
     for cmd in (["fdisk", "-l"], ["sfdisk", "-d"], ["blkid", "-p"], ["file", "-s"]):
         require_tool(cmd[0])
-        got = shimlib.run(cmd + [str(img)]).stdout.decode().replace(str(img), "DISK")
-        want = shimlib.run(cmd + [str(raw)]).stdout.decode().replace(str(raw), "DISK")
+        got = run_preloaded(cmd + [str(img)]).stdout.decode().replace(str(img), "DISK")
+        want = run_preloaded(cmd + [str(raw)]).stdout.decode().replace(str(raw), "DISK")
         assert got == want, cmd
         assert got.strip()
-    blkid = shimlib.run(["blkid", "-p", "-o", "value", "-s", "PTTYPE", str(img)]).stdout
+    blkid = run_preloaded(["blkid", "-p", "-o", "value", "-s", "PTTYPE", str(img)]).stdout
     assert blkid.strip() == b"dos"
 
 
@@ -275,7 +267,7 @@ def hash_through_library(rows, tmp_path):
         extra = {"VDISKIO_IGNORE_PARENT": "1"} if "parent" in row["also_needs"] else {}
         procs.append((row, subprocess.Popen([sys.executable, str(hasher), str(path)],
                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                            env=shimlib.env(**extra))))
+                                            env=preload_env(**extra))))
     for row, proc in procs:
         out, err = proc.communicate(timeout=1800)
         assert proc.returncode == 0, err
@@ -308,7 +300,7 @@ def test_manifest_images_through_the_library(tmp_path):
             continue
         assert "all zero" in row["notes"]
         path = unpack(row["open_this"], tmp_path)
-        out = shimlib.run([sys.executable, "-c", probe, str(path)]).stdout.decode().split()
+        out = run_preloaded([sys.executable, "-c", probe, str(path)]).stdout.decode().split()
         chs = re.search(r"(\d+) by CHS", row["virtual_size"])  # the size the hash is of
         size = int(chs.group(1)) if chs else int(row["virtual_size"].split()[0])
         assert out == [str(size), "True", str(errno.ENXIO), "0"], row["open_this"]
@@ -324,6 +316,6 @@ def test_manifest_large_images_hashed_whole(tmp_path):
 
 def test_missing_parent_fails_with_its_name(tmp_path):
     path = unpack("vhd-differencing/fat-differential.vhd", tmp_path)
-    p = shimlib.run(["dd", f"if={path}", "count=1", "status=none"], check=False)
+    p = run_preloaded(["dd", f"if={path}", "count=1", "status=none"], check=False)
     assert p.returncode != 0
     assert b"fat-parent.vhd" in p.stderr and b"No such file or directory" in p.stderr

@@ -3,28 +3,19 @@ sectors), sfdisk and vdpartx links, mkfs.ext4 and e2fsck on a partition link, wr
 checked by qemu-img. Oracles: qemu-img convert, raw mirrors, the manifest's hashes,
 e2fsck."""
 
-import hashlib
 import os
 import sys
 
 import pytest
 
-import shimlib
 import vhdx_writer as vw
-from conftest import ROOT, manifest, qemu_convert_raw, random_raw, require_tool, unpack
-from conftest import run as run_plain
-
-MiB = 1 << 20
-VDISKIO = [sys.executable, "-m", "vdiskio"]
-
-
-def sha(data):
-    return hashlib.sha256(data).hexdigest()
+from helpers import (MiB, ROOT, VDISKIO, manifest, qemu_convert_raw, random_raw, require_tool,
+                     run_plain, run_preloaded, sha256, unpack)
 
 
 def file_sha(path):
     with open(path, "rb") as f:
-        return sha(f.read())
+        return sha256(f.read())
 
 
 @pytest.fixture
@@ -40,15 +31,15 @@ def dynamic(tmp_path):
 def test_dd_and_sha256sum(dynamic):
     img, raw = dynamic
     want = file_sha(raw)
-    assert sha(shimlib.run(["dd", f"if={img}", "bs=1M", "status=none"]).stdout) == want
-    assert shimlib.run(["sha256sum", str(img)]).stdout.split()[0].decode() == want
+    assert sha256(run_preloaded(["dd", f"if={img}", "bs=1M", "status=none"]).stdout) == want
+    assert run_preloaded(["sha256sum", str(img)]).stdout.split()[0].decode() == want
 
 
 def test_samples_through_the_library(tmp_path):
     for row in manifest():
         if row["open_this"].startswith("vhdx-bonus/"):
             img = unpack(row["open_this"], tmp_path)
-            out = shimlib.run(["sha256sum", str(img)]).stdout.split()[0].decode()
+            out = run_preloaded(["sha256sum", str(img)]).stdout.split()[0].decode()
             assert out == row["raw_sha256"]
 
 
@@ -62,7 +53,7 @@ def test_differencing_child_read_by_dd(tmp_path):
     child.full(3, os.urandom(MiB))
     child.write(tmp_path / "snap.avhdx", parent=base.data_write_guid, locator_pairs=[
         ("parent_linkage", vw.guid_text(base.data_write_guid)), ("relative_path", "base.vhdx")])
-    got = shimlib.run(["dd", f"if={tmp_path / 'snap.avhdx'}", "bs=64k", "status=none"]).stdout
+    got = run_preloaded(["dd", f"if={tmp_path / 'snap.avhdx'}", "bs=64k", "status=none"]).stdout
     assert got == child.image(base.image())
 
 
@@ -74,11 +65,11 @@ def test_4096_byte_sectors(tmp_path):
     run_plain(VDISKIO + ["create", "-s", "64M", "--logical-sector-size", "4096", str(img)],
               cwd=ROOT)
     blockdev = require_tool("blockdev")
-    out = shimlib.run([blockdev, "--getss", "--getpbsz", str(img)]).stdout.split()
+    out = run_preloaded([blockdev, "--getss", "--getpbsz", str(img)]).stdout.split()
     assert out == [b"4096", b"4096"]
-    shimlib.run(["fdisk", "-b", "4096", str(img)], input=b"g\nn\n1\n\n+8M\nw\n")
-    listed = shimlib.run(["fdisk", "-b", "4096", "-l", "-o", "Device,Start,Sectors",
-                          str(img)]).stdout.decode()
+    run_preloaded(["fdisk", "-b", "4096", str(img)], input=b"g\nn\n1\n\n+8M\nw\n")
+    listed = run_preloaded(["fdisk", "-b", "4096", "-l", "-o", "Device,Start,Sectors",
+                            str(img)]).stdout.decode()
     assert f"{img}1 256 2048" in " ".join(listed.split())
     from vdiskio.formats import open_image
     image = open_image(str(img))
@@ -86,20 +77,20 @@ def test_4096_byte_sectors(tmp_path):
     image.close()
     run_plain([sys.executable, "-m", "vdpartx", "-a", str(img)], cwd=ROOT)
     link = f"{img}1"
-    assert shimlib.run([blockdev, "--getsize64", link]).stdout.strip() == str(8 * MiB).encode()
-    shimlib.run(["mkfs.ext4", "-q", "-F", link])
-    shimlib.run(["e2fsck", "-fn", link])
+    assert run_preloaded([blockdev, "--getsize64", link]).stdout.strip() == str(8 * MiB).encode()
+    run_preloaded(["mkfs.ext4", "-q", "-F", link])
+    run_preloaded(["e2fsck", "-fn", link])
     assert run_plain(VDISKIO + ["check", str(img)], cwd=ROOT, check=False).returncode == 0
 
 
 def test_mkfs_ext4_on_a_partition_link(dynamic, tmp_path):
     img, _ = dynamic
-    shimlib.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
-                input=b"label: gpt\nstart=2048, size=16M\n")
+    run_preloaded(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(img)],
+                  input=b"label: gpt\nstart=2048, size=16M\n")
     run_plain([sys.executable, "-m", "vdpartx", "-a", str(img)], cwd=ROOT)
     link = f"{img}1"
-    shimlib.run(["mkfs.ext4", "-q", "-F", "-L", "vdx", link])
-    shimlib.run(["e2fsck", "-fn", link])
+    run_preloaded(["mkfs.ext4", "-q", "-F", "-L", "vdx", link])
+    run_preloaded(["e2fsck", "-fn", link])
     run_plain(["qemu-img", "check", "-f", "vhdx", str(img)])
     raw = qemu_convert_raw(img, tmp_path / "after.raw", "vhdx")
     part = tmp_path / "part.raw"
@@ -108,7 +99,7 @@ def test_mkfs_ext4_on_a_partition_link(dynamic, tmp_path):
         out.write(f.read(16 * MiB))
     run_plain(["e2fsck", "-fn", str(part)],
               env={**os.environ, "PATH": os.environ["PATH"] + ":/usr/sbin:/sbin"})
-    assert shimlib.run(["sha256sum", link]).stdout.split()[0].decode() == file_sha(part)
+    assert run_preloaded(["sha256sum", link]).stdout.split()[0].decode() == file_sha(part)
 
 
 def test_dd_writes_checked_by_qemu(dynamic, tmp_path):
@@ -117,20 +108,20 @@ def test_dd_writes_checked_by_qemu(dynamic, tmp_path):
     patch = os.urandom(3 * MiB + 1000)
     (tmp_path / "patch").write_bytes(patch)
     for seek in (0, 5 * MiB + 512, 20 * MiB):
-        shimlib.run(["dd", f"if={tmp_path / 'patch'}", f"of={img}", "bs=512", f"seek={seek // 512}",
-                     "conv=notrunc", "status=none"])
+        run_preloaded(["dd", f"if={tmp_path / 'patch'}", f"of={img}", "bs=512", f"seek={seek // 512}",
+                       "conv=notrunc", "status=none"])
         mirror[seek:seek + len(patch)] = patch
     run_plain(["qemu-img", "check", "-f", "vhdx", str(img)])
     got = qemu_convert_raw(img, tmp_path / "q.raw", "vhdx").read_bytes()
-    assert sha(got) == sha(bytes(mirror[:len(got)]))
+    assert sha256(got) == sha256(bytes(mirror[:len(got)]))
 
 
 @pytest.mark.parametrize("kind", ["dynamic", "fixed", "differencing", "dynamic-4096"])
 def test_random_operations_through_the_library(kind, tmp_path):
-    """test_writes.py's random mix of reads and writes (the C translation table's owned
+    """test_shim_writes.py's random mix of reads and writes (the C translation table's owned
     blocks, Python's allocations, invalidation) against a raw mirror."""
     import json
-    from test_writes import RANDOM_OPS
+    from test_shim_writes import RANDOM_OPS
     size = 20 * MiB
     raw = random_raw(tmp_path / "disk.mirror", size, seed=3, holes=[(2 * MiB, 5 * MiB)])
     img = tmp_path / "disk.vhdx"
@@ -143,10 +134,10 @@ def test_random_operations_through_the_library(kind, tmp_path):
         extra = ["-t", "fixed"] if kind == "fixed" else []
         extra += ["--logical-sector-size", "4096"] if kind.endswith("4096") else ["-b", "1M"]
         run_plain(VDISKIO + ["create", "--from", str(raw)] + extra + [str(img)], cwd=ROOT)
-    p = shimlib.run([sys.executable, "-c", RANDOM_OPS, str(img), str(raw), "7", "1500"])
+    p = run_preloaded([sys.executable, "-c", RANDOM_OPS, str(img), str(raw), "7", "1500"])
     assert json.loads(p.stdout)["mismatches"] == 0
-    got = shimlib.run(["dd", f"if={img}", "bs=1M", "status=none"]).stdout
-    assert sha(got) == file_sha(raw)
+    got = run_preloaded(["dd", f"if={img}", "bs=1M", "status=none"]).stdout
+    assert sha256(got) == file_sha(raw)
     assert run_plain(VDISKIO + ["check", str(img)], cwd=ROOT, check=False).returncode == 0
     if kind in ("dynamic", "fixed"):
         run_plain(["qemu-img", "check", "-f", "vhdx", str(img)])

@@ -1,28 +1,23 @@
 """Real programs reading VMDKs through libvdiskio, against qemu-img and the manifest."""
 
 import errno
-import hashlib
 import json
 import os
 import sys
 import textwrap
 
 import pytest
+from helpers import (GiB, MiB, ROOT, VDISKIO, compile_c, manifest, open_errno,
+                     qemu_convert_raw, random_raw, require_tool, run_plain, run_preloaded,
+                     sha256, sha256_file, unpack, unpack_dir)
 
-import shimlib
-from conftest import (ROOT, manifest, qemu_convert_raw, random_raw, require_tool, sha256_file,
-                      unpack, unpack_dir)
-from conftest import run as run_plain
 
-MiB = 1 << 20
-GiB = 1 << 30
-VDISKIO = [sys.executable, "-m", "vdiskio"]
 SUBFORMATS = ["monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse",
               "twoGbMaxExtentFlat", "streamOptimized"]
 
 
 def sha(data):
-    return hashlib.sha256(data).hexdigest()
+    return sha256(data)
 
 
 @pytest.fixture(scope="module")
@@ -66,21 +61,21 @@ def test_dd_cat_cp_sha256sum_python(vmdks, name, tmp_path):
     img, oracle = vmdks[name]
     want = sha256_file(oracle)
     for bs in ("512", "4096", "1M", "1000"):
-        assert sha(shimlib.run(["dd", f"if={img}", f"bs={bs}", "status=none"]).stdout) == want, bs
-    assert sha(shimlib.run(["cat", str(img)]).stdout) == want
-    shimlib.run(["cp", str(img), str(tmp_path / "copy.raw")])
+        assert sha(run_preloaded(["dd", f"if={img}", f"bs={bs}", "status=none"]).stdout) == want, bs
+    assert sha(run_preloaded(["cat", str(img)]).stdout) == want
+    run_preloaded(["cp", str(img), str(tmp_path / "copy.raw")])
     assert sha256_file(tmp_path / "copy.raw") == want
-    assert shimlib.run(["sha256sum", str(img)]).stdout.split()[0].decode() == want
+    assert run_preloaded(["sha256sum", str(img)]).stdout.split()[0].decode() == want
     code = "import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest())"
-    assert shimlib.run([sys.executable, "-c", code, str(img)]).stdout.decode().strip() == want
+    assert run_preloaded([sys.executable, "-c", code, str(img)]).stdout.decode().strip() == want
 
 
 @pytest.mark.parametrize("name", ["monolithicSparse", "streamOptimized", "chain-top",
                                   "twoGbMaxExtentFlat"])
 def test_apicheck(vmdks, name, tmp_path_factory):
     img, oracle = vmdks[name]
-    exe = shimlib.compile_c("apicheck", tmp_path_factory.getbasetemp())
-    p = shimlib.run([str(exe), str(img), str(oracle), str(img.parent), img.name], check=False)
+    exe = compile_c("apicheck", tmp_path_factory.getbasetemp())
+    p = run_preloaded([str(exe), str(img), str(oracle), str(img.parent), img.name], check=False)
     assert p.returncode == 0 and p.stdout.decode().strip().endswith("ALL PASSED"), p.stdout.decode()
 
 
@@ -88,7 +83,7 @@ def test_upper_case_name_and_symlink(vmdks, tmp_path):
     img, oracle = vmdks["monolithicSparse"]
     upper = tmp_path / "DISK.VMDK"
     os.symlink(img, upper)
-    assert sha(shimlib.run(["cat", str(upper)]).stdout) == sha256_file(oracle)
+    assert sha(run_preloaded(["cat", str(upper)]).stdout) == sha256_file(oracle)
 
 
 def test_two_extent_files_across_the_boundary(tmp_path):
@@ -98,7 +93,7 @@ def test_two_extent_files_across_the_boundary(tmp_path):
                str(img), str(2 * GiB + 8 * MiB)])
     run_plain(["qemu-io", "-f", "vmdk", "-c", f"write -P 0x77 {2 * GiB - MiB} {3 * MiB}", str(img)])
     assert len(list(tmp_path.glob("big-s*.vmdk"))) == 2
-    out = shimlib.run(["dd", f"if={img}", "bs=1M", f"skip={2048 - 2}", "count=5", "status=none"]).stdout
+    out = run_preloaded(["dd", f"if={img}", "bs=1M", f"skip={2048 - 2}", "count=5", "status=none"]).stdout
     want = bytes(MiB) + b"\x77" * 3 * MiB + bytes(MiB)
     diff = next((i for i, (a, b) in enumerate(zip(out, want)) if a != b), None)
     assert out == want, (len(out), diff)
@@ -112,7 +107,7 @@ def test_manifest_vmdks_through_the_library(tmp_path):
         folder.mkdir(exist_ok=True)
         unpack_dir(row["open_this"].split("/")[0], folder)
         path = folder / row["open_this"].split("/")[1]
-        p = shimlib.run([sys.executable, str(ROOT / "tests" / "hashfile.py"), str(path)])
+        p = run_preloaded([sys.executable, str(ROOT / "tests" / "hashfile.py"), str(path)])
         digest, size = p.stdout.decode().split()
         assert digest == row["raw_sha256"] and int(size) == int(row["virtual_size"]), row["open_this"]
 
@@ -124,7 +119,7 @@ def test_vmware_image_partition_table(tmp_path):
     raw = qemu_convert_raw(path, tmp_path / "vmware.raw")
     for cmd in (["fdisk", "-l"], ["blkid", "-p"], ["sfdisk", "-J"]):
         require_tool(cmd[0])
-        got = shimlib.run(cmd + [str(path)]).stdout.decode().replace(str(path), "D")
+        got = run_preloaded(cmd + [str(path)]).stdout.decode().replace(str(path), "D")
         want = run_plain(cmd + [str(raw)], env={**os.environ, "PATH": os.environ["PATH"] + ":/usr/sbin"}
                          ).stdout.decode().replace(str(raw), "D")
         # Columns are as wide as the device names: compare the words.
@@ -138,7 +133,7 @@ def test_vmware_image_partition_table(tmp_path):
 ])
 def test_manifest_error_paths_through_the_library(tmp_path, rel, err, words):
     path = unpack(rel, tmp_path)
-    got, lines = shimlib.open_errno(path)
+    got, lines = open_errno(path)
     assert got in (err, errno.EINVAL), lines
     assert len(lines) == 1 and str(path) in lines[0], lines
     if words:
@@ -163,11 +158,11 @@ def test_hostile_descriptors(tmp_path, target, allowed_with_env):
     img = tmp_path / "evil.vmdk"
     sectors = max(1, os.path.getsize(target) // 512) if target == "/etc/passwd" else 8
     _descriptor(img, f'RW {sectors} FLAT "{target}" 0')
-    p = shimlib.run(["dd", f"if={img}", "count=1", "status=none"], check=False)
+    p = run_preloaded(["dd", f"if={img}", "count=1", "status=none"], check=False)
     assert p.returncode != 0 and p.stdout == b""
     assert target.encode() in p.stderr and b"VDISKIO_ALLOW_EXTERNAL_EXTENTS=1" in p.stderr
-    p = shimlib.run(["dd", f"if={img}", "count=1", "status=none"], check=False,
-                    extra_env={"VDISKIO_ALLOW_EXTERNAL_EXTENTS": "1"})
+    p = run_preloaded(["dd", f"if={img}", "count=1", "status=none"], check=False,
+                      extra_env={"VDISKIO_ALLOW_EXTERNAL_EXTENTS": "1"})
     if allowed_with_env:
         assert p.returncode == 0 and p.stdout == open(target, "rb").read(512)
     else:
@@ -179,7 +174,7 @@ def test_raw_device_mapping_refused(tmp_path):
     img.write_text('# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\n'
                    'createType="vmfsRawDeviceMap"\nRW 2048 VMFSRDM "rdm-rdm.vmdk"\n')
     (tmp_path / "rdm-rdm.vmdk").write_bytes(bytes(1024))
-    p = shimlib.run(["dd", f"if={img}", "count=1", "status=none"], check=False)
+    p = run_preloaded(["dd", f"if={img}", "count=1", "status=none"], check=False)
     assert p.returncode != 0 and b"raw device mappings are not supported" in p.stderr
 
 
@@ -217,7 +212,7 @@ def test_the_library_detects_descriptors_as_vdiskio_does(tmp_path):
     for i, head in enumerate(IS_VMDK_ACCEPT + IS_VMDK_REJECT):
         path = tmp_path / f"case{i}.vmdk"
         path.write_bytes(head)
-        p = shimlib.run(["cat", str(path)], check=False)
+        p = run_preloaded(["cat", str(path)], check=False)
         if head in IS_VMDK_ACCEPT:
             assert p.returncode != 0 and str(path).encode() in p.stderr, head
         else:
@@ -236,9 +231,9 @@ def test_qemu_descriptor_with_a_short_cid(tmp_path):
     end = text.index(b"\n", start)
     body = text[:start] + b"44ea00" + text[end:].split(b"\0", 1)[0]
     img.write_bytes((body + b"\0\n").ljust(len(text), b"\0"))
-    assert shimlib.run(["cmp", str(img), str(raw)]).returncode == 0
-    shimlib.run(["dd", f"of={img}", "bs=512", "seek=3", "count=1", "conv=notrunc", "status=none"],
-                input=b"\x42" * 512)
+    assert run_preloaded(["cmp", str(img), str(raw)]).returncode == 0
+    run_preloaded(["dd", f"of={img}", "bs=512", "seek=3", "count=1", "conv=notrunc", "status=none"],
+                  input=b"\x42" * 512)
     want = bytearray(raw.read_bytes())
     want[1536:2048] = b"\x42" * 512
     assert qemu_convert_raw(img, tmp_path / "after.raw").read_bytes() == bytes(want)

@@ -12,18 +12,14 @@ import time
 
 import pytest
 
-import shimlib
 import vmdk_writer as W
-from conftest import ROOT, require_tool, run
 from vdiskio import cli, errors
 from vdiskio.formats import open_image
-
-MiB = 1 << 20
-VDISKIO = [sys.executable, "-m", "vdiskio"]
+from helpers import MiB, ROOT, VDISKIO, open_errno, require_tool, run_plain, run_preloaded
 
 
 def vdiskio(*args, check=False, **kw):
-    return run(VDISKIO + [str(a) for a in args], cwd=ROOT, check=check, **kw)
+    return run_plain(VDISKIO + [str(a) for a in args], cwd=ROOT, check=check, **kw)
 
 
 # -- item 2: below the image the caller named, "not an image" is damage ----------------------
@@ -37,9 +33,9 @@ def vhd_child(tmp_path):
 @pytest.fixture
 def vmdk_child(tmp_path):
     require_tool("qemu-img")
-    run(["qemu-img", "create", "-q", "-f", "vmdk", str(tmp_path / "b.vmdk"), "1M"])
-    run(["qemu-img", "create", "-q", "-f", "vmdk", "-b", "b.vmdk", "-F", "vmdk",
-         str(tmp_path / "s.vmdk")])
+    run_plain(["qemu-img", "create", "-q", "-f", "vmdk", str(tmp_path / "b.vmdk"), "1M"])
+    run_plain(["qemu-img", "create", "-q", "-f", "vmdk", "-b", "b.vmdk", "-F", "vmdk",
+               str(tmp_path / "s.vmdk")])
     return tmp_path / "b.vmdk", tmp_path / "s.vmdk"
 
 
@@ -48,12 +44,12 @@ def test_parent_replaced_by_a_text_file_is_an_error(which, vhd_child, vmdk_child
     parent, child = vhd_child if which == "vhd" else vmdk_child
     parent.write_text("just some text\n" * 10)
     before = child.read_bytes()
-    got, lines = shimlib.open_errno(child)
+    got, lines = open_errno(child)
     assert got == errno.EIO, lines
     assert len(lines) == 1 and str(parent) in lines[0], lines
     # Not passed through as a plain file: a write through the library cannot reach it.
-    p = shimlib.run(["dd", "if=/dev/zero", f"of={child}", "bs=512", "count=1", "conv=notrunc",
-                     "status=none"], check=False)
+    p = run_preloaded(["dd", "if=/dev/zero", f"of={child}", "bs=512", "count=1", "conv=notrunc",
+                       "status=none"], check=False)
     assert p.returncode != 0 and child.read_bytes() == before
     with pytest.raises(errors.CorruptImage):
         open_image(child)
@@ -64,8 +60,8 @@ def test_etc_passwd_as_parent_with_external_files_allowed(vmdk_child):
     data = child.read_bytes()
     child.write_bytes(data.replace(b'parentFileNameHint="b.vmdk"',
                                    b'parentFileNameHint="/etc/passwd"'))
-    p = shimlib.run(["dd", f"if={child}", "count=1", "status=none"], check=False,
-                    extra_env={"VDISKIO_ALLOW_EXTERNAL_EXTENTS": "1"})
+    p = run_preloaded(["dd", f"if={child}", "count=1", "status=none"], check=False,
+                      extra_env={"VDISKIO_ALLOW_EXTERNAL_EXTENTS": "1"})
     assert p.returncode != 0 and p.stdout == b""
     lines = p.stderr.decode().strip().splitlines()
     assert any("/etc/passwd" in line and "Input/output error" not in line for line in lines)
@@ -75,7 +71,7 @@ def test_etc_passwd_as_parent_with_external_files_allowed(vmdk_child):
 def test_sparse_extent_that_is_a_text_file(tmp_path):
     (tmp_path / "x.vmdk").write_text(W.descriptor(['RW 8 SPARSE "e.vmdk"'], "monolithicSparse"))
     (tmp_path / "e.vmdk").write_text("not a sparse extent\n" * 40)
-    got, lines = shimlib.open_errno(tmp_path / "x.vmdk")
+    got, lines = open_errno(tmp_path / "x.vmdk")
     assert got == errno.EIO and len(lines) == 1 and "e.vmdk" in lines[0], lines
 
 
@@ -93,7 +89,7 @@ def test_vhd_parent_changed_after_the_child(vhd_child, monkeypatch):
     message = str(e.value)
     assert "VDISKIO_IGNORE_PARENT_ID=1" in message and "cp without -p" in message
     assert message.count("T") >= 2 and "Z" in message          # both times, ISO form
-    got, lines = shimlib.open_errno(child)
+    got, lines = open_errno(child)
     assert got == errno.EIO and len(lines) == 1
     p = vdiskio("check", child)
     assert p.returncode == 1 and b"modified at" in p.stdout, p.stdout
@@ -127,7 +123,7 @@ def test_malformed_cid_refused_by_library_info_and_check(field, tmp_path):
     text = "\n".join(field if line.startswith(key + "=") else line for line in text.split("\n"))
     img = tmp_path / "d.vmdk"
     img.write_text(text)
-    got, lines = shimlib.open_errno(img)
+    got, lines = open_errno(img)
     assert got == errno.EIO and key in lines[0], lines
     assert vdiskio("info", img).returncode == 1
     p = vdiskio("check", img)
@@ -249,7 +245,7 @@ def test_embedded_rdonly_extent_opened_for_writing(tmp_path):
     code = ("import os, sys\nfd = os.open(sys.argv[1], os.O_RDWR)\n"
             "try:\n    os.write(fd, b'x' * 512)\n    print(0)\n"
             "except OSError as e:\n    print(e.errno)\n")
-    p = shimlib.run([sys.executable, "-c", code, str(img)], check=False)
+    p = run_preloaded([sys.executable, "-c", code, str(img)], check=False)
     assert p.stdout.strip() == str(errno.EROFS).encode() or b"Read-only" in p.stderr, p.stderr
     assert b"internal error" not in p.stderr
 
@@ -301,8 +297,8 @@ def test_sparse_file_named_by_several_lines(tmp_path):
         image.close()
     with pytest.raises(errors.Refused, match=r"line \d+ .*line \d+ .* same bytes"):
         open_image(img, writable=True)
-    p = shimlib.run(["dd", "if=/dev/zero", f"of={img}", "bs=512", "count=1", "conv=notrunc",
-                     "status=none"], check=False)
+    p = run_preloaded(["dd", "if=/dev/zero", f"of={img}", "bs=512", "count=1", "conv=notrunc",
+                       "status=none"], check=False)
     assert p.returncode != 0 and b"same bytes" in p.stderr
     assert vdiskio("check", img).returncode == 1
 
@@ -359,8 +355,8 @@ def test_writable_extents_must_be_plain_files_of_the_owner(case, tmp_path, monke
     with pytest.raises(errors.Refused, match="refused for writing") as e:
         open_image(img, writable=True)
     assert str(target) in str(e.value) and e.value.errno == errno.EPERM
-    p = shimlib.run(["dd", "if=/dev/zero", f"of={img}", "bs=512", "count=1", "conv=notrunc",
-                     "status=none"], check=False)
+    p = run_preloaded(["dd", "if=/dev/zero", f"of={img}", "bs=512", "count=1", "conv=notrunc",
+                       "status=none"], check=False)
     assert p.returncode != 0 and target.read_bytes() == b"precious" * 512
     monkeypatch.setenv("VDISKIO_ALLOW_EXTERNAL_EXTENTS", "1")
     open_image(img, writable=True).close()

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import qemu_convert_raw, require_tool, run
 from partition_images import expected_sectors, sfdisk, sfdisk_json, sgdisk, vdpartx
 from vdiskio.formats import open_image
 from vdpartx.cli import main
+from helpers import qemu_convert_raw, require_tool, run_plain
 
 DOS = "label: dos\n,1M,83\n,1M,c,*\n,1M,82\n,,5\n,1M,83\n,1M,83\n"
 DOS_NUMBERS = [1, 2, 3, 4, 5, 6]
@@ -23,8 +23,8 @@ def make_vhd(dest, script=None, sg_args=None, size=8 << 20, subformat="dynamic")
         sfdisk(raw, script)
     if sg_args is not None:
         sgdisk(raw, sg_args)
-    run([require_tool("qemu-img"), "convert", "-f", "raw", "-O", "vpc",
-         "-o", f"subformat={subformat}", str(raw), str(dest)])
+    run_plain([require_tool("qemu-img"), "convert", "-f", "raw", "-O", "vpc",
+               "-o", f"subformat={subformat}", str(raw), str(dest)])
     raw.unlink()
     return Path(dest)
 
@@ -337,8 +337,8 @@ def test_damaged_table(tmp_path, capsys):
     with open(raw, "r+b") as f:                 # partition 2 now starts inside partition 1
         f.seek(446 + 16 + 8)
         f.write((first["start"] + 16).to_bytes(4, "little"))
-    run([require_tool("qemu-img"), "convert", "-f", "raw", "-O", "vpc", str(raw),
-         str(tmp_path / "bad.vhd")])
+    run_plain([require_tool("qemu-img"), "convert", "-f", "raw", "-O", "vpc", str(raw),
+               str(tmp_path / "bad.vhd")])
     assert main(["-a", str(tmp_path / "bad.vhd")]) == 1
     line = one_error_line(capsys.readouterr().err)
     end = first["start"] + first["size"] - 1
@@ -387,8 +387,8 @@ def test_list_reads_vmdk(tmp_path):
     raw = tmp_path / "d.raw"
     raw.write_bytes(bytes(8 << 20))
     sfdisk(raw, DOS)
-    run([require_tool("qemu-img"), "convert", "-f", "raw", "-O", "vmdk",
-         "-o", "subformat=monolithicSparse", str(raw), str(tmp_path / "disk.vmdk")])
+    run_plain([require_tool("qemu-img"), "convert", "-f", "raw", "-O", "vmdk",
+               "-o", "subformat=monolithicSparse", str(raw), str(tmp_path / "disk.vmdk")])
     p = vdpartx(["-l", "disk.vmdk"], cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     rows = parse_list(p.stdout)

@@ -11,8 +11,8 @@ import sys
 import pytest
 
 import lvm_images as li
-from conftest import ROOT, run
 from partition_images import vdpartx
+from helpers import MiB, ROOT, random_raw, run_plain
 
 HOME = {"vg0": "disk1.vmdk", "data-vg": "disk1.vmdk", "solo": "disk3.vmdk"}
 ALL = ["disk1.vmdk", "disk2.vmdk", "disk3.vmdk"]
@@ -161,7 +161,7 @@ def test_collision_creates_nothing(built, images):
 def test_unsupported_volumes_listed_and_skipped(tmp_path):
     """zero, error and snapshot volumes (lvcreate, and vgcfgrestore for the snapshot)."""
     from test_lvm import SNAPSHOT
-    raw = li.random_raw(tmp_path / "vt.raw", 32 * li.MiB, seed=3)
+    raw = random_raw(tmp_path / "vt.raw", 32 * MiB, seed=3)
     with open(raw, "r+b") as f:
         f.write(bytes(8192))
     with li.Loops() as loops:
@@ -177,7 +177,7 @@ def test_unsupported_volumes_listed_and_skipped(tmp_path):
         end = text.rindex("\t}\n\n}")
         backup.write_text(text[:end] + SNAPSHOT + text[end:])
         li.lvm(["vgcfgrestore", "-q", "-f", str(backup), "vt"], [dev])
-    run(["qemu-img", "convert", "-f", "raw", "-O", "vpc", str(raw), str(tmp_path / "vt.vhd")])
+    run_plain(["qemu-img", "convert", "-f", "raw", "-O", "vpc", str(raw), str(tmp_path / "vt.vhd")])
     p = vdpartx(["-l", "vt.vhd"], cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
@@ -198,8 +198,8 @@ def test_unsupported_volumes_listed_and_skipped(tmp_path):
 
 def test_info_lists_partitions_and_volumes(built, images):
     raws, layout, _ = built
-    p = run([sys.executable, "-m", "vdiskio", "info", "--json", str(images / "disk1.vmdk")],
-            cwd=ROOT, text=True)
+    p = run_plain([sys.executable, "-m", "vdiskio", "info", "--json", str(images / "disk1.vmdk")],
+                  cwd=ROOT, text=True)
     info = json.loads(p.stdout)
     starts = li.sfdisk_starts(raws["disk1"])
     assert [(q["number"], q["start_sector"] * 512, q["sectors"] * 512)
@@ -213,8 +213,8 @@ def test_info_lists_partitions_and_volumes(built, images):
         {lv: (vol["size"], vol["types"]) for (vg, lv), vol in layout.volumes.items()
          if vg == "vg0"}
     assert {v["link"] for v in groups["data-vg"]["volumes"]} == {"disk1.vmdk-data--vg-lv--5"}
-    text = run([sys.executable, "-m", "vdiskio", "info", str(images / "disk3.vmdk")],
-               cwd=ROOT, text=True).stdout
+    text = run_plain([sys.executable, "-m", "vdiskio", "info", str(images / "disk3.vmdk")],
+                     cwd=ROOT, text=True).stdout
     assert "partition table: none" in text
     assert "volume group solo" in text
     assert "lv7: 8.0 MiB linear, link disk3.vmdk-solo-lv7" in text

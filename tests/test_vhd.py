@@ -1,32 +1,18 @@
 """The VHD decoder through the Python API, against qemu-img and the test images."""
 
 import errno
-import hashlib
 import os
 import struct
 
 import pytest
 
-from conftest import manifest, qemu_convert_raw, random_raw, require_tool, run, unpack
 from vdiskio import errors
 from vdiskio.vhd import create as vhd_create
 from vdiskio.formats import open_image
 from vdiskio.image import ZERO
 from vdiskio.vhd.structs import DYNAMIC_HEADER, FOOTER, checksum
-
-MiB = 1 << 20
-
-
-def read_all(image, chunk=64 * MiB):
-    h = hashlib.sha256()
-    for off in range(0, image.size, chunk):
-        h.update(image.read(off, chunk))
-    return h.hexdigest()
-
-
-def sha(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+from helpers import (MiB, manifest, qemu_convert_raw, random_raw, require_tool, run_plain,
+                     sha256, sha256_file, sha256_image, unpack)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +27,7 @@ def qemu_vhds(tmp_path_factory):
                        ("dynamic", "subformat=dynamic"),
                        ("dynamic-exact", "subformat=dynamic,force_size=on")):
         img = d / f"{name}.vhd"
-        run(["qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", opts, str(src), str(img)])
+        run_plain(["qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", opts, str(src), str(img)])
         out[name] = (img, qemu_convert_raw(img, d / f"{name}.raw", "vpc"))
     return out
 
@@ -53,7 +39,7 @@ def test_qemu_images_read_byte_exact(qemu_vhds, name):
     try:
         assert image.size == os.path.getsize(oracle)
         data = image.read(0, image.size)
-        assert hashlib.sha256(data).hexdigest() == sha(oracle)
+        assert sha256(data) == sha256_file(oracle)
         # Unaligned reads across block boundaries and at the very end.
         raw = open(oracle, "rb").read()
         for off, n in ((2 * MiB - 3, 7), (1, 4 * MiB + 5), (image.size - 10, 100), (image.size, 5)):
@@ -98,7 +84,7 @@ def test_disk2vhd_image_hash(tmp_path):
     image = open_image(str(unpack(row["open_this"], tmp_path)))
     try:
         assert image.info()["allocated_blocks"] == 126
-        assert read_all(image) == row["raw_sha256"]
+        assert sha256_image(image) == row["raw_sha256"]
     finally:
         image.close()
 
@@ -113,7 +99,7 @@ def test_windows_differencing_without_parent(tmp_path, monkeypatch):
     monkeypatch.setenv("VDISKIO_IGNORE_PARENT", "1")
     image = open_image(str(path))
     try:
-        assert read_all(image) == row["raw_sha256"]
+        assert sha256_image(image) == row["raw_sha256"]
         assert image.info()["parent_ignored"]
     finally:
         image.close()
@@ -132,7 +118,7 @@ def test_chs_geometry_matches_qemu(tmp_path):
     require_tool("qemu-img")
     for size in (10 * MiB, 127 * MiB + 512, 1 << 30, 3 << 30, 31 << 30, 127 << 30):
         img = tmp_path / f"g{size}.vhd"
-        run(["qemu-img", "create", "-f", "vpc", "-o", "subformat=dynamic", str(img), str(size)])
+        run_plain(["qemu-img", "create", "-f", "vpc", "-o", "subformat=dynamic", str(img), str(size)])
         image = open_image(str(img))
         ft = image.footer
         image.close()

@@ -4,7 +4,6 @@ tests/vhdx_writer.py (independent of vdiskio.vhdx) against the mirrors it keeps,
 checked by qemu-img, and every kind of damage refused with one clear error."""
 
 import errno
-import hashlib
 import json
 import random
 import shutil
@@ -15,16 +14,14 @@ import sys
 import pytest
 
 import vhdx_writer as vw
-from conftest import ROOT, manifest, qemu_convert_raw, random_raw, require_tool, run, unpack
 from vdiskio.errors import CorruptImage, MissingFile, Unsupported, VdError
 from vdiskio.formats import open_image, sniff
-
-MiB = 1 << 20
-VDISKIO = [sys.executable, "-m", "vdiskio"]
+from helpers import (MiB, ROOT, VDISKIO, manifest, qemu_convert_raw, random_raw, require_tool,
+                     run_plain, sha256, sha256_image, unpack)
 
 
 def sha(data):
-    return hashlib.sha256(data).hexdigest()
+    return sha256(data)
 
 
 def read_all(path, **kw):
@@ -37,13 +34,13 @@ def read_all(path, **kw):
 
 def qemu_check(path):
     require_tool("qemu-img")
-    p = run(["qemu-img", "check", "-f", "vhdx", str(path)], check=False)
+    p = run_plain(["qemu-img", "check", "-f", "vhdx", str(path)], check=False)
     assert p.returncode == 0, p.stdout + p.stderr
     assert b"No errors" in p.stdout
 
 
 def vdiskio_check(path):
-    p = run(VDISKIO + ["check", str(path)], cwd=ROOT, check=False)
+    p = run_plain(VDISKIO + ["check", str(path)], cwd=ROOT, check=False)
     assert p.returncode == 0, p.stdout + p.stderr
 
 
@@ -59,7 +56,7 @@ def raw20(tmp_path):
 def test_reads_qemu_images_byte_exact(opts, raw20, tmp_path):
     require_tool("qemu-img")
     img = tmp_path / "q.vhdx"
-    run(["qemu-img", "convert", "-f", "raw", "-O", "vhdx", "-o", opts, str(raw20), str(img)])
+    run_plain(["qemu-img", "convert", "-f", "raw", "-O", "vhdx", "-o", opts, str(raw20), str(img)])
     assert sniff(str(img)) == "vhdx"
     oracle = qemu_convert_raw(img, tmp_path / "oracle.raw", "vhdx").read_bytes()
     assert sha(read_all(img)) == sha(oracle) == sha(raw20.read_bytes())
@@ -73,20 +70,17 @@ def test_hyper_v_and_disk2vhd_samples(rel, tmp_path):
     path = unpack(rel, tmp_path)
     assert row is not None
     image = open_image(str(path))
-    h = hashlib.sha256()
-    for off in range(0, image.size, 16 * MiB):
-        h.update(image.read(off, 16 * MiB))
     assert image.size == int(row["virtual_size"])
-    assert h.hexdigest() == row["raw_sha256"]
+    assert sha256_image(image) == row["raw_sha256"]
     assert image.check() == []
     image.close()
 
 
 def test_info_json(raw20, tmp_path):
     img = tmp_path / "i.vhdx"
-    run(VDISKIO + ["create", "--from", str(raw20), "--logical-sector-size", "4096", str(img)],
-        cwd=ROOT)
-    info = json.loads(run(VDISKIO + ["info", "--json", str(img)], cwd=ROOT).stdout)
+    run_plain(VDISKIO + ["create", "--from", str(raw20), "--logical-sector-size", "4096", str(img)],
+              cwd=ROOT)
+    info = json.loads(run_plain(VDISKIO + ["info", "--json", str(img)], cwd=ROOT).stdout)
     assert info["format"] == "vhdx" and info["variant"] == "dynamic"
     assert info["virtual_size"] == -(-raw20.stat().st_size // 4096) * 4096
     assert info["logical_sector_size"] == 4096 and info["block_size"] == 32 * MiB
@@ -237,8 +231,8 @@ def test_dirty_log_replayed_in_memory_then_into_the_file(extras, tmp_path):
     image.close()
     assert sha(path.read_bytes()) == before             # read-only: never modified
     require_tool("qemu-img")
-    p = run(["qemu-img", "convert", "-f", "vhdx", "-O", "raw", str(path),
-             str(tmp_path / "x.raw")], check=False)
+    p = run_plain(["qemu-img", "convert", "-f", "vhdx", "-O", "raw", str(path),
+                   str(tmp_path / "x.raw")], check=False)
     assert p.returncode != 0 and b"replay" in p.stderr  # QEMU itself refuses a read-only open
     image = open_image(str(path), writable=True)
     assert image.log_state == "replayed into the file"
@@ -363,7 +357,7 @@ def _mirrored_writes(path, mirror, seed, count=300, flush_every=60):
         for i in range(count):
             r = rng.random()
             off = rng.randrange(size) if r < 0.8 else max(0, rng.randrange(1, size // MiB) * MiB
-                                                         - rng.randrange(0, 700))
+                                                          - rng.randrange(0, 700))
             n = min(size - off, rng.choice([1, 511, lss, 4096, 65536, 700000, 2 * MiB + 5]))
             if rng.random() < 0.12:
                 image.discard(off, n)
@@ -386,12 +380,12 @@ def test_random_writes_then_qemu_agrees(how, raw20, tmp_path):
     img = tmp_path / "w.vhdx"
     if how.startswith("qemu"):
         require_tool("qemu-img")
-        run(["qemu-img", "convert", "-f", "raw", "-O", "vhdx", "-o",
-             f"subformat={how[5:]},block_size=1M", str(raw20), str(img)])
+        run_plain(["qemu-img", "convert", "-f", "raw", "-O", "vhdx", "-o",
+                   f"subformat={how[5:]},block_size=1M", str(raw20), str(img)])
     else:
         extra = ["-t", "fixed"] if how == "create-fixed" else []
         extra += ["--logical-sector-size", "4096"] if how == "create-4096" else ["-b", "1M"]
-        run(VDISKIO + ["create", "--from", str(raw20)] + extra + [str(img)], cwd=ROOT)
+        run_plain(VDISKIO + ["create", "--from", str(raw20)] + extra + [str(img)], cwd=ROOT)
     mirror = bytearray(raw20.read_bytes())
     mirror += bytes(read_all(img)[len(mirror):])        # a 4096-byte-sector disk is rounded up
     _mirrored_writes(img, mirror, seed=len(how))
@@ -411,7 +405,7 @@ def test_differencing_writes_leave_the_parent_alone(lss, tmp_path):
     base.write(tmp_path / "base.vhdx")
     parent_hash = sha((tmp_path / "base.vhdx").read_bytes())
     child = tmp_path / "child.avhdx"
-    run(VDISKIO + ["create", "-p", str(tmp_path / "base.vhdx"), "-b", "1M", str(child)], cwd=ROOT)
+    run_plain(VDISKIO + ["create", "-p", str(tmp_path / "base.vhdx"), "-b", "1M", str(child)], cwd=ROOT)
     mirror = bytearray(base.image())
     _mirrored_writes(child, mirror, seed=lss)
     assert sha((tmp_path / "base.vhdx").read_bytes()) == parent_hash
@@ -424,7 +418,7 @@ def test_differencing_writes_leave_the_parent_alone(lss, tmp_path):
 
 def test_first_write_renews_guids_and_log_is_empty_after(tmp_path):
     img = tmp_path / "g.vhdx"
-    run(VDISKIO + ["create", "-s", "8M", "-b", "1M", str(img)], cwd=ROOT)
+    run_plain(VDISKIO + ["create", "-s", "8M", "-b", "1M", str(img)], cwd=ROOT)
     before = vw.data_write_guid(img)
     image = open_image(str(img), writable=True)
     image.close()                                       # opened, nothing written: unchanged
@@ -466,7 +460,7 @@ def test_kill_9_at_random_points(kind, tmp_path):
     size = 12 * MiB
     img = tmp_path / "crash.vhdx"
     if kind == "dynamic":
-        run(VDISKIO + ["create", "-s", str(size), "-b", "1M", str(img)], cwd=ROOT)
+        run_plain(VDISKIO + ["create", "-s", str(size), "-b", "1M", str(img)], cwd=ROOT)
     else:
         base = vw.Builder(size)
         rng = random.Random(1)
@@ -474,8 +468,8 @@ def test_kill_9_at_random_points(kind, tmp_path):
             base.full(block, rng.randbytes(MiB))
         base.write(tmp_path / "base.vhdx")
         parent_hash = sha((tmp_path / "base.vhdx").read_bytes())
-        run(VDISKIO + ["create", "-p", str(tmp_path / "base.vhdx"), "-b", "1M", str(img)],
-            cwd=ROOT)
+        run_plain(VDISKIO + ["create", "-p", str(tmp_path / "base.vhdx"), "-b", "1M", str(img)],
+                  cwd=ROOT)
     rng = random.Random(77)
     progress = tmp_path / "progress"
     for round_ in range(5):
@@ -516,7 +510,7 @@ def _qemu_replays_to(img, data, tmp_path):
     same bytes as vdiskio's own replay: an oracle for the entries vdiskio writes."""
     copy = tmp_path / "copy.vhdx"
     shutil.copy(img, copy)
-    run(["qemu-img", "check", "-r", "all", "-f", "vhdx", str(copy)], check=False)
+    run_plain(["qemu-img", "check", "-r", "all", "-f", "vhdx", str(copy)], check=False)
     assert sha(qemu_convert_raw(copy, tmp_path / "q.raw", "vhdx").read_bytes()) == sha(data)
     copy.unlink()
 
@@ -529,7 +523,7 @@ def test_crash_between_log_and_metadata(tmp_path):
     """A writer stopped after its log entry is stable but before the BAT pages reach their
     places: the metadata in place is stale, the log has the truth."""
     img = tmp_path / "c.vhdx"
-    run(VDISKIO + ["create", "-s", "12M", "-b", "1M", str(img)], cwd=ROOT)
+    run_plain(VDISKIO + ["create", "-s", "12M", "-b", "1M", str(img)], cwd=ROOT)
     image = open_image(str(img), writable=True)
     rng = random.Random(4)
     want = bytearray(12 * MiB)
@@ -630,7 +624,7 @@ def test_damaged_and_unknown_structures(tmp_path):
 def test_64_tib_dynamic_opens_fast_and_small(tmp_path):
     img = tmp_path / "huge.vhdx"
     # 1 MiB blocks: a 512 MiB BAT, which no open within these bounds could read whole.
-    run(VDISKIO + ["create", "-s", "64T", "-b", "1M", str(img)], cwd=ROOT)
+    run_plain(VDISKIO + ["create", "-s", "64T", "-b", "1M", str(img)], cwd=ROOT)
     assert img.stat().st_blocks * 512 < 8 * MiB          # a sparse BAT: nothing allocated
     probe = (
         "import resource, sys, time; sys.path.insert(0, sys.argv[2])\n"
@@ -654,7 +648,7 @@ def test_64_tib_dynamic_opens_fast_and_small(tmp_path):
 
 def test_read_only_open_never_writes(raw20, tmp_path):
     img = tmp_path / "ro.vhdx"
-    run(VDISKIO + ["create", "--from", str(raw20), "-b", "1M", str(img)], cwd=ROOT)
+    run_plain(VDISKIO + ["create", "--from", str(raw20), "-b", "1M", str(img)], cwd=ROOT)
     before = sha(img.read_bytes())
     image = open_image(str(img))
     with pytest.raises(VdError) as e:
@@ -666,28 +660,28 @@ def test_read_only_open_never_writes(raw20, tmp_path):
 
 def test_create_errors(tmp_path):
     def create(*args):
-        return run(VDISKIO + ["create"] + list(args), cwd=ROOT, check=False)
+        return run_plain(VDISKIO + ["create"] + list(args), cwd=ROOT, check=False)
     p = create("-s", "8M", "-b", "3M", str(tmp_path / "a.vhdx"))
     assert p.returncode == 1 and b"block size" in p.stderr
     p = create("-s", "8M", "--logical-sector-size", "4096", str(tmp_path / "a.vhd"))
     assert p.returncode == 1 and b"VHDX option" in p.stderr
     p = create("-s", "8M", "-t", "sparse", str(tmp_path / "a.vhdx"))
     assert p.returncode == 1 and b"variant" in p.stderr
-    run(VDISKIO + ["create", "-s", "8M", str(tmp_path / "p.vhd")], cwd=ROOT)
+    run_plain(VDISKIO + ["create", "-s", "8M", str(tmp_path / "p.vhd")], cwd=ROOT)
     p = create("-p", str(tmp_path / "p.vhd"), str(tmp_path / "c.vhdx"))
     assert p.returncode == 1 and b"VHDX parent" in p.stderr
     assert not (tmp_path / "a.vhdx").exists() and not (tmp_path / "c.vhdx").exists()
-    run(VDISKIO + ["create", "-s", "8M", "-f", "vhdx", str(tmp_path / "disk.img")], cwd=ROOT)
+    run_plain(VDISKIO + ["create", "-s", "8M", "-f", "vhdx", str(tmp_path / "disk.img")], cwd=ROOT)
     assert sniff(str(tmp_path / "disk.img")) == "vhdx"
 
 
 def test_convert_vhd_to_vhdx_and_back(raw20, tmp_path):
     vhd = tmp_path / "a.vhd"
-    run(VDISKIO + ["create", "--from", str(raw20), str(vhd)], cwd=ROOT)
+    run_plain(VDISKIO + ["create", "--from", str(raw20), str(vhd)], cwd=ROOT)
     vhdx = tmp_path / "b.vhdx"
-    run(VDISKIO + ["create", "--from", str(vhd), "-t", "fixed", str(vhdx)], cwd=ROOT)
+    run_plain(VDISKIO + ["create", "--from", str(vhd), "-t", "fixed", str(vhdx)], cwd=ROOT)
     back = tmp_path / "c.vmdk"
-    run(VDISKIO + ["create", "--from", str(vhdx), str(back)], cwd=ROOT)
+    run_plain(VDISKIO + ["create", "--from", str(vhdx), str(back)], cwd=ROOT)
     want = raw20.read_bytes()
     assert read_all(vhdx)[:len(want)] == want
     assert read_all(back)[:len(want)] == want

@@ -12,9 +12,9 @@ import pytest
 c = pytest.importorskip("construct")
 
 import vhdx_writer as W  # noqa: E402
-from conftest import ROOT, random_raw, require_tool, run, unpack  # noqa: E402
 from vdiskio.disk import partition_number  # noqa: E402
 from vdiskio.vhdx import structs as S  # noqa: E402
+from helpers import ROOT, random_raw, require_tool, run_plain, unpack
 
 Guid = c.Bytes(16)
 
@@ -88,7 +88,7 @@ def test_real_files_parse_alike(tmp_path):
     require_tool("qemu-img")
     raw = random_raw(tmp_path / "a.raw", 5 << 20, seed=1)
     img = tmp_path / "q.vhdx"
-    run(["qemu-img", "convert", "-f", "raw", "-O", "vhdx", str(raw), str(img)])
+    run_plain(["qemu-img", "convert", "-f", "raw", "-O", "vhdx", str(raw), str(img)])
     for f in (img, unpack("vhdx-bonus/iotest-dynamic-1G.vhdx", tmp_path)):
         data = f.read_bytes()[:4 << 20]
         a, b, _ = _agree(Header, S.HEADER, data[64 << 10:])
@@ -158,5 +158,5 @@ def test_partition_link_names(name, number):
 
 
 def test_cli_help_names_vhdx():
-    out = run([sys.executable, "-m", "vdiskio", "create", "--help"], cwd=ROOT).stdout.decode()
+    out = run_plain([sys.executable, "-m", "vdiskio", "create", "--help"], cwd=ROOT).stdout.decode()
     assert "vhdx" in out and "--logical-sector-size" in out

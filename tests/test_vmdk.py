@@ -6,7 +6,6 @@ wrote, and the bytes the test writer was given for what qemu cannot read.
 """
 
 import errno
-import hashlib
 import os
 import random
 import struct
@@ -16,15 +15,13 @@ from pathlib import Path
 import pytest
 
 import vmdk_writer as W
-from conftest import manifest, qemu_convert_raw, random_raw, require_tool, run, unpack_dir
 from vdiskio import formats
 from vdiskio.vmdk import image as vmdk
 from vdiskio.vmdk import sparse as vmdk_sparse
 from vdiskio.errors import CorruptImage, MissingFile, NotAnImage, Refused, Unsupported, VdError
 from vdiskio.image import DATA, SPECIAL, ZERO
-
-KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
-SECTOR = 512
+from helpers import (GiB, KiB, MiB, SECTOR, manifest, qemu_convert_raw, random_raw,
+                     require_tool, run_plain, sha256_image, unpack_dir)
 
 
 def open_image(path, **kw):
@@ -33,7 +30,7 @@ def open_image(path, **kw):
 
 def qemu(*args, cwd=None):
     require_tool(args[0])
-    return run(list(args), cwd=cwd)
+    return run_plain(list(args), cwd=cwd)
 
 
 def _is_hole(fd, offset, length):
@@ -182,7 +179,7 @@ def test_qemu_zeroed_grain(tmp_path):
     assert header[1] == 2 and header[2] & 0x4
     assert_qemu_agrees(disk, tmp_path)
     image = open_image(disk)
-    ext = image.extent_at(64 * KiB)
+    ext = image.run_at(64 * KiB)
     assert ext.kind == ZERO and ext.offset == 64 * KiB and ext.length == 128 * KiB
     assert image.read(0, 256 * KiB)[64 * KiB:192 * KiB] == bytes(128 * KiB)
     image.close()
@@ -206,15 +203,15 @@ def test_qemu_chain_three_deep(tmp_path):
         mid, base = top.parent, top.parent.parent
         assert base.parent is None and base.path.endswith("base.vmdk")
         assert not any(f.writable for f in mid.files + base.files)
-        own = top.extent_at(600 * KiB)
+        own = top.run_at(600 * KiB)
         # Not owned until the first write has renewed the CID (it must reach Python).
         assert own.kind == DATA and not own.owned and own.file is top.file
         top.write(600 * KiB, b"\x22" * 512)
-        own = top.extent_at(600 * KiB)
+        own = top.run_at(600 * KiB)
         assert own.kind == DATA and own.owned and own.file is top.file
-        inherited = top.extent_at(0)
+        inherited = top.run_at(0)
         assert inherited.kind == DATA and not inherited.owned and inherited.file is base.file
-        from_mid = top.extent_at(512 * KiB)
+        from_mid = top.run_at(512 * KiB)
         assert from_mid.file is mid.file and not from_mid.owned
         assert top.cid is not None and top.parent_cid == mid.cid
         info = top.info()
@@ -235,7 +232,7 @@ def test_qemu_chain_sparse_on_flat(tmp_path):
     image = open_image(tmp_path / "child.vmdk")
     assert image.variant == "monolithicSparse" and image.parent.variant == "monolithicFlat"
     assert image.block_size == 64 * KiB
-    ext = image.extent_at(0)                     # unallocated GT: the parent's flat extent, clipped
+    ext = image.run_at(0)                     # unallocated GT: the parent's flat extent, clipped
     assert ext.kind == DATA and not ext.owned and ext.end <= 1 * MiB
     image.close()
 
@@ -274,17 +271,7 @@ def test_manifest_hash(row, tmp_path):
     image = open_image(tmp_path / name)
     try:
         assert image.size == int(row["virtual_size"])
-        h = hashlib.sha256()
-        zeros = bytes(16 * MiB)
-        off = 0
-        while off < image.size:
-            n = min(16 * MiB, image.size - off)
-            if all(e.kind == ZERO for e in image.walk(off, n)):
-                h.update(zeros[:n])
-            else:
-                h.update(image.read(off, n))
-            off += n
-        assert h.hexdigest() == row["raw_sha256"]
+        assert sha256_image(image) == row["raw_sha256"]
     finally:
         image.close()
 
@@ -346,7 +333,7 @@ def test_sparse_variants(variant, tmp_path):
         assert image.variant == create
         assert image.block_size == gb
         if kw.get("compress"):
-            ext = image.extent_at(gb * 5 + 1000)
+            ext = image.run_at(gb * 5 + 1000)
             assert ext.kind == SPECIAL and ext.layer is image and ext.length == gb
             # 512-byte reads through a compressed grain inflate it once.
             calls = []
@@ -358,7 +345,7 @@ def test_sparse_variants(variant, tmp_path):
                 vmdk_sparse.inflate = real
             assert data == raw.read_bytes()[gb * 5:gb * 6] and len(calls) <= 1
         if variant == "version2-zeroed":
-            assert image.extent_at(4 * gb).kind == ZERO
+            assert image.run_at(4 * gb).kind == ZERO
     finally:
         image.close()
 
@@ -431,7 +418,7 @@ def test_sesparse(tmp_path):
     raw = assert_qemu_agrees(tmp_path / "s.vmdk", tmp_path)
     image = open_image(tmp_path / "s.vmdk")
     assert image.variant == "seSparse" and image.block_size == 4096
-    assert image.extent_at(2 * 4096).kind == ZERO
+    assert image.run_at(2 * 4096).kind == ZERO
     image.close()
     alone = open_image(tmp_path / "s-sesparse.vmdk")
     assert alone.read(0, alone.size) == raw.read_bytes()
@@ -551,11 +538,11 @@ def test_descriptor_variants(tmp_path, newline, first_line, version):
         assert image.read(60 * KiB, 10 * KiB) == expect[60 * KiB:70 * KiB]
         assert image.read_only                     # an RDONLY line and a ZERO extent
         assert [e.type_name for e in image.vmdk_extents] == ["FLAT", "FLAT", "ZERO", "SPARSE",
-                                                              "VMFS"]
-        first = image.extent_at(1000)
+                                                             "VMFS"]
+        first = image.run_at(1000)
         assert (first.kind, first.offset, first.length, first.phys) == \
             (DATA, 0, 64 * KiB, 7 * SECTOR)
-        assert first.owned and not image.extent_at(64 * KiB).owned      # RDONLY: not owned
+        assert first.owned and not image.run_at(64 * KiB).owned      # RDONLY: not owned
         starts = {e.start for e in image.vmdk_extents} | {image.size}
         for ext in image.walk(0, image.size):
             assert not any(ext.offset < s < ext.end for s in starts)
@@ -709,7 +696,7 @@ def test_hostile_sparse_headers(tmp_path, fields, error, match):
     assert e.value.path == str(path)
 
 
-def test_grain_entries_outside_the_file_fail_at_use(tmp_path):
+def test_map_table_outside_the_file_fail_at_use(tmp_path):
     path = tmp_path / "g.vmdk"
     rng = random.Random(20)
     layout = W.write_sparse(path, 2048, {0: rng.randbytes(65536), 3: rng.randbytes(65536)},

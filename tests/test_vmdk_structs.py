@@ -12,8 +12,8 @@ import pytest
 c = pytest.importorskip("construct")
 
 import vmdk_writer as W
-from conftest import random_raw, require_tool, run, unpack
 from vdiskio.vmdk import structs as S
+from helpers import random_raw, require_tool, run_plain, unpack
 SparseExtentHeader = c.Struct(
     "magicNumber" / c.Const(b"KDMV"),
     "version" / c.Int32ul,
@@ -129,10 +129,10 @@ def qemu_images(tmp_path_factory):
     require_tool("qemu-img")
     d = tmp_path_factory.mktemp("qemu")
     random_raw(d / "src.raw", 1 << 20, seed=9, holes=[(0, 65536)])
-    run(["qemu-img", "convert", "-O", "vmdk", "src.raw", "mono.vmdk"], cwd=d)
-    run(["qemu-img", "convert", "-O", "vmdk", "-o", "zeroed_grain=on", "src.raw", "z.vmdk"], cwd=d)
-    run(["qemu-img", "convert", "-O", "vmdk", "-o", "subformat=streamOptimized", "src.raw",
-         "stream.vmdk"], cwd=d)
+    run_plain(["qemu-img", "convert", "-O", "vmdk", "src.raw", "mono.vmdk"], cwd=d)
+    run_plain(["qemu-img", "convert", "-O", "vmdk", "-o", "zeroed_grain=on", "src.raw", "z.vmdk"], cwd=d)
+    run_plain(["qemu-img", "convert", "-O", "vmdk", "-o", "subformat=streamOptimized", "src.raw",
+               "stream.vmdk"], cwd=d)
     return d
 
 

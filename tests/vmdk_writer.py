@@ -13,8 +13,8 @@ zeroed-grain entry, or seSparse's zero state); UNMAPPED is seSparse's unmapped s
 
 import struct
 import zlib
+from helpers import SECTOR
 
-SECTOR = 512
 ZEROED = "zeroed"
 UNMAPPED = "unmapped"
 GD_AT_END = 0xFFFFFFFFFFFFFFFF

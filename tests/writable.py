@@ -6,14 +6,9 @@ make(kind, dir, size, seed) -> Writable(path, mirror, qemu_format). qemu_format 
 """
 
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-from conftest import ROOT, random_raw, require_tool
-
-MiB = 1 << 20
-VDISKIO = [sys.executable, "-m", "vdiskio"]
+from helpers import MiB, ROOT, VDISKIO, random_raw, require_tool
 
 
 @dataclass

@@ -13,7 +13,7 @@ import struct
 
 from . import backing, log
 from .disk import Registry
-from .errors import NotAnImage, VdError
+from .errors import NameTooLong, NotAnImage, VdError
 
 NOT_IMAGE = 1           # VD_PY_NOT_IMAGE
 registry = Registry()
@@ -77,7 +77,7 @@ def install(ffi, lib):
         real = os.fsencode(disk.path)
         if len(real) >= 4096:
             registry.release(disk.handle)
-            raise VdError("path too long", name, errno.ENAMETOOLONG)
+            raise NameTooLong("path too long", name)
         image = disk.image
         res.handle = disk.handle
         res.disk_size = image.size

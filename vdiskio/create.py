@@ -5,10 +5,9 @@ A create that fails or is interrupted removes every file it made: no partial ima
 ever left behind (the CLI turns SIGTERM, SIGINT and SIGHUP into an interruption).
 """
 
-import errno
 import os
 
-from .errors import VdError
+from .errors import BadRequest, IsADirectory, VdError
 
 VHD_VARIANTS = ("dynamic", "fixed")
 VMDK_VARIANTS = ("monolithicSparse", "twoGbMaxExtentSparse", "monolithicFlat")
@@ -24,8 +23,7 @@ def _format_of(path, fmt):
         return ext[1:]
     if ext == ".avhdx":
         return "vhdx"
-    raise VdError("cannot tell the format from the name: give -f vhd, -f vhdx or -f vmdk", path,
-                  errno.EINVAL)
+    raise BadRequest("cannot tell the format from the name: give -f vhd, -f vhdx or -f vmdk", path)
 
 
 def create_image(path, fmt=None, variant=None, size=None, parent=None, block_size=None,
@@ -33,19 +31,18 @@ def create_image(path, fmt=None, variant=None, size=None, parent=None, block_siz
     from .vhd import create as vhd_create
     fmt = _format_of(path, fmt)
     if logical_sector_size is not None and fmt != "vhdx":
-        raise VdError("--logical-sector-size is a VHDX option", path, errno.EINVAL)
+        raise BadRequest("--logical-sector-size is a VHDX option", path)
     derived_size = size is None
     src = None
     if source is not None:
         if parent is not None:
-            raise VdError("--from and --parent cannot be combined", path, errno.EINVAL)
+            raise BadRequest("--from and --parent cannot be combined", path)
         src = Source(source, size)
         size = size or -(-src.size // 512) * 512
         if src.size is not None and size < src.size:
-            raise VdError(f"--size {size} is smaller than {source} ({src.size} bytes)", path,
-                          errno.EINVAL)
+            raise BadRequest(f"--size {size} is smaller than {source} ({src.size} bytes)", path)
     if size is None and parent is None:
-        raise VdError("give --size, --from or --parent", path, errno.EINVAL)
+        raise BadRequest("give --size, --from or --parent", path)
     if src is not None and derived_size and logical_sector_size:
         size = -(-size // logical_sector_size) * logical_sector_size
     first = len(vhd_create.made)
@@ -68,21 +65,19 @@ def _make(path, fmt, variant, size, parent, block_size, logical_sector_size):
         from .vhdx import create as vhdx_create
         variant = variant or "dynamic"
         if variant not in VHDX_VARIANTS:
-            raise VdError(f"VHDX variant {variant!r} unknown (choose {', '.join(VHDX_VARIANTS)})",
-                          path, errno.EINVAL)
+            raise BadRequest(f"VHDX variant {variant!r} unknown (choose {', '.join(VHDX_VARIANTS)})",
+                             path)
         if parent is not None and variant != "dynamic":
-            raise VdError("a differencing VHDX is dynamic: drop --variant fixed", path,
-                          errno.EINVAL)
+            raise BadRequest("a differencing VHDX is dynamic: drop --variant fixed", path)
         vhdx_create.create(path, size, variant, block_size, logical_sector_size, parent=parent)
     elif fmt == "vhd":
         from .vhd import create as vhd_create
         variant = variant or "dynamic"
         if variant not in VHD_VARIANTS:
-            raise VdError(f"VHD variant {variant!r} unknown (choose {', '.join(VHD_VARIANTS)})",
-                          path, errno.EINVAL)
+            raise BadRequest(f"VHD variant {variant!r} unknown (choose {', '.join(VHD_VARIANTS)})",
+                             path)
         if parent is not None and variant != "dynamic":
-            raise VdError("a differencing VHD is dynamic: drop --variant fixed", path,
-                          errno.EINVAL)
+            raise BadRequest("a differencing VHD is dynamic: drop --variant fixed", path)
         if variant == "fixed":
             vhd_create.create_fixed(path, size)
         else:
@@ -92,8 +87,8 @@ def _make(path, fmt, variant, size, parent, block_size, logical_sector_size):
         from .vmdk import create as vmdk_create
         variant = variant or "monolithicSparse"
         if variant not in VMDK_VARIANTS:
-            raise VdError(f"VMDK variant {variant!r} unknown (choose {', '.join(VMDK_VARIANTS)})",
-                          path, errno.EINVAL)
+            raise BadRequest(f"VMDK variant {variant!r} unknown (choose {', '.join(VMDK_VARIANTS)})",
+                             path)
         vmdk_create.create(path, size, variant, parent)
 
 
@@ -126,11 +121,10 @@ class Source:
         kind = not_regular(st.st_mode)
         self.image = False
         if kind == "a directory":
-            raise VdError("is a directory, not a disk to copy", path, errno.EISDIR)
+            raise IsADirectory("is a directory, not a disk to copy", path)
         if kind is not None:
             if size is None:
-                raise VdError(f"is {kind}: give -s SIZE, how much of it to copy", path,
-                              errno.EINVAL)
+                raise BadRequest(f"is {kind}: give -s SIZE, how much of it to copy", path)
             self.size = None            # a stream: read up to the size asked
             return
         self.image = sniff(path) is not None

@@ -11,32 +11,42 @@ reference on each, and reaches their Image through them at every call, so one im
 file never has two Images (two allocators), whatever is open on it.
 """
 
-import errno
 import os
 import sys
 from _thread import RLock, allocate_lock
 
 from . import log
 from .entries import (ENTRY_SLOW, ENTRY_ZERO, KIND_DATA, KIND_OWNED, MAX_PHYS, data_base)
-from .errors import MissingFile, NoMoreData, NotAnImage, VdError
+from .errors import BadHandle, Busy, MissingFile, NoMoreData, NoSuchDevice, NotAnImage, VdError
 from .formats import open_image, sniff
 from .image import DATA, ZERO
 
 MAP_LOOKUPS = 64            # extent lookups per map call: bounds the time one call takes
 MAX_PARTITION = 128
 
-# <image>[SEP]N: the last ".vhd", ".avhd", ".vhdx", ".avhdx" or ".vmdk" in the name, up to
-# 24 characters of separator and digits (the shim's extensions, shim/open.c).
-PART_LINK = r"^(?P<image>.*\.(?:vhdx|avhdx|vhd|avhd|vmdk))(?P<sep>.{0,23}?)(?P<num>\d+)$"
+# <image>[SEP]N. The image's extension is found as shim/open.c finds it: the last one in
+# the name (not at its start), at one position the longest; after it, at most 24
+# characters of separator and digits (vdpartx -p writes "p": disk.vhdp2).
+EXTENSIONS = (".avhdx", ".vhdx", ".avhd", ".vhd", ".vmdk")
+PART_SUFFIX_MAX = 24
+_DIGITS = "0123456789"
 
 
 def partition_number(link_path):
     """Partition number a link's name asks for, or None if the name is not <image>N."""
-    import re           # only partition links need it: keep it out of every first open
-    m = re.match(PART_LINK, os.path.basename(link_path), re.I)
-    if not m or len(m.group("sep")) + len(m.group("num")) > 24:
-        return None
-    return int(m.group("num"))
+    name = os.path.basename(link_path)
+    lower = name.lower()
+    dot = lower.rfind(".")
+    while dot > 0:
+        ext = next((e for e in EXTENSIONS if lower.startswith(e, dot)), None)
+        if ext is not None:
+            tail = name[dot + len(ext):]
+            digits = len(tail) - len(tail.rstrip(_DIGITS))
+            if not digits or len(tail) > PART_SUFFIX_MAX or "\n" in tail:
+                return None
+            return int(tail[-digits:])
+        dot = lower.rfind(".", 0, dot)
+    return None
 
 
 def invalidate(handle, offset, length):
@@ -91,22 +101,22 @@ class Disk:
         b = block
         end_block = block + count
         lookups = 0
-        # A read-only sparse chain may answer a grain table slice at a time.
-        grain_entries = None if owned_ok else getattr(image, "grain_entries", None)
+        # A read-only chain may answer many blocks at once (Image.map_table).
+        map_table = None if owned_ok else image.map_table
         while b < end_block and lookups < MAP_LOOKUPS:
             start = b * bsize
             if start >= size:
                 break
             try:
-                if grain_entries is not None:
-                    got = grain_entries(start, end_block - b, bsize, self._data_base,
-                                        ENTRY_ZERO)
+                if map_table is not None:
+                    got = map_table(start, end_block - b, bsize, self._data_base,
+                                    ENTRY_ZERO)
                     if got:
                         entries.extend(got)
                         b += len(got)
                         lookups += 1
                         continue
-                ext = image.extent_at(start)
+                ext = image.run_at(start)
             except VdError:
                 # A block the decoder cannot map (damaged table, NOACCESS extent) goes
                 # to the Python read, which fails for that block alone with its message;
@@ -158,7 +168,7 @@ class Disk:
         """Write through Python. origin: the volume image the write came through (None:
         this disk's own handle, whose cached entries the C library drops itself)."""
         if not self.writable:
-            raise VdError("image not opened for writing", self.path, errno.EBADF)
+            raise BadHandle("image not opened for writing", self.path)
         with self.lock:
             self.image.write(offset, data)
         log.debug(f"python write {self.path} @{offset} +{len(data)}")
@@ -170,7 +180,7 @@ class Disk:
         BLKZEROOUT alike): the image deallocates where its format allows, else writes
         zeros. Nothing here promises preallocation: a sparse image cannot."""
         if not self.writable:
-            raise VdError("image not opened for writing", self.path, errno.EBADF)
+            raise BadHandle("image not opened for writing", self.path)
         with self.lock:
             self.image.discard(offset, length)
         self.changed(offset, length, origin)
@@ -194,7 +204,7 @@ class Disk:
         want_data = whence == os.SEEK_DATA
         size = self.image.size
         while offset < size:
-            ext = self.image.extent_at(offset)
+            ext = self.image.run_at(offset)
             if (ext.kind != ZERO) == want_data:
                 return max(offset, ext.offset)
             offset = ext.end
@@ -321,10 +331,8 @@ class VolumeDisk(Disk):
                 self.registry.release(base.handle)
 
 
-class NoSuchVolume(VdError):
+class NoSuchVolume(NoSuchDevice):
     """The link names a volume the image's volume groups do not have."""
-
-    default_errno = errno.ENXIO
 
     def __init__(self, message, path=None, err=None):
         super().__init__(message, None, err)
@@ -386,8 +394,8 @@ class Registry:
         if number is None or sniff(target) is None:
             return None
         if not 1 <= number <= MAX_PARTITION:
-            raise VdError(f"{os.path.basename(path)} names partition {number}; partitions are"
-                          f" numbered 1 to {MAX_PARTITION}", path, errno.ENXIO)
+            raise NoSuchDevice(f"{os.path.basename(path)} names partition {number}; partitions are"
+                               f" numbered 1 to {MAX_PARTITION}", path)
         return target, number
 
     def open(self, path, writable, part):
@@ -472,8 +480,8 @@ class Registry:
                 remapped = False
                 if disk is not None:
                     if disk.image.layout != image.layout:
-                        raise VdError(f"volume {vgf.name}/{lv.name} is open here with another"
-                                      f" layout: its metadata changed since", link, errno.EBUSY)
+                        raise Busy(f"volume {vgf.name}/{lv.name} is open here with another"
+                                   f" layout: its metadata changed since", link)
                     if writable and not disk.writable:
                         disk.reopen_writable()
                         remapped = True
@@ -506,9 +514,8 @@ class Registry:
         for vg_name, lv_name in request.candidates:
             named = [v for v in vgs if v.name == vg_name]
             if len(named) > 1:
-                raise VdError(f"{base.path} holds {len(named)} volume groups named {vg_name}"
-                              f" (UUIDs {', '.join(v.vg.uuid for v in named)})", link,
-                              errno.ENXIO)
+                raise NoSuchDevice(f"{base.path} holds {len(named)} volume groups named {vg_name}"
+                                   f" (UUIDs {', '.join(v.vg.uuid for v in named)})", link)
             lv = named[0].vg.lvs.get(lv_name) if named else None
             if lv is not None and lv.visible:
                 return named[0], lv
@@ -582,7 +589,7 @@ class Registry:
     def get(self, handle):
         disk = self.by_handle.get(handle)
         if disk is None:
-            raise VdError(f"no open disk with handle {handle}", None, errno.EBADF)
+            raise BadHandle(f"no open disk with handle {handle}", None)
         return disk
 
     def release(self, handle):

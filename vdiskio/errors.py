@@ -70,7 +70,8 @@ class Busy(VdError):
 
 
 class OutOfRange(VdError):
-    """A write beyond the end of the disk or partition."""
+    """A write beyond the end of the disk or partition, or beyond what the format's
+    tables can address."""
 
     default_errno = errno.ENOSPC
 
@@ -80,3 +81,41 @@ class NoMoreData(VdError):
 
     default_errno = errno.ENXIO
     quiet_errnos = (errno.ENXIO,)
+
+
+class BadRequest(VdError):
+    """An option or argument the caller gave is wrong (a size, a flag, a combination)."""
+
+    default_errno = errno.EINVAL
+
+
+class AlreadyExists(VdError):
+    """A file to be created exists: vdiskio never overwrites one."""
+
+    default_errno = errno.EEXIST
+
+
+class IsADirectory(VdError):
+    """A directory where a file was meant."""
+
+    default_errno = errno.EISDIR
+
+
+class NameTooLong(VdError):
+    """A path or file name longer than the format or the system allows."""
+
+    default_errno = errno.ENAMETOOLONG
+
+
+class BadHandle(VdError):
+    """A handle not open, or not open for this use (a write through a read-only open):
+    EBADF, as write(2) answers on an O_RDONLY fd."""
+
+    default_errno = errno.EBADF
+
+
+class NoSuchDevice(VdError):
+    """A link names something the image does not have: a partition or volume (ENXIO, as
+    opening a missing block device answers)."""
+
+    default_errno = errno.ENXIO

@@ -18,7 +18,7 @@ import io
 import os
 
 from .disk import Registry
-from .errors import NotAnImage, OutOfRange, VdError
+from .errors import BadRequest, NotAnImage, OutOfRange
 
 _MODES = {"rb": False, "r+b": True, "rb+": True}
 
@@ -40,8 +40,8 @@ class DiskFile(io.RawIOBase):
             disk, part, start, length, _ = self._registry.open(self.name, self._writable,
                                                                -1 if link else 0)
         except NotAnImage as e:
-            raise VdError("not a VHD, VHDX or VMDK image, nor a partition or volume link to"
-                          " one", self.name, errno.EINVAL) from e
+            raise BadRequest("not a VHD, VHDX or VMDK image, nor a partition or volume link to"
+                             " one", self.name) from e
         self._disk, self.partition = disk, part
         self._start, self.size = start, length
         self._pos = 0

@@ -1,19 +1,30 @@
 """The decoder interface every format implements, and the one generic read path.
 
-A decoder answers one question: where does virtual offset X live? `extent_at(X)`
-returns an Extent: a run of virtual bytes that is all zeros, all in one backing file at
-one physical offset, or "special" (compressed, decoded by the layer itself). Reads in
-Python and the shim's C translation table are both built from that one answer, so the
-two paths cannot disagree.
+A decoder answers one question: where does virtual offset X live? `run_at(X)` returns a
+Run: virtual bytes from X that are all zeros, all in one backing file at one physical
+offset, or "special" (compressed, decoded by the layer itself). Reads in Python and the
+shim's C translation table are both built from that one answer, so the two paths cannot
+disagree. A decoder may also answer `map_table` (many translation table entries at once,
+for read-only chains); tests/test_disk_table_property.py proves it equal to run_at.
+
+Adding a format: a package vdiskio/<format>/ whose image module subclasses Image (run_at,
+and read_special, write, discard, flush, check, info where the format has them), an
+is_<format>(head) sniffing rule (mirrored in shim/open.c's name rules when the format has
+its own file name), and one line in formats.py.
 """
 
 from .errors import OutOfRange, ReadOnlyImage, VdError
 
+# The run kinds, one set for every decoder (plain ints: enum is not imported at start-up).
 ZERO = 0      # unallocated (in the whole chain): reads as zeros
 DATA = 1      # stored raw in `file` at `phys`
 SPECIAL = 2   # stored in a form only `layer.read_special` can decode (compressed)
+# Kinds that never leave a decoder (run_at resolves them before it answers):
+PARENT = 3    # this layer holds nothing here: its parent answers (zeros without one)
+INVALID = 4   # a table entry no reader could follow: CorruptImage when the bytes are used
 
-KIND_NAMES = {ZERO: "zero", DATA: "data", SPECIAL: "special"}
+KIND_NAMES = {ZERO: "zero", DATA: "data", SPECIAL: "special", PARENT: "parent",
+              INVALID: "invalid"}
 
 ZERO_STEP = 1 << 20
 _ZEROS = bytes(ZERO_STEP)
@@ -33,7 +44,7 @@ def is_zero(data):
     return True
 
 
-class Extent:
+class Run:
     """Virtual bytes [offset, offset+length) that map uniformly.
 
     owned: the bytes belong to the top image of the chain and are stored raw, so a
@@ -60,12 +71,12 @@ class Extent:
         s = max(self.offset, start)
         e = min(self.end, end)
         phys = self.phys + (s - self.offset) if self.kind == DATA else self.phys
-        return Extent(s, e - s, self.kind, self.file, phys,
-                      self.owned if owned is None else owned, self.layer)
+        return Run(s, e - s, self.kind, self.file, phys,
+                   self.owned if owned is None else owned, self.layer)
 
     def __repr__(self):
         where = f" {self.file.path}@{self.phys}" if self.kind == DATA else ""
-        return f"<Extent {self.offset}+{self.length} {KIND_NAMES[self.kind]}{where}>"
+        return f"<Run {self.offset}+{self.length} {KIND_NAMES[self.kind]}{where}>"
 
 
 _forked = [False]
@@ -100,17 +111,29 @@ class Image:
         self.parent_problems = []       # parent mismatches accepted (vdiskio.chain)
 
     # -- mapping ----------------------------------------------------------------------
-    def extent_at(self, offset):
+    def run_at(self, offset):
+        """The Run holding virtual byte `offset` (0 <= offset < size), starting at or before
+        it; of kind ZERO, DATA or SPECIAL. `owned` only where a write may replace the raw
+        bytes in place (the top layer's, no metadata to update)."""
         raise NotImplementedError
 
-    def read_special(self, extent, offset, length):
-        raise VdError(f"no decoder for special extent {extent!r}", self.path)
+    def map_table(self, offset, count, block_bytes, base_of, zero):
+        """Translation table entries (vdiskio.entries) for up to `count` blocks of
+        `block_bytes` from `offset`, for a read-only disk, many at a time: base_of(file) |
+        sector for raw data, `zero` for zeros. None when this image cannot answer this
+        range so (the caller then asks run_at block by block). The answer must equal
+        run_at's: tests/test_disk_table_property.py checks it."""
+        return None
+
+    def read_special(self, run, offset, length):
+        """Decode [offset, offset+length) of a SPECIAL run this layer returned."""
+        raise VdError(f"no decoder for special run {run!r}", self.path)
 
     def walk(self, offset, length):
         """Yield the extents covering [offset, offset+length) (clipped to the disk)."""
         end = min(offset + length, self.size)
         while offset < end:
-            ext = self.extent_at(offset)
+            ext = self.run_at(offset)
             if ext.length <= 0 or ext.offset > offset or ext.end <= offset:
                 raise VdError(f"decoder returned {ext!r} for offset {offset}", self.path)
             if ext.end > end or ext.offset < offset:
@@ -194,10 +217,6 @@ class Image:
         while image is not None:
             yield image
             image = image.parent
-
-    def allocated_bytes(self):
-        """Bytes of backing-file space used by this image's own files."""
-        return sum(f.size for f in self.files)
 
     def info(self):
         """A JSON-able description for `vdiskio info`; formats add their own keys."""

@@ -10,7 +10,6 @@ so a load racing with a writer never caches what the file held before.
 
 import struct
 import sys
-from array import array
 
 from .cache import LRU
 
@@ -22,15 +21,18 @@ STREAM_ENTRIES = 1 << 18            # entries per read when a whole table is str
 def decode_entries(raw, fmt, mutable=False):
     """Bytes of little- or big-endian entries (fmt "<I", ">I", "<Q", ">Q") as a sequence
     of ints: a memoryview over the bytes when their order is the machine's (no copy),
-    else an array. `mutable`: one whose entries can be assigned."""
+    else over a byte-swapped copy (which can always be assigned). `mutable`: one whose
+    entries can be assigned. (Not the array module: it imports collections.abc, whose
+    milliseconds every first image open would pay.)"""
     order, code = fmt[0], fmt[1]
     native = (order == "<") == (sys.byteorder == "little")
     if native:
         return memoryview(bytearray(raw) if mutable else raw).cast(code)
-    values = array(code)
-    values.frombytes(raw)
-    values.byteswap()
-    return values
+    size = struct.calcsize(code)
+    swapped = bytearray(len(raw))
+    for i in range(size):
+        swapped[i::size] = raw[size - 1 - i::size]
+    return memoryview(swapped).cast(code)
 
 
 class Table:
@@ -94,7 +96,7 @@ class Table:
             n = min(SLICE_ENTRIES - into, stop - start - count)
             part = self._slice(k)[into:into + n]
             raw = part.tobytes() if hasattr(part, "tobytes") else \
-                array(self.fmt[1], part).tobytes()
+                struct.pack(f"<{len(part)}{self.fmt[1]}", *part)
             same = (len(raw) - len(raw.lstrip(byte))) // self.entry_size
             count += same
             if same < n:

@@ -16,7 +16,7 @@ checked on success:
 - each volume the metadata describes maps [0, size) exactly once, in order, onto its
   PVs' extent areas only (never onto a PV's label or metadata, never past its extents),
   and no two volumes share a byte of a PV;
-- extent_at agrees with that mapping.
+- run_at agrees with that mapping.
 """
 
 import os
@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from vdiskio.errors import VdError  # noqa: E402
-from vdiskio.image import DATA, Extent  # noqa: E402
+from vdiskio.image import DATA, Run  # noqa: E402
 from vdiskio.lvm import config, label, mda, metadata, scan, structs  # noqa: E402
 from vdiskio.lvm.volume import LogicalVolumeImage  # noqa: E402
 
@@ -41,7 +41,7 @@ class FuzzFile:
 
 
 class FlatImage:
-    """A disk of WINDOW bytes mapped 1:1 onto one file: extent_at says where a byte is."""
+    """A disk of WINDOW bytes mapped 1:1 onto one file: run_at says where a byte is."""
 
     size = WINDOW
     block_size = 512
@@ -51,10 +51,10 @@ class FlatImage:
     def __init__(self):
         self.file = FuzzFile()
 
-    def extent_at(self, offset):
+    def run_at(self, offset):
         assert 0 <= offset < self.size, offset
         block = offset - offset % (1 << 20)
-        return Extent(block, 1 << 20, DATA, self.file, block, True)
+        return Run(block, 1 << 20, DATA, self.file, block, True)
 
 
 class Source:
@@ -125,7 +125,7 @@ def check_volumes(vg, pv_start, lab):
                 for o, size in [(lab.sector * 512, 512)] + lab.metadata_areas:
                     assert at + n <= pv_start + o or pv_start + o + size <= at
             used.append((entry.uuid, at, at + n, lv.name))
-            ext = volume.extent_at(off)
+            ext = volume.run_at(off)
             assert ext.offset == off and 0 < ext.length <= n and ext.phys == at
             pos += n
         assert pos == volume.size

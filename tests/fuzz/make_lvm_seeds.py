@@ -14,7 +14,7 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))           # tests/ (lvm_images, conftest)
+sys.path.insert(0, os.path.dirname(HERE))           # tests/ (lvm_images, helpers)
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 

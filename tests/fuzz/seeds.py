@@ -24,8 +24,8 @@ for p in (str(ROOT), str(ROOT / "tests")):
 
 import hostile  # noqa: E402
 import vmdk_writer as W  # noqa: E402
+from helpers import SECTOR  # noqa: E402
 
-SECTOR = 512
 PARENT_CID = 0x0000ABCD
 PARENT_UID = b"\x11" * 16
 TESTDATA_MAX = 300 << 10            # larger test images make slow inputs: left out
@@ -59,7 +59,7 @@ def fixture_files():
 
 
 def _testdata(suffixes):
-    from conftest import testdata_dir
+    from helpers import testdata_dir
     root = testdata_dir()
     if root is None:
         return []

@@ -18,7 +18,7 @@ from bisect import bisect_right
 from _thread import allocate_lock
 
 from ..errors import ReadOnlyImage, Unsupported
-from ..image import DATA, SPECIAL, Extent, Image
+from ..image import DATA, SPECIAL, Run, Image
 from .names import dm_name
 from .structs import SECTOR
 
@@ -156,17 +156,17 @@ class LogicalVolumeImage(Image):
             yield stripe, at, offset, n
             offset += n
 
-    def extent_at(self, offset):
+    def run_at(self, offset):
         span = self.spans[bisect_right(self.starts, offset) - 1]
         stripe, at, run = span.locate(offset)
-        ext = stripe.source.image.extent_at(at)
+        ext = stripe.source.image.run_at(at)
         end = min(ext.end, at + run)
         n = end - at
         phys = ext.phys + (at - ext.offset) if ext.kind == DATA else ext.phys
         if ext.kind == SPECIAL:
             # Decoded by this volume (through the disk below), in its own coordinates.
-            return Extent(offset, n, SPECIAL, ext.file, phys, ext.owned, self)
-        return Extent(offset, n, ext.kind, ext.file, phys, ext.owned, ext.layer)
+            return Run(offset, n, SPECIAL, ext.file, phys, ext.owned, self)
+        return Run(offset, n, ext.kind, ext.file, phys, ext.owned, ext.layer)
 
     def read_special(self, extent, offset, length):
         return self.read(offset, length)

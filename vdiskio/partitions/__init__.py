@@ -13,23 +13,18 @@ sectors, 512 or 4096 bytes (a 4096-byte-sector disk keeps its GPT header at byte
 GPT written for the other sector size is recognised and refused (Unsupported).
 """
 
-import errno
 
-from ..errors import CorruptImage, Unsupported, VdError
+from ..errors import CorruptImage, NoSuchDevice, Unsupported
 
 SECTOR = 512
 
 
-class NoPartitionTable(VdError):
+class NoPartitionTable(NoSuchDevice):
     """The disk has no partition table at all (a whole-disk filesystem, zeros...)."""
 
-    default_errno = errno.ENXIO
 
-
-class NoSuchPartition(VdError):
+class NoSuchPartition(NoSuchDevice):
     """The table exists but has no partition with the asked number."""
-
-    default_errno = errno.ENXIO
 
     def __init__(self, message, path=None, err=None):
         # The message already starts with the file name ("disk.vhd has partitions ...").

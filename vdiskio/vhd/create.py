@@ -1,18 +1,17 @@
 """Writing new VHD files: fixed, dynamic, and differencing (a child of a parent VHD)."""
 
-import errno
 import os
 import signal
 import time
 import uuid
 
 from ..backing import sys_open
-from ..errors import VdError
+from ..errors import AlreadyExists, BadRequest, VdError
 from .image import MAX_GEOMETRY, SECTOR, open_vhd
 from .structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED,
-                          DYNAMIC_COOKIE, DYNAMIC_HEADER, FEATURE_RESERVED, FILE_FORMAT_VERSION,
-                          FOOTER, FOOTER_COOKIE, HEADER_VERSION, PARENT_LOCATOR,
-                          PARENT_LOCATOR_COUNT, UNUSED_BAT_ENTRY, checksum)
+                      DYNAMIC_COOKIE, DYNAMIC_HEADER, FEATURE_RESERVED, FILE_FORMAT_VERSION,
+                      FOOTER, FOOTER_COOKIE, HEADER_VERSION, PARENT_LOCATOR,
+                      PARENT_LOCATOR_COUNT, UNUSED_BAT_ENTRY, checksum)
 
 VHD_EPOCH = 946684800               # 2000-01-01T00:00:00Z
 CREATOR_APPLICATION = b"vdio"
@@ -74,8 +73,8 @@ def _exclusive_create(path, access=os.O_WRONLY):
         made.append(path)
         return fd
     except FileExistsError:
-        raise VdError("already exists; vdiskio create never overwrites a file", path,
-                      errno.EEXIST) from None
+        raise AlreadyExists(
+            "already exists; vdiskio create never overwrites a file", path) from None
     except OSError as e:
         raise VdError(f"cannot create: {e.strerror}", path, e.errno) from None
     finally:
@@ -84,9 +83,9 @@ def _exclusive_create(path, access=os.O_WRONLY):
 
 def _check_size(size, path):
     if size <= 0 or size % SECTOR:
-        raise VdError(f"size {size} is not a positive multiple of 512", path, errno.EINVAL)
+        raise BadRequest(f"size {size} is not a positive multiple of 512", path)
     if size > 2040 << 30:
-        raise VdError(f"size {size} exceeds the VHD format's 2040 GiB", path, errno.EINVAL)
+        raise BadRequest(f"size {size} exceeds the VHD format's 2040 GiB", path)
 
 
 def create_fixed(path, size):
@@ -125,8 +124,7 @@ def create_dynamic(path, size, block_size=DEFAULT_BLOCK_SIZE, parent=None):
         parent_image.close()
     _check_size(size, path)
     if block_size < SECTOR or block_size & (block_size - 1):
-        raise VdError(f"block size {block_size} is not a power of two >= 512", path,
-                      errno.EINVAL)
+        raise BadRequest(f"block size {block_size} is not a power of two >= 512", path)
     entries = -(-size // block_size)
     table_offset = 3 * SECTOR
     bat_bytes = -(-(4 * entries) // SECTOR) * SECTOR

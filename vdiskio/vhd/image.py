@@ -11,7 +11,7 @@ from .. import chain, log
 from ..backing import BackingFile
 from ..cache import LRU
 from ..errors import CorruptImage, NotAnImage, ReadOnlyImage, Unsupported
-from ..image import DATA, ZERO, Extent, Image
+from ..image import DATA, ZERO, Run, Image
 from ..tables import Table, decode_entries
 from .structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED,
                       DISK_TYPE_NAMES, DYNAMIC_COOKIE, DYNAMIC_HEADER, FILE_FORMAT_VERSION,
@@ -154,8 +154,8 @@ class FixedVHD(FixedWriter, VHD):
             raise CorruptImage(f"fixed VHD truncated: {f.size} bytes hold less than the"
                                f" {self.size}-byte disk and its footer", f.path)
 
-    def extent_at(self, offset):
-        return Extent(0, self.size, DATA, self.file, 0, owned=True)
+    def run_at(self, offset):
+        return Run(0, self.size, DATA, self.file, 0, owned=True)
 
     def check(self):
         from .check import check_fixed
@@ -229,7 +229,7 @@ class DynamicVHD(DynamicWriter, VHD):
         start = block * self.block_size
         return start, min(last * self.block_size, self.size) - start
 
-    def extent_at(self, offset):
+    def run_at(self, offset):
         block = offset // self.block_size
         data = self.block_data_offset(block)
         if data is None:
@@ -239,11 +239,11 @@ class DynamicVHD(DynamicWriter, VHD):
         # Reads ignore a dynamic disk's bitmap (as QEMU does); a write may go straight to
         # the file only where the bitmap already marks every sector present.
         owned = not self.file.writable or self.bitmap_full(block)
-        return Extent(start, min(self.block_size, self.size - start), DATA, self.file, data,
-                      owned=owned)
+        return Run(start, min(self.block_size, self.size - start), DATA, self.file, data,
+                   owned=owned)
 
     def unallocated(self, start, length, offset):
-        return Extent(start, length, ZERO)
+        return Run(start, length, ZERO)
 
     # -- sector bitmaps ------------------------------------------------------------------
     def bitmap(self, block):
@@ -266,7 +266,7 @@ class DynamicVHD(DynamicWriter, VHD):
         unused = UNUSED_BAT_ENTRY.to_bytes(4, "big")
         free = 0
         for _first, raw in self.bat.stream(STREAM_ENTRIES):
-            free += decode_entries(raw, ">I").count(UNUSED_BAT_ENTRY) if raw.count(unused) else 0
+            free += decode_entries(raw, ">I").tolist().count(UNUSED_BAT_ENTRY) if raw.count(unused) else 0
         return self.block_count - free
 
     def check(self):
@@ -288,11 +288,11 @@ class DifferencingVHD(DifferencingWriter, DynamicVHD):
         end = start + length
         if self.parent is None or offset >= self.parent.size:
             # Without a parent, or past a smaller parent's end, unheld sectors read as zeros.
-            return Extent(start, length, ZERO)
-        ext = self.parent.extent_at(offset)
+            return Run(start, length, ZERO)
+        ext = self.parent.run_at(offset)
         return ext.clipped(start, min(end, self.parent.size), owned=False)
 
-    def extent_at(self, offset):
+    def run_at(self, offset):
         block = offset // self.block_size
         data = self.block_data_offset(block)
         start = block * self.block_size
@@ -316,8 +316,8 @@ class DifferencingVHD(DifferencingWriter, DynamicVHD):
         run_start = start + s * SECTOR
         run_end = min(start + e * SECTOR, end)
         if present:
-            return Extent(run_start, run_end - run_start, DATA, self.file,
-                          data + s * SECTOR, owned=True)
+            return Run(run_start, run_end - run_start, DATA, self.file,
+                       data + s * SECTOR, owned=True)
         return self.unallocated(run_start, run_end - run_start, offset)
 
     def info(self):

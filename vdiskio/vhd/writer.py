@@ -8,7 +8,6 @@ the block is only unreferenced space (a leak, never a wrong read).
 """
 
 import struct
-from array import array
 
 from ..image import is_zero
 from ..tables import decode_entries
@@ -39,7 +38,7 @@ class DynamicWriter:
             return
         meta_end = max(SECTOR, self.footer.data_offset + DYNAMIC_HEADER.size,
                        self.header.table_offset + 4 * self.header.max_table_entries)
-        starts = array("I")
+        starts = []
         for _first, raw in self.bat.stream(STREAM_ENTRIES):
             entries = decode_entries(raw, ">I")
             starts.extend(e for e in entries if e != UNUSED_BAT_ENTRY)

@@ -8,7 +8,7 @@ import os
 import struct
 import uuid
 
-from ..errors import VdError
+from ..errors import BadRequest
 from .structs import (ALIGNMENT, BAT_GUID, BAT_OFFSET_SHIFT, FILE_IDENTIFIER,
                       FILE_PARAMETERS, FILE_PARAMETERS_GUID, FILE_SIGNATURE, HAS_PARENT, HEADER,
                       HEADER1_OFFSET, HEADER2_OFFSET, HEADER_SIGNATURE, LEAVE_BLOCK_ALLOCATED,
@@ -128,19 +128,17 @@ def create(path, size=None, variant="dynamic", block_size=None, logical_sector_s
            physical_sector_size=None, parent=None):
     """A new VHDX file: variant "fixed" or "dynamic", or with `parent` (a VHDX path) a
     differencing child of it with the parent's size and sector size."""
-    import errno
     locator = None
     if parent is not None:
         from .image import open_vhdx
         from ..formats import sniff
         if sniff(parent) != "vhdx":
-            raise VdError("a differencing VHDX needs a VHDX parent", parent, errno.EINVAL)
+            raise BadRequest("a differencing VHDX needs a VHDX parent", parent)
         p = open_vhdx(os.path.abspath(parent))
         try:
             size = p.size
             if logical_sector_size not in (None, p.logical_sector_size):
-                raise VdError(f"the parent has {p.logical_sector_size}-byte sectors", path,
-                              errno.EINVAL)
+                raise BadRequest(f"the parent has {p.logical_sector_size}-byte sectors", path)
             logical_sector_size = p.logical_sector_size
             physical_sector_size = physical_sector_size or p.physical_sector_size
             linkage = "{" + guid_text(p.header.data_write_guid) + "}"
@@ -156,17 +154,14 @@ def create(path, size=None, variant="dynamic", block_size=None, logical_sector_s
     pss = physical_sector_size or lss
     block_size = block_size or DEFAULT_BLOCK_SIZE
     if lss not in SECTOR_SIZES or pss not in SECTOR_SIZES:
-        raise VdError(f"sector sizes must be 512 or 4096 (logical {lss}, physical {pss})", path,
-                      errno.EINVAL)
+        raise BadRequest(f"sector sizes must be 512 or 4096 (logical {lss}, physical {pss})", path)
     if size is None or size <= 0 or size % lss or size > MAX_VIRTUAL_DISK_SIZE:
-        raise VdError(f"size {size} is not a positive multiple of {lss} up to 64 TiB", path,
-                      errno.EINVAL)
+        raise BadRequest(f"size {size} is not a positive multiple of {lss} up to 64 TiB", path)
     if not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE or block_size & (block_size - 1):
-        raise VdError(f"block size {block_size} is not a power of two from 1 MiB to 256 MiB",
-                      path, errno.EINVAL)
+        raise BadRequest(f"block size {block_size} is not a power of two from 1 MiB to 256 MiB",
+                         path)
     if variant not in ("fixed", "dynamic", "differencing"):
-        raise VdError(f"VHDX variant {variant!r} unknown (choose dynamic or fixed)", path,
-                      errno.EINVAL)
+        raise BadRequest(f"VHDX variant {variant!r} unknown (choose dynamic or fixed)", path)
     chunk_ratio = SECTORS_PER_BITMAP_BLOCK * lss // block_size
     blocks = -(-size // block_size)
     if variant == "differencing":
@@ -188,8 +183,8 @@ def create(path, size=None, variant="dynamic", block_size=None, logical_sector_s
         guids = uuid.uuid4().bytes_le, uuid.uuid4().bytes_le
         writes = [(0, ident), (HEADER1_OFFSET, _header(0, *guids)),
                   (HEADER2_OFFSET, _header(1, *guids)),
-                             (REGION_TABLE1_OFFSET, _region_table(bat_length)),
-                             (REGION_TABLE2_OFFSET, _region_table(bat_length)),
+                  (REGION_TABLE1_OFFSET, _region_table(bat_length)),
+                  (REGION_TABLE2_OFFSET, _region_table(bat_length)),
                   (METADATA_OFFSET, _metadata(block_size, flags, size, lss, pss, locator))]
         if variant == "fixed":
             writes += _fixed_bat(blocks, chunk_ratio, block_size, first_block)

@@ -13,7 +13,7 @@ Metadata (BAT, sector bitmaps) is read lazily through a cache of 4 KiB pages, so
 import struct
 
 from ..errors import CorruptImage, NotAnImage, Unsupported
-from ..image import DATA, SPECIAL, ZERO, Extent, Image
+from ..image import DATA, SPECIAL, ZERO, Run, Image
 from . import log as vlog
 from .structs import (ALIGNMENT, BAT_ENTRY_SIZE, BAT_GUID, BAT_OFFSET_SHIFT, BAT_STATE_MASK,
                       FILE_IDENTIFIER, FILE_PARAMETERS, FILE_PARAMETERS_GUID, FILE_SIGNATURE,
@@ -430,7 +430,7 @@ class VHDX(Image):
             b += 1
         return b
 
-    def extent_at(self, offset):
+    def run_at(self, offset):
         bs = self.block_size
         block = offset // bs
         state, phys = self.payload(block)
@@ -441,7 +441,7 @@ class VHDX(Image):
             return self._partial(block, offset, phys)
         if self._reads_zero(state):
             end = self._run(block, self._reads_zero) * bs
-            return Extent(start, min(end, self.size) - start, ZERO)
+            return Run(start, min(end, self.size) - start, ZERO)
         end = min(self._run(block, lambda s: s == PAYLOAD_BLOCK_NOT_PRESENT) * bs, self.size)
         return self.from_parent(start, end - start, offset)
 
@@ -449,8 +449,8 @@ class VHDX(Image):
         if self.overlay and self.overlay.touches(phys, length):
             # The replayed log (held in memory) changed bytes of this block: only the
             # Python path applies it.
-            return Extent(start, length, SPECIAL, self.file, phys - start, layer=self)
-        return Extent(start, length, DATA, self.file, phys, owned=self.owns_data())
+            return Run(start, length, SPECIAL, self.file, phys - start, layer=self)
+        return Run(start, length, DATA, self.file, phys, owned=self.owns_data())
 
     def owns_data(self):
         """Whether writes may go straight to the file (writer.py clears this until the
@@ -464,8 +464,8 @@ class VHDX(Image):
         """Sectors this disk does not hold: the parent's (zeros without one, or past a
         smaller parent's end)."""
         if self.parent is None or offset >= self.parent.size:
-            return Extent(start, length, ZERO)
-        ext = self.parent.extent_at(offset)
+            return Run(start, length, ZERO)
+        ext = self.parent.run_at(offset)
         return ext.clipped(start, min(start + length, self.parent.size), owned=False)
 
     def sector_bitmap(self, block):

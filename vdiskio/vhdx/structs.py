@@ -5,6 +5,7 @@ Every integer is little-endian. GUIDs are stored in Microsoft's binary form (the
 three fields little-endian, the last eight bytes as written).
 """
 
+import os
 import struct
 
 from ..structs import Record
@@ -25,6 +26,15 @@ def guid_text(raw):
     """The binary form as text, lower case, without braces."""
     a, b, c = struct.unpack_from("<IHH", raw)
     return f"{a:08x}-{b:04x}-{c:04x}-{raw[8:10].hex()}-{raw[10:16].hex()}"
+
+
+def new_guid():
+    """A random (version 4) GUID in binary form, as uuid.uuid4().bytes_le gives (without
+    importing uuid, whose milliseconds a first write would pay)."""
+    raw = bytearray(os.urandom(16))
+    raw[7] = (raw[7] & 0x0F) | 0x40         # the version, in the little-endian third field
+    raw[8] = (raw[8] & 0x3F) | 0x80         # the RFC 4122 variant
+    return bytes(raw)
 
 
 ZERO_GUID = bytes(16)

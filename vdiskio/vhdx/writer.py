@@ -22,7 +22,6 @@ Crash safety, in the specification's order:
 
 import os
 import struct
-import uuid
 
 from ..errors import ReadOnlyImage
 from ..image import forked, is_zero
@@ -31,7 +30,7 @@ from .image import VHDX
 from .structs import (ALIGNMENT, BAT_OFFSET_SHIFT, HEADER, HEADER1_OFFSET, HEADER2_OFFSET,
                       PAYLOAD_BLOCK_FULLY_PRESENT, PAYLOAD_BLOCK_NOT_PRESENT,
                       PAYLOAD_BLOCK_PARTIALLY_PRESENT, PAYLOAD_BLOCK_ZERO, SB_BLOCK_PRESENT,
-                      SECTOR_BITMAP_BLOCK_SIZE, ZERO_GUID, checksum_of)
+                      SECTOR_BITMAP_BLOCK_SIZE, ZERO_GUID, checksum_of, new_guid)
 from .image import HEADER_CRC, PAGE
 
 def write_headers(image, **changes):
@@ -58,7 +57,7 @@ def replay_log(image):
     """Replay the active log sequence into the file (a writable open): the FileWriteGuid
     changes first, as before any modification; the log is marked empty once the replayed
     sectors are flushed."""
-    write_headers(image, file_write_guid=uuid.uuid4().bytes_le)
+    write_headers(image, file_write_guid=new_guid())
     vlog.replay_into_file(image.file, image.replayed)
     write_headers(image, log_guid=ZERO_GUID)
 
@@ -85,8 +84,8 @@ class WritableVHDX(VHDX):
             raise ReadOnlyImage(self.read_only_reason, self.path)
         self.check_write_range(offset, length)
         if self._guids_pending:
-            write_headers(self, file_write_guid=uuid.uuid4().bytes_le,
-                          data_write_guid=uuid.uuid4().bytes_le)
+            write_headers(self, file_write_guid=new_guid(),
+                          data_write_guid=new_guid())
             self._guids_pending = False
 
     def _allocate(self, size):
@@ -242,7 +241,7 @@ class WritableVHDX(VHDX):
         if self._log_guid is None or self.header.log_guid != self._log_guid:
             # A LogGuid of this open's own (never a stale one a crashed writer left, nor
             # another process's): no entry already in the log can join its sequences.
-            self._log_guid = uuid.uuid4().bytes_le
+            self._log_guid = new_guid()
             write_headers(self, log_guid=self._log_guid)
             self.log_position = 0
             self.log_sequence = 0

@@ -2,7 +2,8 @@
 image.py the disk (its extents in order, its parent), extents.py flat, zero and
 grain-table extents, sparse.py hosted sparse extents (KDMV: monolithicSparse,
 twoGbMaxExtentSparse, streamOptimized), cowd.py ESX sparse, sesparse.py seSparse,
-parent.py finding a snapshot's parent, create.py new files."""
+writer.py writes into hosted sparse extents, parent.py finding a snapshot's parent,
+create.py new files, check.py `vdiskio check`."""
 
 from .image import is_vmdk, open_vmdk
 

@@ -5,11 +5,11 @@ A 2048-byte header, a grain directory of 32-bit sector numbers, grain tables of 
 """
 
 from ..errors import CorruptImage, NotAnImage
-from ..image import DATA
+from ..image import DATA, PARENT
 from ..tables import Table
-from .extents import UNALLOCATED, GrainTableExtent
+from .extents import GrainTableExtent
 from .structs import (COWD_CHILD, COWD_FLAG_ROOT, COWD_GT_ENTRIES, COWD_MAGIC, COWD_ROOT,
-                           COWDISK_HEADER, SECTOR)
+                      COWDISK_HEADER, SECTOR)
 
 MAX_GRAIN_SECTORS = 1 << 16
 
@@ -59,7 +59,7 @@ class CowdExtent(GrainTableExtent):
 
     def decode_entry(self, entry):
         if entry == 0:
-            return UNALLOCATED, 0
+            return PARENT, 0
         return DATA, entry * SECTOR
 
     def info(self):

@@ -7,14 +7,13 @@ grain directory and its tables, grains from the next grain boundary on. Version 
 64 KiB grains, 512 entries per table.
 """
 
-import errno
 import os
 import random
 
-from ..errors import VdError
+from ..errors import BadRequest, NameTooLong
 from ..vhd.create import _exclusive_create
 from .structs import (FLAG_REDUNDANT_GRAIN_TABLE, FLAG_VALID_NEW_LINE_DETECTION, SECTOR,
-                           SPARSE_EXTENT_HEADER, SPARSE_MAGIC)
+                      SPARSE_EXTENT_HEADER, SPARSE_MAGIC)
 
 GRAIN_SECTORS = 128
 GTES_PER_GT = 512
@@ -99,10 +98,10 @@ def _write_file(path, parts, size):
 
 def _check_size(size, path, limit):
     if size is None or size <= 0 or size % SECTOR:
-        raise VdError(f"size {size} is not a positive multiple of 512", path, errno.EINVAL)
+        raise BadRequest(f"size {size} is not a positive multiple of 512", path)
     if size > limit:
-        raise VdError(f"size {size} exceeds the {limit >> 40} TiB this VMDK variant can hold",
-                      path, errno.EINVAL)
+        raise BadRequest(f"size {size} exceeds the {limit >> 40} TiB this VMDK variant can hold",
+                         path)
 
 
 def _parent_of(path, parent, size):
@@ -111,14 +110,12 @@ def _parent_of(path, parent, size):
     image = open_image(os.path.abspath(parent))
     try:
         if image.format != "vmdk":
-            raise VdError(f"parent {parent} is a {image.format.upper()}, not a VMDK", path,
-                          errno.EINVAL)
+            raise BadRequest(f"parent {parent} is a {image.format.upper()}, not a VMDK", path)
         if image.cid is None:
-            raise VdError(f"parent {parent} has no descriptor CID to refer to", path,
-                          errno.EINVAL)
+            raise BadRequest(f"parent {parent} has no descriptor CID to refer to", path)
         if size is not None and size != image.size:
-            raise VdError(f"a snapshot child has its parent's size ({image.size} bytes),"
-                          f" not {size}", path, errno.EINVAL)
+            raise BadRequest(f"a snapshot child has its parent's size ({image.size} bytes),"
+                             f" not {size}", path)
         hint = os.path.relpath(os.path.abspath(parent), os.path.dirname(os.path.abspath(path)))
         return image.size, image.cid, hint
     finally:
@@ -131,8 +128,7 @@ def create(path, size, variant="monolithicSparse", parent=None):
     parent_cid, hint = NO_PARENT_CID, None
     if parent is not None:
         if variant != "monolithicSparse":
-            raise VdError("a VMDK snapshot child is monolithicSparse: drop --variant", path,
-                          errno.EINVAL)
+            raise BadRequest("a VMDK snapshot child is monolithicSparse: drop --variant", path)
         size, parent_cid, hint = _parent_of(path, parent, size)
     base = os.path.basename(path)
     stem = base[:-5] if base.lower().endswith(".vmdk") else base
@@ -143,8 +139,8 @@ def create(path, size, variant="monolithicSparse", parent=None):
         desc = descriptor_text(variant, [f'RW {sectors} SPARSE "{base}"'], size, _new_cid(),
                                parent_cid, hint)
         if len(desc) > DESCRIPTOR_SECTORS * SECTOR:
-            raise VdError("the descriptor does not fit its 10 KiB area (parent path too"
-                          " long?)", path, errno.ENAMETOOLONG)
+            raise NameTooLong("the descriptor does not fit its 10 KiB area (parent path too"
+                              " long?)", path)
         parts, file_size = sparse_extent(sectors, desc)
         _write_file(path, parts, file_size)
         return
@@ -162,7 +158,7 @@ def create(path, size, variant="monolithicSparse", parent=None):
         lines = [f'RW {size // SECTOR} FLAT "{name}" 0']
         files = [(name, ([], size))]
     else:
-        raise VdError(f"VMDK variant {variant!r} cannot be created", path, errno.EINVAL)
+        raise BadRequest(f"VMDK variant {variant!r} cannot be created", path)
     # The descriptor first: it is the name the user gave, and EEXIST there stops us
     # before any extent file is made. Extents made before a failure are removed.
     desc = descriptor_text(variant, lines, size, _new_cid())

@@ -1,33 +1,29 @@
 """VMDK extents: the pieces a descriptor concatenates into one virtual disk.
 
-Each extent answers `map(offset)` for virtual offsets inside it with an image.Extent in
+Each extent answers `map(offset)` for virtual offsets inside it with an image.Run in
 virtual coordinates, never crossing its own end. Flat, zero and no-access extents are
 one line each; GrainTableExtent holds what the three sparse formats share (a grain
 directory in memory, grain tables loaded on demand into a small LRU, runs of like
-grains merged into one answer); vmdk_sparse, vmdk_cowd and vmdk_sesparse say where their
+grains merged into one answer); sparse.py, cowd.py and sesparse.py say where their
 tables are and what an entry means.
 
-Extents that take writes (flat ones, and hosted sparse ones in vmdk_sparse) implement
+Extents that take writes (flat ones, and hosted sparse ones in sparse.py) implement
 `write(offset, data, fill)` and `discard(offset, length, has_parent)` in virtual
 coordinates; the others refuse, and VMDK never asks them (the image is read-only).
 """
 
-import errno
 import struct
 import sys
 
 from .. import log
-from ..errors import CorruptImage, VdError
-from ..image import DATA, SPECIAL, ZERO, Extent
+from ..errors import CorruptImage, ReadOnlyImage, VdError
+from ..image import DATA, INVALID, PARENT, SPECIAL, ZERO, Run
 from ..cache import LRU
 from ..tables import run_length, table_values
 from .structs import SECTOR
 
-# Internal kinds. UNALLOCATED: this disk holds nothing here, the parent (or zeros)
-# answers; VMDK.extent_at resolves it, so it never leaves the decoder. INVALID: a grain
-# table entry no reader could follow; raised as CorruptImage when the grain is used.
-UNALLOCATED = -1
-INVALID = -2
+# PARENT and INVALID (image.py) never leave the decoder: VMDK.run_at resolves PARENT
+# (the parent or zeros answer), INVALID is raised as CorruptImage when the grain is used.
 
 GT_CACHE_BYTES = 4 << 20            # grain tables kept per extent (LRU)
 ZERO_RUN_SCAN = 4096                # unallocated grain directory entries merged at once
@@ -93,12 +89,12 @@ class VmdkExtent:
         raise NotImplementedError
 
     def write(self, offset, data, fill):
-        raise VdError(f"{self.type_name} extents cannot take writes", self.file.path
-                      if self.file is not None else None, errno.EROFS)
+        raise ReadOnlyImage(f"{self.type_name} extents cannot take writes", self.file.path
+                            if self.file is not None else None)
 
     def discard(self, offset, length, has_parent):
-        raise VdError(f"{self.type_name} extents cannot take writes", self.file.path
-                      if self.file is not None else None, errno.EROFS)
+        raise ReadOnlyImage(f"{self.type_name} extents cannot take writes", self.file.path
+                            if self.file is not None else None)
 
     def check(self):
         """Structure problems of this extent, as one-line strings."""
@@ -142,9 +138,9 @@ class FlatExtent(VmdkExtent):
 
     def map(self, offset):
         if offset - self.start < self.stored:
-            return Extent(self.start, self.stored, DATA, self.file, self.file_offset,
-                          owned=self.owned)
-        return Extent(self.start + self.stored, self.size - self.stored, ZERO)
+            return Run(self.start, self.stored, DATA, self.file, self.file_offset,
+                       owned=self.owned)
+        return Run(self.start + self.stored, self.size - self.stored, ZERO)
 
     def write(self, offset, data, fill):
         self.file.pwrite(self.file_offset + offset - self.start, data)
@@ -176,7 +172,7 @@ class ZeroExtent(VmdkExtent):
         return f"ZERO extent on descriptor line {self.line.line_no} cannot store data"
 
     def map(self, offset):
-        return Extent(self.start, self.size, ZERO)
+        return Run(self.start, self.size, ZERO)
 
 
 class NoAccessExtent(VmdkExtent):
@@ -192,8 +188,7 @@ class NoAccessExtent(VmdkExtent):
 
     def map(self, offset):
         raise VdError(f"extent on line {self.line.line_no} ({self.line.describe()}, virtual"
-                      f" bytes {self.start}-{self.end}) is marked NOACCESS", self.referrer,
-                      errno.EIO)
+                      f" bytes {self.start}-{self.end}) is marked NOACCESS", self.referrer)
 
     def info(self):
         info = super().info()
@@ -238,7 +233,7 @@ class GrainTableExtent(VmdkExtent):
         return sector * SECTOR
 
     def decode_entry(self, entry):
-        """(kind, file offset) of a grain table entry: DATA, SPECIAL, ZERO, UNALLOCATED or
+        """(kind, file offset) of a grain table entry: DATA, SPECIAL, ZERO, PARENT or
         INVALID (then the offset is a description of the problem)."""
         raise NotImplementedError
 
@@ -297,7 +292,7 @@ class GrainTableExtent(VmdkExtent):
                                 else run_length(self.gd, index + 1, stop, 0, 0))
             run_start = index * self.gt_span
             run_end = min(last * self.gt_span, self.size)
-            return Extent(self.start + run_start, run_end - run_start, UNALLOCATED)
+            return Run(self.start + run_start, run_end - run_start, PARENT)
         first = index * self.gt_entries
         slots = min(self.gt_entries, self.grains - first)
         kind, phys = self.decode_entry(table[slot])
@@ -311,11 +306,11 @@ class GrainTableExtent(VmdkExtent):
         run_start = (first + slot) * self.grain_bytes
         run_end = min((first + stop) * self.grain_bytes, self.size)
         if kind == DATA:
-            return Extent(self.start + run_start, run_end - run_start, DATA, self.file, phys,
-                          owned=self.owned)
+            return Run(self.start + run_start, run_end - run_start, DATA, self.file, phys,
+                       owned=self.owned)
         if kind == SPECIAL:
-            return Extent(self.start + run_start, run_end - run_start, SPECIAL, self.file, phys)
-        return Extent(self.start + run_start, run_end - run_start, kind)
+            return Run(self.start + run_start, run_end - run_start, SPECIAL, self.file, phys)
+        return Run(self.start + run_start, run_end - run_start, kind)
 
     # Entries that are sector numbers (hosted sparse, COWD) are compared a table slice at
     # a time: one run of 512 grains costs a few list comparisons, not 512 decodes.

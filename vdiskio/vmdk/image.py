@@ -2,34 +2,34 @@
 
 A VMDK disk is a text descriptor (its own small file, or embedded in a hosted sparse
 extent) listing extents in virtual order. Each extent is a flat file region, zeros, or a
-sparse file of one of three kinds: hosted sparse "KDMV" (vmdk_sparse), ESX "COWD"
-(vmdk_cowd) or seSparse (vmdk_sesparse). What a sparse extent does not hold comes from
+sparse file of one of three kinds: hosted sparse "KDMV" (sparse.py), ESX "COWD"
+(cowd.py) or seSparse (sesparse.py). What a sparse extent does not hold comes from
 the parent named by parentFileNameHint, itself any image formats.open_image can open.
 
 The mapping, one sentence: virtual offset -> extent (binary search on starts) -> grain
 directory -> grain table (LRU) -> grain in the extent file, or zeros, or the parent.
 
 Writes go to flat extents in place and to hosted sparse extents of versions 1 and 2
-(vmdk_sparse says in which order); an image with any other extent is read-only. As QEMU
+(sparse.py says in which order); an image with any other extent is read-only. As QEMU
 does, the first write after open gives the image a new CID, so that snapshot children
 made from its earlier state no longer match it.
 """
 
 import os
 
-# vmdk_cowd and vmdk_sesparse are imported when an image needs them: this module is
+# cowd and sesparse are imported when an image needs them: this module is
 # imported inside every process on its first image open, and those formats are rare.
 from . import descriptor, sparse
 from ..backing import BackingFile
 from ..errors import (CorruptImage, NotAnImage, ReadOnlyImage, Refused,
-                     Unsupported, VdError)
-from ..image import SPECIAL, ZERO, Extent, Image
+                      Unsupported, VdError)
+from ..image import PARENT, SPECIAL, ZERO, Image, Run
 from .. import chain
 from ..chain import IGNORE_PARENT, resolve_related
-from .extents import (UNALLOCATED, FlatExtent, GrainTableExtent, NoAccessExtent,
-                           ZeroExtent, table_values)
+from .extents import (FlatExtent, GrainTableExtent, NoAccessExtent,
+                      ZeroExtent, table_values)
 from .structs import (COWD_MAGIC_BYTES, SECTOR, SESPARSE_MAGIC_BYTES, SPARSE_EXTENT_HEADER,
-                           SPARSE_MAGIC_BYTES)
+                      SPARSE_MAGIC_BYTES)
 
 MAX_VIRTUAL_SIZE = 1 << 48           # 256 TiB
 FLAT_BLOCK_SIZE = 2 << 20            # block_size of a disk without sparse extents
@@ -105,7 +105,7 @@ class VMDK(Image):
             header = sesparse.read_header(f)
             self.variant = "seSparse"
             self._add(sesparse.SESparseExtent(None, 0, header.capacity * SECTOR, f, "RW",
-                                                   header))
+                                              header))
         else:
             if f.size > descriptor.MAX_DESCRIPTOR_BYTES:
                 raise CorruptImage(f"descriptor file of {f.size} bytes is larger than the"
@@ -150,7 +150,7 @@ class VMDK(Image):
             if len(desc.extents) == 1 and desc.extents[0].access in ("RW", "RDONLY"):
                 access = desc.extents[0].access
         extent = sparse.HostedSparseExtent(None, 0, header.capacity * SECTOR, f, access,
-                                                header)
+                                           header)
         self._add(extent)
         default = "streamOptimized" if extent.compressed else "monolithicSparse"
         self.variant = (desc.create_type if desc is not None else None) or default
@@ -232,7 +232,8 @@ class VMDK(Image):
             by_file.setdefault(_file_key(files[real]), []).append((line, size))
         found = []
         for key, lines in by_file.items():
-            writing = [ln for ln, _ in lines if ln.access == "RW" and ln.type in WRITABLE_EXTENT_TYPES]
+            writing = [ln for ln, _ in lines if ln.access ==
+                       "RW" and ln.type in WRITABLE_EXTENT_TYPES]
             if not writing:
                 continue
             ranges = []
@@ -310,14 +311,14 @@ class VMDK(Image):
                 raise CorruptImage(f"SESPARSE extent without a seSparse header ({where} of"
                                    f" {self.path})", f.path)
             return sesparse.SESparseExtent(line, start, size, f, line.access,
-                                                sesparse.read_header(f))
+                                           sesparse.read_header(f))
         if magic[:4] == SPARSE_MAGIC_BYTES:
             return sparse.HostedSparseExtent(line, start, size, f, line.access,
-                                                  sparse.read_header(f))
+                                             sparse.read_header(f))
         if magic[:4] == COWD_MAGIC_BYTES:
             from . import cowd
             return cowd.CowdExtent(line, start, size, f, line.access,
-                                        cowd.read_header(f))
+                                   cowd.read_header(f))
         raise CorruptImage(f"{kind} extent without a 'KDMV' or 'COWD' header ({where} of"
                            f" {self.path})", f.path)
 
@@ -375,7 +376,7 @@ class VMDK(Image):
         return sum(getattr(e, "loaded_grain_tables", 0) for e in self.vmdk_extents)
 
     # -- mapping ------------------------------------------------------------------------
-    def extent_of(self, offset):
+    def vmdk_extent_at(self, offset):
         """The VMDK extent (descriptor line) holding virtual offset."""
         if not 0 <= offset < self.size:
             raise VdError(f"offset {offset} is outside the {self.size}-byte disk", self.path)
@@ -389,9 +390,9 @@ class VMDK(Image):
                 hi = mid
         return self.vmdk_extents[lo]
 
-    def extent_at(self, offset):
-        ext = self.extent_of(offset).map(offset)
-        if ext.kind == UNALLOCATED:
+    def run_at(self, offset):
+        ext = self.vmdk_extent_at(offset).map(offset)
+        if ext.kind == PARENT:
             return self.unallocated(ext.offset, ext.length, offset)
         if ext.kind == SPECIAL:
             ext.layer = self
@@ -399,7 +400,7 @@ class VMDK(Image):
             ext.owned = False       # the first write must reach write() (the CID)
         return ext
 
-    def grain_entries(self, offset, count, grain_bytes, base_of, zero):
+    def map_table(self, offset, count, grain_bytes, base_of, zero):
         """Translation table entries for up to `count` grains from `offset`, a grain table
         slice at a time, for the common shape of a sparse chain: every layer a hosted
         sparse extent with `grain_bytes` grains, uncompressed, the range inside one grain
@@ -413,7 +414,7 @@ class VMDK(Image):
         for layer in self.chain():
             if not isinstance(layer, VMDK) or offset + grain_bytes > layer.size:
                 return None
-            ext = layer.extent_of(offset)
+            ext = layer.vmdk_extent_at(offset)
             if (not isinstance(ext, sparse.HostedSparseExtent) or ext.compressed or
                     ext.grain_bytes != grain_bytes):
                 return None
@@ -454,12 +455,12 @@ class VMDK(Image):
     def unallocated(self, start, length, offset):
         """What this disk does not hold comes from the parent (zeros without one)."""
         if self.parent is None or offset >= self.parent.size:
-            return Extent(start, length, ZERO)
-        ext = self.parent.extent_at(offset)
+            return Run(start, length, ZERO)
+        ext = self.parent.run_at(offset)
         return ext.clipped(start, min(start + length, self.parent.size), owned=False)
 
     def read_special(self, extent, offset, length):
-        data = self.extent_of(offset).read_compressed(extent.phys, offset, length)
+        data = self.vmdk_extent_at(offset).read_compressed(extent.phys, offset, length)
         if len(data) != length:
             raise CorruptImage(f"compressed grain at offset {extent.phys} is short",
                                extent.file.path)
@@ -478,7 +479,7 @@ class VMDK(Image):
         """(vmdk extent, offset, length) of each extent [offset, offset+length) crosses."""
         end = offset + length
         while offset < end:
-            ext = self.extent_of(offset)
+            ext = self.vmdk_extent_at(offset)
             n = min(ext.end, end) - offset
             yield ext, offset, n
             offset += n
@@ -507,7 +508,6 @@ class VMDK(Image):
         desc = self.descriptor
         if desc is None or desc.get("CID") is None:
             return
-        import random
         f = self.file
         if self.descriptor_location == "file":
             base, room = 0, None
@@ -524,7 +524,7 @@ class VMDK(Image):
         width = len(desc.get("CID"))
         cid = old
         while cid in (old, descriptor.NO_PARENT_CID):
-            cid = random.getrandbits(4 * width)
+            cid = int.from_bytes(os.urandom(-(-width // 2)), "little") & ((1 << 4 * width) - 1)
         patched = descriptor.replace_value(text, "CID", b"%0*x" % (width, cid))
         if patched is None:
             return
@@ -539,38 +539,10 @@ class VMDK(Image):
         f.pwrite(base + first, patched[first:])
         desc.fields["CID"] = f"{cid:08x}"
 
-    # -- checking -----------------------------------------------------------------------
+    # -- checking (check.py) ------------------------------------------------------------
     def check(self):
-        problems = [f"{a} (refused for writing)" for a in self.aliases]
-        desc = self.descriptor
-        if desc is not None:
-            for attribute in ("cid", "parent_cid"):
-                try:
-                    getattr(desc, attribute)
-                except CorruptImage as e:
-                    problems.append(e.message)
-            if self.descriptor_location == "embedded" and len(self.vmdk_extents) == 1 and \
-                    self.vmdk_extents[0].line is None:
-                lines = desc.extents
-                if len(lines) != 1:
-                    problems.append(f"the embedded descriptor lists {len(lines)} extents, not 1")
-                elif lines[0].sectors * SECTOR != self.size:
-                    problems.append(f"the embedded descriptor gives the extent"
-                                    f" {lines[0].sectors} sectors, its header"
-                                    f" {self.size // SECTOR}")
-        # Lines naming one sparse file share its tables: the file is checked once, as
-        # the largest of those lines sees it.
-        largest = {}
-        for ext in self.vmdk_extents:
-            key = (_file_key(ext.file), type(ext)) if isinstance(ext, GrainTableExtent) else id(ext)
-            if key not in largest or ext.size > largest[key].size:
-                largest[key] = ext
-        for ext in largest.values():
-            try:
-                problems += ext.check()
-            except VdError as e:
-                problems.append(str(e))
-        return problems
+        from .check import check_vmdk
+        return check_vmdk(self)
 
     # -- description --------------------------------------------------------------------
     def info(self):

@@ -7,13 +7,13 @@ is the grain's state, and 4 KiB grains.
 """
 
 from ..errors import CorruptImage, NotAnImage, Unsupported
-from ..image import DATA, ZERO
+from ..image import DATA, INVALID, PARENT, ZERO
 from ..tables import Table
-from .extents import INVALID, UNALLOCATED, GrainTableExtent
+from .extents import GrainTableExtent
 from .structs import (SECTOR, SESPARSE_CONST_HEADER, SESPARSE_CONST_MAGIC,
-                           SESPARSE_GDE_ALLOCATED, SESPARSE_GTE_ALLOCATED,
-                           SESPARSE_GTE_UNALLOCATED, SESPARSE_GTE_UNMAPPED, SESPARSE_GTE_ZERO,
-                           SESPARSE_VERSION, SESPARSE_VOLATILE_HEADER, SESPARSE_VOLATILE_MAGIC)
+                      SESPARSE_GDE_ALLOCATED, SESPARSE_GTE_ALLOCATED,
+                      SESPARSE_GTE_UNALLOCATED, SESPARSE_GTE_UNMAPPED, SESPARSE_GTE_ZERO,
+                      SESPARSE_VERSION, SESPARSE_VOLATILE_HEADER, SESPARSE_VOLATILE_MAGIC)
 
 GRAIN_SECTORS = 8
 GRAIN_TABLE_SECTORS = 64
@@ -98,7 +98,7 @@ class SESparseExtent(GrainTableExtent):
         if state == SESPARSE_GTE_UNALLOCATED:
             if entry:
                 return INVALID, f"unallocated entry with bits set ({entry:#018x})"
-            return UNALLOCATED, 0
+            return PARENT, 0
         if state in (SESPARSE_GTE_UNMAPPED, SESPARSE_GTE_ZERO):
             return ZERO, 0
         if state == SESPARSE_GTE_ALLOCATED:

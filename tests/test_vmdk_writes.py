@@ -1,13 +1,12 @@
 """VMDK writes through the Python API, vdiskio create for VMDK, and check().
 
-What tests/test_writes.py does not cover: grain table allocation, zeroed-grain entries,
+What tests/test_shim_writes.py does not cover: grain table allocation, zeroed-grain entries,
 the CID renewed on the first write, read-only variants, parents left untouched,
 redundant tables kept in step, created images read by qemu-img, and check() finding
 planted damage. Oracles: qemu-img (convert, check, info, qemu-io) and raw mirrors.
 """
 
 import errno
-import hashlib
 import json
 import os
 import random
@@ -18,14 +17,12 @@ from pathlib import Path
 import pytest
 
 import vmdk_writer as W
-from conftest import ROOT, qemu_convert_raw, random_raw, require_tool, run
 from vdiskio import formats
 from vdiskio.errors import CorruptImage, ReadOnlyImage, VdError
+from helpers import (GiB, KiB, MiB, ROOT, SECTOR, VDISKIO, qemu_convert_raw, random_raw,
+                     require_tool, run_plain, run_preloaded, sha256_file)
 
-KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
-SECTOR = 512
 GRAIN = 64 * KiB
-VDISKIO = [sys.executable, "-m", "vdiskio"]
 HEADER = "<4sIIQQQQIQQQ"        # magic version flags capacity grain desc_off desc_size gtes rgd gd
 
 
@@ -35,11 +32,7 @@ def open_image(path, **kw):
 
 def qemu(*args, cwd=None, check=True):
     require_tool(args[0])
-    return run([str(a) for a in args], cwd=cwd, check=check)
-
-
-def sha(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return run_plain([str(a) for a in args], cwd=cwd, check=check)
 
 
 def header(path):
@@ -68,7 +61,7 @@ def gt_entry(path, grain, redundant=False):
 
 
 def vdiskio_check(path):
-    return run(VDISKIO + ["check", str(path)], cwd=ROOT, check=False)
+    return run_plain(VDISKIO + ["check", str(path)], cwd=ROOT, check=False)
 
 
 def assert_sound(path, mirror, tmp_path, fmt="vmdk"):
@@ -215,10 +208,10 @@ def test_first_write_renews_the_cid(subformat, tmp_path, monkeypatch):
     size_before = base.stat().st_size
     image = open_image(base, writable=True)
     old = image.cid
-    assert not image.extent_at(0).owned                     # the first write must reach us
+    assert not image.run_at(0).owned                     # the first write must reach us
     image.write(4096, b"\x01" * 512)
     new = image.cid
-    assert new != old and image.extent_at(0).owned
+    assert new != old and image.run_at(0).owned
     image.write(8192, b"\x02" * 512)
     assert image.cid == new                                 # once per open
     image.close()
@@ -239,13 +232,13 @@ def test_first_write_renews_the_cid(subformat, tmp_path, monkeypatch):
 
 
 def test_opening_for_writing_without_writing_keeps_the_cid(tmp_path):
-    run(VDISKIO + ["create", "-s", "1M", str(tmp_path / "a.vmdk")], cwd=ROOT)
-    before = sha(tmp_path / "a.vmdk")
+    run_plain(VDISKIO + ["create", "-s", "1M", str(tmp_path / "a.vmdk")], cwd=ROOT)
+    before = sha256_file(tmp_path / "a.vmdk")
     image = open_image(tmp_path / "a.vmdk", writable=True)
     image.read(0, MiB)
     image.flush()
     image.close()
-    assert sha(tmp_path / "a.vmdk") == before
+    assert sha256_file(tmp_path / "a.vmdk") == before
 
 
 # -- read-only variants --------------------------------------------------------------------
@@ -282,7 +275,7 @@ def _version3(tmp_path):
 def test_read_only_variants_refuse_writes(make, message, tmp_path):
     make(tmp_path)
     files = sorted(tmp_path.glob("ro*"))
-    before = [sha(f) for f in files]
+    before = [sha256_file(f) for f in files]
     image = open_image(tmp_path / "ro.vmdk", writable=True)
     try:
         assert image.read_only
@@ -293,20 +286,19 @@ def test_read_only_variants_refuse_writes(make, message, tmp_path):
             assert info.value.errno == errno.EROFS
     finally:
         image.close()
-    assert [sha(f) for f in files] == before
+    assert [sha256_file(f) for f in files] == before
 
 
 def test_read_only_variant_through_the_library(tmp_path):
-    import shimlib
     _stream(tmp_path)
-    before = sha(tmp_path / "ro.vmdk")
-    p = shimlib.run([sys.executable, "-c", "import os, sys\n"
-                     "fd = os.open(sys.argv[1], os.O_RDWR)\n"
-                     "try:\n    os.pwrite(fd, b'x' * 512, 0)\n"
-                     "except OSError as e:\n    print(e.errno)\n", str(tmp_path / "ro.vmdk")])
+    before = sha256_file(tmp_path / "ro.vmdk")
+    p = run_preloaded([sys.executable, "-c", "import os, sys\n"
+                       "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+                       "try:\n    os.pwrite(fd, b'x' * 512, 0)\n"
+                       "except OSError as e:\n    print(e.errno)\n", str(tmp_path / "ro.vmdk")])
     assert p.stdout.strip() == str(errno.EROFS).encode()
     assert b"vdiskio create --from" in p.stderr
-    assert sha(tmp_path / "ro.vmdk") == before
+    assert sha256_file(tmp_path / "ro.vmdk") == before
 
 
 # -- snapshots -----------------------------------------------------------------------------
@@ -320,16 +312,16 @@ def test_writing_a_child_leaves_its_parents_untouched(tmp_path):
     with open(src, "r+b") as f:
         f.seek(MiB)
         f.write(b"\x33" * 100 * KiB)
-    run(VDISKIO + ["create", "-p", str(tmp_path / "mid.vmdk"), str(tmp_path / "top.vmdk")],
-        cwd=ROOT)
+    run_plain(VDISKIO + ["create", "-p", str(tmp_path / "mid.vmdk"), str(tmp_path / "top.vmdk")],
+              cwd=ROOT)
     parents = sorted(set(tmp_path.glob("*.vmdk")) - {tmp_path / "top.vmdk"})
-    before = {p: sha(p) for p in parents}
+    before = {p: sha256_file(p) for p in parents}
     m = Mirror(open_image(tmp_path / "top.vmdk", writable=True), src)
     assert not any(f.writable for layer in list(m.image.chain())[1:] for f in layer.files)
     random_ops(m, 9, 200)
     assert m.agrees()
     m.close()
-    assert {p: sha(p) for p in parents} == before
+    assert {p: sha256_file(p) for p in parents} == before
     assert_sound(tmp_path / "top.vmdk", src, tmp_path)
 
 
@@ -361,7 +353,7 @@ def test_redundant_tables_kept_in_step(tmp_path):
 # -- split extents -------------------------------------------------------------------------
 def test_writes_across_split_extent_files(tmp_path):
     path = tmp_path / "split.vmdk"
-    run(VDISKIO + ["create", "-t", "twoGbMaxExtentSparse", "-s", "3G", str(path)], cwd=ROOT)
+    run_plain(VDISKIO + ["create", "-t", "twoGbMaxExtentSparse", "-s", "3G", str(path)], cwd=ROOT)
     image = open_image(path, writable=True)
     assert len(image.vmdk_extents) == 2
     image.write(2 * GiB - 3000, b"\x5a" * 10000)
@@ -383,7 +375,7 @@ def test_writes_across_split_extent_files(tmp_path):
 def test_create_variants(variant, files, tmp_path):
     size = 2 * GiB + 3 * MiB if variant.startswith("twoGb") else 5 * MiB + 3 * SECTOR
     path = tmp_path / "d.vmdk"
-    run(VDISKIO + ["create", "-t", variant, "-s", str(size), str(path)], cwd=ROOT)
+    run_plain(VDISKIO + ["create", "-t", variant, "-s", str(size), str(path)], cwd=ROOT)
     assert sorted(p.name for p in tmp_path.iterdir()) == files
     info = json.loads(qemu("qemu-img", "info", "--output=json", path).stdout)
     assert info["virtual-size"] == size and info["format"] == "vmdk"
@@ -413,14 +405,14 @@ def test_create_variants(variant, files, tmp_path):
         image = open_image(path)
         assert image.read(0, size) == raw.read_bytes()
         image.close()
-    p = run(VDISKIO + ["create", "-t", variant, "-s", "1M", str(path)], cwd=ROOT, check=False)
+    p = run_plain(VDISKIO + ["create", "-t", variant, "-s", "1M", str(path)], cwd=ROOT, check=False)
     assert p.returncode == 1 and b"already exists" in p.stderr
 
 
 def test_create_never_overwrites_an_extent(tmp_path):
     (tmp_path / "d-flat.vmdk").write_bytes(b"precious")
-    p = run(VDISKIO + ["create", "-t", "monolithicFlat", "-s", "1M", str(tmp_path / "d.vmdk")],
-            cwd=ROOT, check=False)
+    p = run_plain(VDISKIO + ["create", "-t", "monolithicFlat", "-s", "1M", str(tmp_path / "d.vmdk")],
+                  cwd=ROOT, check=False)
     assert p.returncode == 1 and b"already exists" in p.stderr
     assert (tmp_path / "d-flat.vmdk").read_bytes() == b"precious"
     assert not (tmp_path / "d.vmdk").exists()
@@ -428,8 +420,8 @@ def test_create_never_overwrites_an_extent(tmp_path):
 
 def test_create_rejects_bad_sizes(tmp_path):
     for size in ("1000", "3T"):
-        p = run(VDISKIO + ["create", "-s", size, str(tmp_path / "x.vmdk")], cwd=ROOT,
-                check=False)
+        p = run_plain(VDISKIO + ["create", "-s", size, str(tmp_path / "x.vmdk")], cwd=ROOT,
+                      check=False)
         assert p.returncode == 1 and not (tmp_path / "x.vmdk").exists()
 
 
@@ -440,7 +432,7 @@ def test_create_child(tmp_path, monkeypatch):
     qemu("qemu-img", "convert", "-O", "vmdk", "-o", "subformat=monolithicFlat", src, base)
     (tmp_path / "images" / "snaps").mkdir()
     child = tmp_path / "images" / "snaps" / "child.vmdk"
-    run(VDISKIO + ["create", "-p", str(base), str(child)], cwd=ROOT)
+    run_plain(VDISKIO + ["create", "-p", str(base), str(child)], cwd=ROOT)
     # The parent lies outside the child's directory: our reader wants that allowed.
     with pytest.raises(VdError, match="outside the image's directory"):
         open_image(child)
@@ -457,8 +449,8 @@ def test_create_child(tmp_path, monkeypatch):
     assert image.variant == "monolithicSparse"
     image.close()
     assert_sound(child, src, tmp_path)
-    p = run(VDISKIO + ["create", "-p", str(base), "-t", "monolithicFlat",
-                       str(tmp_path / "x.vmdk")], cwd=ROOT, check=False)
+    p = run_plain(VDISKIO + ["create", "-p", str(base), "-t", "monolithicFlat",
+                             str(tmp_path / "x.vmdk")], cwd=ROOT, check=False)
     assert p.returncode == 1 and b"monolithicSparse" in p.stderr
 
 
@@ -529,7 +521,7 @@ def test_check_accepts_an_interrupted_allocation(tmp_path):
 
 def test_check_flat_extent_too_short(tmp_path):
     path = tmp_path / "f.vmdk"
-    run(VDISKIO + ["create", "-t", "monolithicFlat", "-s", "1M", str(path)], cwd=ROOT)
+    run_plain(VDISKIO + ["create", "-t", "monolithicFlat", "-s", "1M", str(path)], cwd=ROOT)
     os.truncate(tmp_path / "f-flat.vmdk", 4096)
     _expect_problem(path, "needs 1048576 bytes")
 

@@ -1,7 +1,6 @@
 """Writes through libvdiskio: every write symbol, random operations against a raw mirror,
 real tools (sfdisk, mkfs, e2fsck, mtools, ntfs-3g), growth, crash safety and locking."""
 
-import hashlib
 import json
 import os
 import random
@@ -13,26 +12,23 @@ import time
 
 import pytest
 
-import shimlib
 import writable
-from conftest import ROOT, qemu_convert_raw, require_tool
-from conftest import run as run_plain
+from helpers import (LIB, MiB, ROOT, VDISKIO, compile_c, preload_env, qemu_convert_raw,
+                     require_tool, run_plain, run_preloaded, sha256)
 
-MiB = 1 << 20
 VHD_KINDS = ["vhd-fixed", "vhd-dynamic", "vhd-empty", "vhd-differencing"]
 VMDK_KINDS = ["vmdk-monolithicSparse", "vmdk-zeroed", "vmdk-twoGbMaxExtentSparse",
               "vmdk-monolithicFlat", "vmdk-twoGbMaxExtentFlat", "vmdk-snapshot"]
 VHDX_KINDS = ["vhdx-fixed", "vhdx-dynamic", "vhdx-empty", "vhdx-differencing"]
 KINDS = VHD_KINDS + VMDK_KINDS + VHDX_KINDS
-VDISKIO = [sys.executable, "-m", "vdiskio"]
 
 
 def sha(b):
-    return hashlib.sha256(b).hexdigest()
+    return sha256(b)
 
 
 def read_through_library(path):
-    return shimlib.run(["dd", f"if={path}", "bs=1M", "status=none"]).stdout
+    return run_preloaded(["dd", f"if={path}", "bs=1M", "status=none"]).stdout
 
 
 def check_image(w, tmp_path):
@@ -54,8 +50,8 @@ def check_image(w, tmp_path):
 @pytest.mark.parametrize("kind", KINDS)
 def test_writecheck_every_write_symbol(kind, tmp_path, tmp_path_factory):
     w = writable.make(kind, tmp_path, size=24 * MiB)
-    exe = shimlib.compile_c("writecheck", tmp_path_factory.getbasetemp())
-    p = shimlib.run([str(exe), str(w.path), str(w.mirror)], check=False)
+    exe = compile_c("writecheck", tmp_path_factory.getbasetemp())
+    p = run_preloaded([str(exe), str(w.path), str(w.mirror)], check=False)
     out = p.stdout.decode()
     assert p.returncode == 0 and out.strip().endswith("ALL PASSED"), out + p.stderr.decode()
     check_image(w, tmp_path)
@@ -68,10 +64,10 @@ def test_every_exported_symbol_is_exercised(tmp_path, tmp_path_factory):
     passed = set()
     for prog, args in (("writecheck", [str(w.path), str(w.mirror)]),
                        ("apicheck", [str(w.path), str(w.mirror), str(tmp_path), w.path.name])):
-        out = shimlib.run([str(shimlib.compile_c(prog, base))] + args).stdout.decode()
+        out = run_preloaded([str(compile_c(prog, base))] + args).stdout.decode()
         passed |= {line.split()[1].split("(")[0] for line in out.splitlines()
                    if line.startswith("PASS")}
-    nm = run_plain(["nm", "-D", "--defined-only", str(shimlib.LIB)]).stdout.decode()
+    nm = run_plain(["nm", "-D", "--defined-only", str(LIB)]).stdout.decode()
     exported = {line.split()[-1] for line in nm.splitlines() if line.strip()}
     # vdiskio_bypass is not libc's: test_cli.py::test_package_usable_under_the_library.
     assert exported - passed == {"vdiskio_bypass"}
@@ -119,7 +115,7 @@ RANDOM_OPS = textwrap.dedent("""
 def test_random_operations(kind, tmp_path):
     w = writable.make(kind, tmp_path, size=20 * MiB + 7 * 512 if kind.startswith("vhd") else 20 * MiB,
                       seed=hash(kind) & 0xFFFF)
-    p = shimlib.run([sys.executable, "-c", RANDOM_OPS, str(w.path), str(w.mirror), "7", "2500"])
+    p = run_preloaded([sys.executable, "-c", RANDOM_OPS, str(w.path), str(w.mirror), "7", "2500"])
     assert json.loads(p.stdout)["mismatches"] == 0
     check_image(w, tmp_path)
 
@@ -131,13 +127,13 @@ def test_sfdisk_writes_mbr_and_gpt(kind, tmp_path):
     w = writable.make(kind, tmp_path, size=64 * MiB)
     for label, script in (("dos", "label: dos\nstart=2048, size=20M, type=83\ntype=7\n"),
                           ("gpt", "label: gpt\n" + "size=8M\n" * 5)):
-        shimlib.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(w.path)],
-                    input=script.encode())
-        listed = shimlib.run(["fdisk", "-l", str(w.path)]).stdout.decode()
+        run_preloaded(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(w.path)],
+                      input=script.encode())
+        listed = run_preloaded(["fdisk", "-l", str(w.path)]).stdout.decode()
         assert f"Disklabel type: {label}" in listed
         raw = qemu_convert_raw(w.path, tmp_path / "disk.raw", w.qemu_format or "vpc")
         dumped = run_plain(["sfdisk", "-d", str(raw)]).stdout.decode().replace(str(raw), "D")
-        through = shimlib.run(["sfdisk", "-d", str(w.path)]).stdout.decode().replace(str(w.path), "D")
+        through = run_preloaded(["sfdisk", "-d", str(w.path)]).stdout.decode().replace(str(w.path), "D")
         assert dumped == through and f"label: {label}" in dumped
         raw.unlink()
 
@@ -146,9 +142,9 @@ def test_sfdisk_writes_mbr_and_gpt(kind, tmp_path):
 def test_sgdisk_writes_gpt(kind, tmp_path):
     require_tool("sgdisk")
     w = writable.make(kind, tmp_path, size=64 * MiB)
-    shimlib.run(["sgdisk", "-o", "-n", "1:2048:+10M", "-c", "1:first", "-t", "1:8300",
-                 "-n", "2:0:+20M", "-c", "2:second", "-t", "2:0700", str(w.path)])
-    through = shimlib.run(["sgdisk", "-p", str(w.path)]).stdout.decode()
+    run_preloaded(["sgdisk", "-o", "-n", "1:2048:+10M", "-c", "1:first", "-t", "1:8300",
+                   "-n", "2:0:+20M", "-c", "2:second", "-t", "2:0700", str(w.path)])
+    through = run_preloaded(["sgdisk", "-p", str(w.path)]).stdout.decode()
     raw = qemu_convert_raw(w.path, tmp_path / "gpt.raw", w.qemu_format)
     plain = run_plain(["sgdisk", "-p", str(raw)]).stdout.decode()
     # The partition list; the headers differ in one line: the library answers the
@@ -164,10 +160,10 @@ def test_sgdisk_writes_gpt(kind, tmp_path):
 def test_mkfs_ext4_and_e2fsck(kind, tmp_path):
     require_tool("mkfs.ext4")
     w = writable.make(kind, tmp_path, size=64 * MiB)
-    shimlib.run(["mkfs.ext4", "-q", "-F", str(w.path)])
-    shimlib.run(["tune2fs", "-L", "vdiskio", str(w.path)])
-    shimlib.run(["e2fsck", "-fy", str(w.path)])
-    p = shimlib.run(["e2fsck", "-fn", str(w.path)])
+    run_preloaded(["mkfs.ext4", "-q", "-F", str(w.path)])
+    run_preloaded(["tune2fs", "-L", "vdiskio", str(w.path)])
+    run_preloaded(["e2fsck", "-fy", str(w.path)])
+    p = run_preloaded(["e2fsck", "-fn", str(w.path)])
     assert b"clean" in p.stdout or b"files" in p.stdout
     if w.qemu_format:
         raw = qemu_convert_raw(w.path, tmp_path / "fs.raw", w.qemu_format)
@@ -183,14 +179,14 @@ def test_vfat_and_mtools(kind, tmp_path):
     require_tool("mkfs.vfat")
     require_tool("mcopy")
     w = writable.make(kind, tmp_path, size=32 * MiB)
-    shimlib.run(["mkfs.vfat", "-n", "VDTEST", str(w.path)])
+    run_preloaded(["mkfs.vfat", "-n", "VDTEST", str(w.path)])
     payload = tmp_path / "hello.txt"
     payload.write_bytes(os.urandom(70000))
     env = {"MTOOLS_SKIP_CHECK": "1"}
-    shimlib.run(["mcopy", "-i", str(w.path), str(payload), "::hello.txt"], extra_env=env)
-    listing = shimlib.run(["mdir", "-i", str(w.path), "::"], extra_env=env).stdout
+    run_preloaded(["mcopy", "-i", str(w.path), str(payload), "::hello.txt"], extra_env=env)
+    listing = run_preloaded(["mdir", "-i", str(w.path), "::"], extra_env=env).stdout
     assert b"HELLO" in listing.upper() and b"VDTEST" in listing
-    back = shimlib.run(["mtype", "-i", str(w.path), "::hello.txt"], extra_env=env).stdout
+    back = run_preloaded(["mtype", "-i", str(w.path), "::hello.txt"], extra_env=env).stdout
     assert back == payload.read_bytes()
     if w.qemu_format:
         raw = qemu_convert_raw(w.path, tmp_path / "fat.raw", w.qemu_format)
@@ -206,12 +202,12 @@ def test_mkntfs_and_ntfs3g_tools(kind, tmp_path):
     require_tool("mkntfs")
     require_tool("ntfscp")
     w = writable.make(kind, tmp_path, size=48 * MiB)
-    shimlib.run(["mkntfs", "-q", "-F", "-f", "-L", "vdntfs", str(w.path)])
+    run_preloaded(["mkntfs", "-q", "-F", "-f", "-L", "vdntfs", str(w.path)])
     payload = tmp_path / "data.bin"
     payload.write_bytes(os.urandom(300000))
-    shimlib.run(["ntfscp", "-f", str(w.path), str(payload), "data.bin"])
-    assert b"data.bin" in shimlib.run(["ntfsls", str(w.path)]).stdout
-    assert shimlib.run(["ntfscat", str(w.path), "data.bin"]).stdout == payload.read_bytes()
+    run_preloaded(["ntfscp", "-f", str(w.path), str(payload), "data.bin"])
+    assert b"data.bin" in run_preloaded(["ntfsls", str(w.path)]).stdout
+    assert run_preloaded(["ntfscat", str(w.path), "data.bin"]).stdout == payload.read_bytes()
     if w.qemu_format:
         raw = qemu_convert_raw(w.path, tmp_path / "ntfs.raw", w.qemu_format)
         assert run_plain(["ntfscat", str(raw), "data.bin"],
@@ -228,11 +224,11 @@ def test_sparse_images_grow_only_by_what_is_written(kind, tmp_path):
         run_plain(VDISKIO + ["create", "-s", "4G", str(img)], cwd=ROOT)
     else:
         run_plain(["qemu-img", "create", "-f", "vmdk", str(img), "4G"])
-    shimlib.run(["mkfs.ext4", "-q", "-F", str(img)])
-    shimlib.run(["e2fsck", "-fn", str(img)])
+    run_preloaded(["mkfs.ext4", "-q", "-F", str(img)])
+    run_preloaded(["e2fsck", "-fn", str(img)])
     used = os.path.getsize(img)
     assert used < 200 * MiB, used
-    out = shimlib.run(["dd", f"if={img}", "bs=1M", "count=1", "skip=1024", "status=none"]).stdout
+    out = run_preloaded(["dd", f"if={img}", "bs=1M", "count=1", "skip=1024", "status=none"]).stdout
     assert len(out) == MiB
 
 
@@ -241,7 +237,7 @@ def test_read_only_fd_and_file(tmp_path):
     import errno
     w = writable.make("vhd-dynamic", tmp_path, size=8 * MiB)
     before = w.path.read_bytes()
-    p = shimlib.run([sys.executable, "-c", textwrap.dedent("""
+    p = run_preloaded([sys.executable, "-c", textwrap.dedent("""
         import os, sys
         fd = os.open(sys.argv[1], os.O_RDONLY)
         try:
@@ -261,15 +257,15 @@ def test_image_on_a_read_only_file_system(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
     script = (f"mount --bind '{tmp_path}' '{ro}' && mount -o remount,bind,ro '{ro}' && "
-              f"LD_PRELOAD={shimlib.LIB} dd if=/dev/zero of='{ro}/{w.path.name}' count=1 "
+              f"LD_PRELOAD={LIB} dd if=/dev/zero of='{ro}/{w.path.name}' count=1 "
               f"conv=notrunc status=none")
     probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
     if probe.returncode != 0:
-        from conftest import missing
+        from helpers import missing
         missing("mount namespaces (unshare -m)")
     before = w.path.read_bytes()
     p = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True,
-                       env=shimlib.env())
+                       env=preload_env())
     assert p.returncode != 0 and b"Read-only file system" in p.stderr, p.stderr
     assert w.path.read_bytes() == before
 
@@ -317,7 +313,7 @@ def test_kill_9_at_random_points(kind, tmp_path):
     for round_ in range(12):
         seed = 1000 + round_
         proc = subprocess.Popen([sys.executable, "-c", CRASH_WRITES + CRASH_WRITER, str(path),
-                                 str(log), str(seed)], env=shimlib.env())
+                                 str(log), str(seed)], env=preload_env())
         time.sleep(0.2 + rng.random() * 0.6)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -329,7 +325,7 @@ def test_kill_9_at_random_points(kind, tmp_path):
         for off, want in expected[:synced]:
             assert data[off:off + len(want)] == want, (round_, off, synced)
         if kind.startswith("vhdx"):
-            shimlib.run(["dd", "if=/dev/null", f"of={path}", "conv=notrunc", "status=none"])
+            run_preloaded(["dd", "if=/dev/null", f"of={path}", "conv=notrunc", "status=none"])
             assert read_through_library(path) == data       # the replay changed nothing
         p = run_plain(VDISKIO + ["check", str(path)], cwd=ROOT, check=False)
         assert p.returncode == 0, p.stdout
@@ -357,7 +353,7 @@ HOLD = textwrap.dedent("""
 
 def _hold(path, mode, **env):
     p = subprocess.Popen([sys.executable, "-c", HOLD, str(path), mode], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=shimlib.env(**env))
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=preload_env(**env))
     first = p.stdout.readline().decode().split()
     return p, first
 

@@ -4,15 +4,13 @@ read back what qemu-img reads."""
 
 import pytest
 
-from conftest import qemu_convert_raw, random_raw, require_tool, run
 from vdiskio import disk as disk_mod
 from vdiskio.vmdk import image as vmdk
 from vdiskio.disk import Disk
 from vdiskio import entries
 from vdiskio.entries import ENTRY_ZERO, KIND_DATA
 from vdiskio.formats import open_image
-
-MiB = 1 << 20
+from helpers import MiB, qemu_convert_raw, random_raw, require_tool, run_plain, run_preloaded
 
 
 def all_entries(image):
@@ -32,19 +30,19 @@ def chains(tmp_path_factory):
     require_tool("qemu-io")
     d = tmp_path_factory.mktemp("chains")
     src = random_raw(d / "src.raw", 40 * MiB + 64 * 1024, seed=4, holes=[(3 * MiB, 9 * MiB)])
-    run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(src), str(d / "base.vmdk")])
-    run(["qemu-img", "create", "-q", "-f", "vmdk", "-o", "zeroed_grain=on", "-b", "base.vmdk",
-         "-F", "vmdk", str(d / "mid.vmdk")])
-    run(["qemu-io", "-f", "vmdk", "-c", "write -P 0x11 1M 3M", "-c", "write -z 8M 2M",
-         "-c", "write -P 0x12 35M 64k", str(d / "mid.vmdk")])
-    run(["qemu-img", "create", "-q", "-f", "vmdk", "-b", "mid.vmdk", "-F", "vmdk",
-         str(d / "top.vmdk")])
-    run(["qemu-io", "-f", "vmdk", "-c", "write -P 0x21 2M 64k", "-c", "write -P 0x22 20M 5M",
-         str(d / "top.vmdk")])
-    run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=monolithicFlat",
-         str(src), str(d / "flat.vmdk")])
-    run(["qemu-img", "create", "-q", "-f", "vmdk", "-b", "flat.vmdk", "-F", "vmdk",
-         str(d / "onflat.vmdk")])
+    run_plain(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(src), str(d / "base.vmdk")])
+    run_plain(["qemu-img", "create", "-q", "-f", "vmdk", "-o", "zeroed_grain=on", "-b", "base.vmdk",
+               "-F", "vmdk", str(d / "mid.vmdk")])
+    run_plain(["qemu-io", "-f", "vmdk", "-c", "write -P 0x11 1M 3M", "-c", "write -z 8M 2M",
+               "-c", "write -P 0x12 35M 64k", str(d / "mid.vmdk")])
+    run_plain(["qemu-img", "create", "-q", "-f", "vmdk", "-b", "mid.vmdk", "-F", "vmdk",
+               str(d / "top.vmdk")])
+    run_plain(["qemu-io", "-f", "vmdk", "-c", "write -P 0x21 2M 64k", "-c", "write -P 0x22 20M 5M",
+               str(d / "top.vmdk")])
+    run_plain(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=monolithicFlat",
+               str(src), str(d / "flat.vmdk")])
+    run_plain(["qemu-img", "create", "-q", "-f", "vmdk", "-b", "flat.vmdk", "-F", "vmdk",
+               str(d / "onflat.vmdk")])
     return d
 
 
@@ -53,7 +51,7 @@ def test_fast_path_equals_extent_path(chains, name, monkeypatch):
     image = open_image(str(chains / f"{name}.vmdk"))
     try:
         shift, fast = all_entries(image)
-        monkeypatch.setattr(vmdk.VMDK, "grain_entries", lambda *a: None)
+        monkeypatch.setattr(vmdk.VMDK, "map_table", lambda *a: None)
         _, slow = all_entries(image)
     finally:
         image.close()
@@ -83,9 +81,9 @@ def test_entries_read_what_qemu_reads(chains, tmp_path):
 
 
 def test_writable_disks_take_the_extent_path(chains, tmp_path, monkeypatch):
-    """Owned entries (written in place by the shim) come only from extent_at."""
+    """Owned entries (written in place by the shim) come only from run_at."""
     calls = []
-    monkeypatch.setattr(vmdk.VMDK, "grain_entries", lambda *a: calls.append(a) or None)
+    monkeypatch.setattr(vmdk.VMDK, "map_table", lambda *a: calls.append(a) or None)
     image = open_image(str(chains / "base.vmdk"))
     try:
         Disk(1, image, (0, 0), False).map_blocks(0, 64)
@@ -118,21 +116,20 @@ def test_extents_off_grain_boundaries_through_the_library(tmp_path):
     import struct
     import sys
 
-    import shimlib
     sectors = 16383
     tagged = b"".join(struct.pack("<Q", s) * 64 for s in range(sectors))
     for name, first, count in (("a", 0, 8191), ("b", 8191, 8192)):
         part = tmp_path / f"{name}.raw"
         part.write_bytes(tagged[first * 512:(first + count) * 512])
-        run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(part),
-             str(tmp_path / f"{name}.vmdk")])
+        run_plain(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(part),
+                   str(tmp_path / f"{name}.vmdk")])
     desc = tmp_path / "split.vmdk"
     desc.write_text('# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n'
                     'createType="twoGbMaxExtentSparse"\n\n'
                     'RW 8191 SPARSE "a.vmdk"\nRW 8192 SPARSE "b.vmdk"\n')
-    got = shimlib.run(["dd", f"if={desc}", "bs=64k", "status=none"]).stdout
+    got = run_preloaded(["dd", f"if={desc}", "bs=64k", "status=none"]).stdout
     assert len(got) == len(tagged)
     wrong = [s for s in range(sectors) if got[s * 512:(s + 1) * 512] != tagged[s * 512:(s + 1) * 512]]
     assert not wrong, f"{len(wrong)} sectors wrong, first {wrong[:4]}"
-    got = shimlib.run([sys.executable, "-c", READ_RW, str(desc)]).stdout
+    got = run_preloaded([sys.executable, "-c", READ_RW, str(desc)]).stdout
     assert got == tagged

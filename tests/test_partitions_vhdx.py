@@ -7,12 +7,10 @@ import sys
 
 import pytest
 
-from conftest import ROOT, require_tool, run
 from vdiskio.disk import Registry
 from vdiskio.errors import Unsupported
+from helpers import MiB, ROOT, VDISKIO, require_tool, run_plain
 
-MiB = 1 << 20
-VDISKIO = [sys.executable, "-m", "vdiskio"]
 VDPARTX = [sys.executable, "-m", "vdpartx"]
 
 GPT = "g\nn\n1\n\n+8M\nn\n2\n\n+16M\nw\n"
@@ -22,9 +20,9 @@ DOS = "o\nn\np\n1\n{first}\n+8M\nn\ne\n2\n\n+20M\nn\nl\n\n+4M\nw\n"
 def fdisk_table(raw, script, sector_size):
     """Write a table with fdisk; its own listing (start, sectors) per partition number."""
     fdisk = require_tool("fdisk")
-    run([fdisk, "-b", str(sector_size), str(raw)], input=script.encode())
-    out = run([fdisk, "-b", str(sector_size), "-l", "-o", "Device,Start,Sectors",
-               str(raw)]).stdout.decode()
+    run_plain([fdisk, "-b", str(sector_size), str(raw)], input=script.encode())
+    out = run_plain([fdisk, "-b", str(sector_size), "-l", "-o", "Device,Start,Sectors",
+                     str(raw)]).stdout.decode()
     rows = {}
     for line in out.splitlines():
         if line.startswith(str(raw)):
@@ -50,9 +48,9 @@ def test_tables_read_with_the_disks_sector_size(label, sector_size, tmp_path):
             data[at:at + 16] = rng.randbytes(16)
     raw.write_bytes(data)
     img = tmp_path / "disk.vhdx"
-    run(VDISKIO + ["create", "--from", str(raw), "--logical-sector-size", str(sector_size),
-                   str(img)], cwd=ROOT)
-    listed = run(VDPARTX + ["-l", str(img)], cwd=ROOT).stdout.decode().splitlines()
+    run_plain(VDISKIO + ["create", "--from", str(raw), "--logical-sector-size", str(sector_size),
+                         str(img)], cwd=ROOT)
+    listed = run_plain(VDPARTX + ["-l", str(img)], cwd=ROOT).stdout.decode().splitlines()
     got = {}
     for line in listed:
         name, rest = line.split(" : ")
@@ -61,7 +59,7 @@ def test_tables_read_with_the_disks_sector_size(label, sector_size, tmp_path):
     # An extended partition's window is its first two sectors (as Linux maps it).
     want = {n: (s, 2 if label == "dos" and n == 2 else c) for n, (s, c) in rows.items()}
     assert got == want
-    run(VDPARTX + ["-a", str(img)], cwd=ROOT)
+    run_plain(VDPARTX + ["-a", str(img)], cwd=ROOT)
     registry = Registry()
     for number, (start, sectors) in want.items():
         disk, part, offset, length, _ = registry.open(f"{img}{number}", False, -1)
@@ -76,8 +74,8 @@ def test_gpt_of_the_other_sector_size_is_refused(tmp_path):
         f.truncate(32 * MiB)
     fdisk_table(raw, "g\nn\n1\n\n+8M\nw\n", 512)
     img = tmp_path / "disk.vhdx"
-    run(VDISKIO + ["create", "--from", str(raw), "--logical-sector-size", "4096", str(img)],
-        cwd=ROOT)
+    run_plain(VDISKIO + ["create", "--from", str(raw), "--logical-sector-size", "4096", str(img)],
+              cwd=ROOT)
     from vdiskio.formats import open_image
     from vdiskio.partitions import read_table
     image = open_image(str(img))
