@@ -1,7 +1,7 @@
 # vdiskio. `make` builds the venv and libvdiskio in the repo (.venv/bin/vdiskio); `make
 # install` puts the vdiskio and vdpartx commands in PREFIX/bin; `make demo` runs the main
-# job on a generated sample image; `make test` runs the tests; `make bench` measures;
-# `make fuzz` fuzzes the parsers.
+# job on a generated sample image; `make test` runs the tests (`make check`: a fast
+# subset); `make bench` measures; `make fuzz` fuzzes the parsers.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.deps-installed
 LIB    := vdiskio/libvdiskio.so
 SOURCES := $(wildcard shim/*.c shim/*.h shim/*.map shim/*.py) setup.py pyproject.toml
 
-.PHONY: all build deps demo test bench fuzz clean install uninstall
+.PHONY: all build deps demo test check bench fuzz clean install uninstall
 
 all: build
 
@@ -42,6 +42,14 @@ TEST_ARGS ?= -m "not slow"
 test: build
 	@.ci/install-deps test || echo "(tests whose tools are missing are skipped)" >&2
 	$(PY) -m pytest -q $(TEST_ARGS)
+
+# make check: the fast subset for development (under a minute): decoders, tables, hostile
+# images, the boundary and one pass through the library; `make test` before committing.
+CHECK_TESTS := test_startup_imports test_boundary test_vhd test_vmdk_structs test_vhdx_structs \
+	test_partitions test_lvm_metadata test_api test_disk_table test_fuzz_targets test_hostile \
+	test_trust test_shim_vhd
+check: build
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(CHECK_TESTS:%=tests/%.py)
 
 bench: build
 	$(PY) bench/run.py
