@@ -88,8 +88,12 @@ def test_writes_land_in_the_partition_and_nowhere_else(disks, fmt, tmp_path):
     os.symlink(mine.name, link)
     payload = os.urandom(200000)
     off = 12345
-    run_preloaded(["dd", f"of={link}", "bs=1", f"seek={off}", "conv=notrunc", "status=none"],
-                  input=payload)
+    # Byte-sized writes (each one read-modify-write of a sector), then odd-sized ones
+    # straddling sectors and blocks.
+    run_preloaded(["dd", f"of={link}", "bs=1", f"seek={off}", "count=3000", "conv=notrunc",
+                   "status=none"], input=payload[:3000])
+    run_preloaded(["dd", f"of={link}", "bs=7777", f"seek={off + 3000}", "oflag=seek_bytes",
+                   "conv=notrunc", "status=none"], input=payload[3000:])
     expected = bytearray(raw.read_bytes())
     start = entry["start"] * 512
     expected[start + off:start + off + len(payload)] = payload
