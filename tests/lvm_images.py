@@ -19,6 +19,7 @@ import subprocess
 from pathlib import Path
 
 from partition_images import sfdisk, vpc_virtual_size
+from vdiskio.lvm.names import link_name
 from helpers import SECTOR, random_raw, require_tool, run_plain
 
 LVM_CONFIG = "global{activation=0} backup{backup=0 archive=0}"
@@ -147,6 +148,30 @@ def make_images(raws, out_dir, fmt):
         run_plain([require_tool("qemu-img"), "convert", "-f", "raw"] + opts + [str(raw), str(image)])
         out[Path(raw).stem] = image
     return out
+
+
+# The image each VG's links are named after (vg0 has PVs on disk1 and disk2).
+HOME = {"vg0": "disk1", "data-vg": "disk1", "solo": "disk3"}
+
+
+def build_all(work):
+    """standard_disks in `work`, converted to every format: (raws, layout, {fmt: images})."""
+    raws, layout = standard_disks(work)
+    images = {}
+    for fmt in FORMATS:
+        d = work / fmt
+        d.mkdir()
+        images[fmt] = make_images(raws.values(), d, fmt)
+    return raws, layout, images
+
+
+def volume_link(images, vg, lv):
+    """The link to vg/lv beside the image its VG is named after (made once)."""
+    image = images[HOME[vg]]
+    path = image.parent / link_name(image.name, vg, lv)
+    if not os.path.lexists(path):
+        os.symlink(image.name, path)
+    return path
 
 
 def standard_disks(work):

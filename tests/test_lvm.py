@@ -18,33 +18,16 @@ from vdiskio import entries as entries_
 from vdiskio.entries import KIND_DATA, KIND_OWNED, KIND_SLOW, KIND_ZERO
 from vdiskio.errors import CorruptImage, MissingFile, OutOfRange, ReadOnlyImage, Unsupported
 from vdiskio.lvm import scan
-from vdiskio.lvm.names import link_name
 from vdiskio.lvm.volume import ImageSource
 from helpers import MiB, qemu_convert_raw, random_raw, run_plain
 
-# The image each VG's links are named after (vg0 has PVs on disk1 and disk2).
-HOME = {"vg0": "disk1", "data-vg": "disk1", "solo": "disk3"}
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    work = tmp_path_factory.mktemp("lvm")
-    raws, layout = li.standard_disks(work)
-    images = {}
-    for fmt in li.FORMATS:
-        d = work / fmt
-        d.mkdir()
-        images[fmt] = li.make_images(raws.values(), d, fmt)
-    return raws, layout, images
+    return li.build_all(tmp_path_factory.mktemp("lvm"))
 
 
-def link_to(images, vg, lv, directory=None):
-    image = images[HOME[vg]]
-    d = Path(directory or image.parent)
-    link = d / link_name(image.name, vg, lv)
-    if not os.path.lexists(link):
-        os.symlink(image.name if d == image.parent else image, link)
-    return link
 
 
 def read_like_the_library(disk, offset, length):
@@ -85,7 +68,7 @@ def test_volumes_read_their_windows(built, fmt):
     registry = Registry()
     assert len(layout.volumes) == 7
     for (vg, lv), vol in layout.volumes.items():
-        disk, part, start, length, _ = registry.open(str(link_to(images[fmt], vg, lv)), False, -1)
+        disk, part, start, length, _ = registry.open(str(li.volume_link(images[fmt], vg, lv)), False, -1)
         try:
             assert (part, start, length) == (0, 0, vol["size"])
             want = layout.read(vg, lv)
@@ -104,9 +87,9 @@ def test_one_image_per_file_and_references(built):
     raws, layout, images = built
     registry = Registry()
     whole, _ = registry.acquire(str(images["vhd"]["disk1"]), False)
-    lv2, *_ = registry.open(str(link_to(images["vhd"], "vg0", "lv2")), False, -1)
-    lv1, *_ = registry.open(str(link_to(images["vhd"], "vg0", "lv1")), False, -1)
-    again, *_ = registry.open(str(link_to(images["vhd"], "vg0", "lv1")), False, -1)
+    lv2, *_ = registry.open(str(li.volume_link(images["vhd"], "vg0", "lv2")), False, -1)
+    lv1, *_ = registry.open(str(li.volume_link(images["vhd"], "vg0", "lv1")), False, -1)
+    again, *_ = registry.open(str(li.volume_link(images["vhd"], "vg0", "lv1")), False, -1)
     assert again is lv1 and lv1.refs == 2
     # Two image files, two Disks; the volumes reach their Images through them.
     bases = [d for d in registry.by_handle.values() if not isinstance(d, disk_module.VolumeDisk)]
@@ -199,7 +182,7 @@ def test_inherited_descriptor_reopens_the_volume(built):
     """The shim reopens an inherited fd by the path the open returned, with part 0."""
     raws, layout, images = built
     registry = Registry()
-    d, *_ = registry.open(str(link_to(images["vmdk"], "solo", "lv8")), False, -1)
+    d, *_ = registry.open(str(li.volume_link(images["vmdk"], "solo", "lv8")), False, -1)
     again, part, start, length, _ = registry.open(d.path, False, 0)
     assert again is d and (part, start, length) == (0, 0, layout.volumes[("solo", "lv8")]["size"])
     registry.release(d.handle)
@@ -234,7 +217,7 @@ def test_writes_stay_inside_the_volume(built, fmt, tmp_path):
     registry = Registry()
     writes = []
     for vg, lv in (("vg0", "lv1"), ("vg0", "lv2"), ("data-vg", "lv-5"), ("solo", "lv8")):
-        d, *_ = registry.open(str(link_to(mine, vg, lv)), True, -1)
+        d, *_ = registry.open(str(li.volume_link(mine, vg, lv)), True, -1)
         size = d.image.size
         for offset, n in ((0, 4096), (size // 2 - 70001, 140003), (size - 512, 512)):
             data = rng.randbytes(n)
@@ -258,7 +241,7 @@ def test_discard_reads_back_zeros_and_nothing_else_changes(built, tmp_path):
     raws, layout, images = built
     mine = private_copy(images, "vhd", tmp_path / "w")
     registry = Registry()
-    d, *_ = registry.open(str(link_to(mine, "vg0", "lv2")), True, -1)
+    d, *_ = registry.open(str(li.volume_link(mine, "vg0", "lv2")), True, -1)
     d.discard(100000, 1 << 20)
     registry.release(d.handle)
     want = expected_raws(raws, layout, [("vg0", "lv2", 100000, bytes(1 << 20))])
@@ -276,7 +259,7 @@ def test_writes_through_the_volume_and_the_disk_invalidate_each_other(built, tmp
     registry = Registry()
     whole, _ = registry.acquire(str(mine["disk1"]), True)
     other, _ = registry.acquire(str(mine["disk2"]), True)
-    lv, *_ = registry.open(str(link_to(mine, "vg0", "lv2")), True, -1)
+    lv, *_ = registry.open(str(li.volume_link(mine, "vg0", "lv2")), True, -1)
     windows = layout.windows("vg0", "lv2")
     # A write through the volume: the disks below drop their entries for what changed.
     lv.write(65536 - 100, bytes(200))
@@ -306,9 +289,9 @@ def test_writable_volume_after_read_only_opens(built, tmp_path):
     mine = private_copy(images, "vmdk", tmp_path / "w")
     registry = Registry()
     whole, _ = registry.acquire(str(mine["disk3"]), False)
-    ro, *_ = registry.open(str(link_to(mine, "solo", "lv7")), False, -1)
+    ro, *_ = registry.open(str(li.volume_link(mine, "solo", "lv7")), False, -1)
     assert ro.read_only and not whole.writable
-    rw, _, _, _, remapped = registry.open(str(link_to(mine, "solo", "lv7")), True, -1)
+    rw, _, _, _, remapped = registry.open(str(li.volume_link(mine, "solo", "lv7")), True, -1)
     assert rw is ro and remapped and whole.writable and not rw.read_only
     rw.write(1000, b"\x55" * 5000)
     assert whole.image.read(layout.windows("solo", "lv7")[0][1] + 1000, 5000) == b"\x55" * 5000
@@ -541,33 +524,33 @@ def test_text_damage_is_an_error(damaged, edit, expect):
     assert expect in str(e.value), str(e.value)
 
 
-def test_pv_header_with_more_metadata_areas_than_lvm2_makes(damaged):
+def _edit_pv_header(damaged, change):
+    """Apply change(sector) to solo's PV label sector on disk3 (its CRC made right again);
+    the assembly's error message."""
     mine, pv, assemble = damaged
     start, _ = pv("solo", "disk3")
     sector = bytearray(Path(mine["disk3"]).read_bytes()[start + 512:start + 1024])
-    # Data area, end, then three metadata areas, end.
-    struct.pack_into("<QQQQQQQQQQQQ", sector, 72, 1 << 20, 0, 0, 0, 4096, 8192, 16384, 8192,
-                     32768, 8192, 0, 0)
+    change(sector)
     struct.pack_into("<I", sector, 16, li.lvm_crc(bytes(sector[20:])))
     with open(mine["disk3"], "r+b") as f:
         f.seek(start + 512)
         f.write(sector)
     with pytest.raises(CorruptImage) as e:
         assemble()
-    assert "lists 3 metadata areas; lvm2 makes at most 2" in str(e.value)
+    return str(e.value)
+
+
+def test_pv_header_with_more_metadata_areas_than_lvm2_makes(damaged):
+    def three_areas(sector):
+        # Data area, end, then three metadata areas, end.
+        struct.pack_into("<QQQQQQQQQQQQ", sector, 72, 1 << 20, 0, 0, 0, 4096, 8192, 16384,
+                         8192, 32768, 8192, 0, 0)
+    assert "lists 3 metadata areas; lvm2 makes at most 2" in _edit_pv_header(damaged, three_areas)
 
 
 def test_pv_header_lists_bounded_by_the_sector(damaged):
-    mine, pv, assemble = damaged
-    start, _ = pv("solo", "disk3")
-    sector = bytearray(Path(mine["disk3"]).read_bytes()[start + 512:start + 1024])
-    # Data areas that never end: every entry non-zero up to the end of the sector.
-    for pos in range(72, 512 - 15, 16):
-        struct.pack_into("<QQ", sector, pos, 1 << 20, 0)
-    struct.pack_into("<I", sector, 16, li.lvm_crc(bytes(sector[20:])))
-    with open(mine["disk3"], "r+b") as f:
-        f.seek(start + 512)
-        f.write(sector)
-    with pytest.raises(CorruptImage) as e:
-        assemble()
-    assert "runs past the end of the label sector" in str(e.value)
+    def never_ending(sector):
+        # Data areas that never end: every entry non-zero up to the end of the sector.
+        for pos in range(72, 512 - 15, 16):
+            struct.pack_into("<QQ", sector, pos, 1 << 20, 0)
+    assert "runs past the end of the label sector" in _edit_pv_header(damaged, never_ending)

@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 
 import lvm_images as li
-from vdiskio.lvm.names import link_name
 from helpers import ROOT, open_errno, qemu_convert_raw, require_tool, run_plain, run_preloaded
 
-HOME = {"vg0": "disk1", "data-vg": "disk1", "solo": "disk3"}
 
 IOCTLS = textwrap.dedent("""
     import fcntl, os, struct, sys
@@ -30,23 +28,9 @@ IOCTLS = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    work = tmp_path_factory.mktemp("shim-lvm")
-    raws, layout = li.standard_disks(work)
-    images = {}
-    for fmt in li.FORMATS:
-        d = work / fmt
-        d.mkdir()
-        images[fmt] = li.make_images(raws.values(), d, fmt)
-    return raws, layout, images
+    return li.build_all(tmp_path_factory.mktemp("shim-lvm"))
 
 
-def link(images, vg, lv, directory=None):
-    image = images[HOME[vg]]
-    d = Path(directory or image.parent)
-    path = d / link_name(image.name, vg, lv)
-    if not os.path.lexists(path):
-        os.symlink(image.name, path)
-    return path
 
 
 def volumes_named_for_todays_shim(layout):
@@ -62,21 +46,21 @@ def test_dd_reads_each_volume(built, fmt):
     keys = volumes_named_for_todays_shim(layout)
     assert len(keys) == 6
     for vg, lv in keys:
-        path = link(images[fmt], vg, lv)
+        path = li.volume_link(images[fmt], vg, lv)
         data = run_preloaded(["dd", f"if={path}", "bs=64k", "status=none"]).stdout
         assert data == layout.read(vg, lv), (vg, lv)
         size, sectors, start, st_size = map(
             int, run_preloaded([sys.executable, "-c", IOCTLS, str(path)]).stdout.split())
         want = layout.volumes[(vg, lv)]["size"]
         assert (size, sectors, start, st_size) == (want, want // 512, 0, want)
-    out = run_preloaded(["stat", "-L", "-c", "%s", str(link(images[fmt], "vg0", "lv2"))]).stdout
+    out = run_preloaded(["stat", "-L", "-c", "%s", str(li.volume_link(images[fmt], "vg0", "lv2"))]).stdout
     assert int(out) == layout.volumes[("vg0", "lv2")]["size"]
 
 
 def test_descriptors_inherited_across_exec(built):
     """The shim reopens an inherited volume fd by the path its open returned (the link's)."""
     raws, layout, images = built
-    path = link(images["vhd"], "vg0", "lv1")
+    path = li.volume_link(images["vhd"], "vg0", "lv1")
     want = layout.read("vg0", "lv1")
     got = run_preloaded(f"exec 3<{path}; dd bs=64k status=none <&3").stdout
     assert got == want
@@ -87,7 +71,7 @@ def test_descriptors_inherited_across_exec(built):
 
 def test_any_volume_name_reaches_the_library(built):
     raws, layout, images = built
-    path = link(images["vmdk"], "solo", "root")
+    path = li.volume_link(images["vmdk"], "solo", "root")
     data = run_preloaded(["dd", f"if={path}", "bs=64k", "status=none"]).stdout
     assert data == layout.read("solo", "root")
 
@@ -124,7 +108,7 @@ def test_file_system_on_a_volume_over_two_images(built, fmt, tmp_path):
     for name, image in images[fmt].items():
         mine[name] = Path(shutil.copy(image, tmp_path / "w" / image.name))
     before = qemu_raws(mine, fmt, tmp_path / "before")
-    path = link(mine, "vg0", "lv1")
+    path = li.volume_link(mine, "vg0", "lv1")
     run_preloaded(["mkfs.ext4", "-q", "-F", "-L", "lvmtest", str(path)])
     run_preloaded(["e2fsck", "-f", "-n", str(path)])
     payload = tmp_path / "payload.bin"
@@ -151,7 +135,7 @@ def test_writes_past_the_end_and_errors(built, tmp_path):
     (tmp_path / "w").mkdir()
     for name, image in images["vhd"].items():
         mine[name] = Path(shutil.copy(image, tmp_path / "w" / image.name))
-    path = link(mine, "solo", "lv8")
+    path = li.volume_link(mine, "solo", "lv8")
     size = layout.volumes[("solo", "lv8")]["size"]
     p = run_preloaded(["dd", f"of={path}", "bs=512", f"seek={size // 512}", "count=1",
                        "conv=notrunc", "status=none"], input=bytes(512), check=False)
@@ -164,7 +148,7 @@ def test_writes_past_the_end_and_errors(built, tmp_path):
     assert "there is no volume solo/lv9" in lines[0] and "solo/lv7" in lines[0]
     # A VG whose other PV is not in the directory: ENOENT naming the PV and the VG.
     os.unlink(mine["disk2"])
-    got, lines = open_errno(link(mine, "vg0", "lv3"))
+    got, lines = open_errno(li.volume_link(mine, "vg0", "lv3"))
     uuid = next(p["uuid"] for d, p in layout.pvs.items()
                 if layout.pv_window[d][0].name == "disk2.raw")
     assert got == errno.ENOENT and uuid in lines[0] and "volume group vg0" in lines[0]
@@ -198,7 +182,7 @@ def test_one_process_sees_its_own_writes_through_volume_and_disk(built, tmp_path
                   input=head)
     lv_at = 4 << 20                     # past the VHD blocks the metadata allocated
     at = layout.windows("solo", "lv7")[0][1] + lv_at
-    path = link({"disk3": empty}, "solo", "lv7")
+    path = li.volume_link({"disk3": empty}, "solo", "lv7")
     out = run_preloaded([sys.executable, "-c", COHERENCE, str(empty), str(path), str(at),
                          str(lv_at)])
     assert out.stdout.split() == [b"True", b"True"]

@@ -235,17 +235,9 @@ class LogicalVolumeImage(Image):
         return out
 
     # -- description -------------------------------------------------------------------
-    def allocated_bytes(self):
-        return 0
-
     def info(self):
         return {
-            "path": self.path,
-            "format": self.format,
-            "variant": self.variant,
-            "virtual_size": self.size,
-            "block_size": self.block_size,
-            "read_only": self.read_only,
+            **super().info(),
             "volume_group": self.vg_name,
             "logical_volume": self.lv_name,
             "dm_name": dm_name(self.vg_name, self.lv_name),
@@ -254,6 +246,4 @@ class LogicalVolumeImage(Image):
                                       for st in sp.stripes],
                           "chunk": sp.chunk if len(sp.stripes) > 1 else None}
                          for sp in self.spans],
-            "files": [],
-            "parent": None,
         }
