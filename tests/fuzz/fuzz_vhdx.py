@@ -150,5 +150,6 @@ def _one(raw):
 
 if __name__ == "__main__":
     import atheris
+    atheris.instrument_all()            # the vdiskio modules imported above: coverage
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()
