@@ -72,8 +72,8 @@ static int host_python_mismatch(void)
     int mm = dot2 ? (int)(dot2 - v) : (int)vlen; /* "3.12" of "3.12.1" */
     vd_log("this program runs Python %.*s, but libvdiskio was built for Python %s, so it cannot"
            " open image files in it: run the program with Python %s, or install vdiskio for"
-           " Python %.*s too (python%.*s -m pip install vdiskio, or make PYTHON=python%.*s) and"
-           " run it under that install's `vdiskio run`",
+           " Python %.*s too (in vdiskio's source: python%.*s -m pip install ., or make"
+           " PYTHON=python%.*s) and run the program under that install's `vdiskio run`",
            (int)vlen, v, VD_PY_VERSION, VD_PY_VERSION, mm, v, mm, v, mm, v);
     return 1;
 }

@@ -280,9 +280,9 @@ def test_another_python_version_gets_one_whole_line(image):
         assert p.returncode == 0, p.stderr
         [line] = p.stderr.splitlines()
         assert f"this program runs Python {v}." in line and f"built for Python {VERSION}," in line
-        assert line.endswith(f"install vdiskio for Python {v} too ({name} -m pip install vdiskio,"
-                             f" or make PYTHON={name}) and run it under that install's"
-                             f" `vdiskio run`"), line
+        assert line.endswith(f"install vdiskio for Python {v} too (in vdiskio's source: {name}"
+                             f" -m pip install ., or make PYTHON={name}) and run the program"
+                             f" under that install's `vdiskio run`"), line
 
 
 @pytest.mark.slow
