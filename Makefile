@@ -1,7 +1,8 @@
-# vdiskio. `make` builds the venv and libvdiskio in the repo (.venv/bin/vdiskio); `make
-# install` puts the vdiskio and vdpartx commands in PREFIX/bin; `make demo` runs the main
-# job on a generated sample image; `make test` runs the tests (`make check`: a fast
-# subset); `make bench` measures; `make fuzz` fuzzes the parsers.
+# vdiskio. `make` builds the venv and libvdiskio in the repo (the commands are then
+# .venv/bin/vdiskio and .venv/bin/vdpartx); `make install` puts them in PREFIX/bin; `make
+# demo` runs the main job on a generated sample image; `make test` runs the tests (`make
+# check`: a fast subset); `make bench` measures; `make fuzz` fuzzes the parsers. Only `make test` (and .ci/run) installs
+# the test tools; building needs .ci/packages-build alone.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -13,7 +14,7 @@ SOURCES := $(wildcard shim/*.c shim/*.h shim/*.map shim/*.py) setup.py pyproject
 
 all: build
 
-# Building needs only the build packages; the demo and the tests add theirs.
+# Building needs only the build packages (installed as root, named in one line otherwise).
 deps:
 	@.ci/install-deps build
 
@@ -32,9 +33,10 @@ $(LIB): $(STAMP) $(SOURCES)
 # the .pyc files current here, or every first open would compile the package again.
 build: $(LIB)
 	$(PY) -m compileall -q vdiskio vdpartx
+	@echo "built: .venv/bin/vdiskio and .venv/bin/vdpartx (make install puts them on PATH)"
 
+# The demo uses fdisk's tools when installed, and what every Debian has otherwise.
 demo: build
-	@.ci/install-deps demo
 	sh tests/demo.sh
 
 # make test: every test but the `slow` ones (under 5 minutes); .ci/run adds those.
@@ -56,15 +58,19 @@ bench: build
 
 # make install: the vdiskio and vdpartx commands in $(PREFIX)/bin, running from a venv of
 # their own in $(PREFIX)/lib/vdiskio (PREFIX: /usr/local for root, ~/.local for others).
+# Root installs for every user: with Debian's /usr/bin/python3 unless PYTHON is given (a
+# Python under /root, such as pyenv's, is out of other users' reach).
 PREFIX ?= $(if $(filter 0,$(shell id -u)),/usr/local,$(HOME)/.local)
 INSTALL_VENV = $(PREFIX)/lib/vdiskio
+INSTALL_PYTHON ?= $(if $(and $(filter default file,$(origin PYTHON)),$(filter 0,$(shell id -u)),$(wildcard /usr/bin/python3)),/usr/bin/python3,$(PYTHON))
 install: | deps
-	$(PYTHON) -m venv --clear $(INSTALL_VENV)
+	$(INSTALL_PYTHON) -m venv --clear $(INSTALL_VENV)
 	$(INSTALL_VENV)/bin/python -m pip install --quiet --upgrade "setuptools>=64" wheel "cffi>=1.16"
 	$(INSTALL_VENV)/bin/python -m pip install --quiet --no-build-isolation .
 	mkdir -p $(PREFIX)/bin
 	ln -sf $(INSTALL_VENV)/bin/vdiskio $(INSTALL_VENV)/bin/vdpartx $(PREFIX)/bin/
 	@echo "installed: $(PREFIX)/bin/vdiskio and $(PREFIX)/bin/vdpartx"
+	@case ":$$PATH:" in *":$(PREFIX)/bin:"*) ;; *) echo "$(PREFIX)/bin is not on your PATH: add it (export PATH=\"$(PREFIX)/bin:\$$PATH\", in ~/.profile to keep it)";; esac
 
 uninstall:
 	rm -rf $(INSTALL_VENV) $(PREFIX)/bin/vdiskio $(PREFIX)/bin/vdpartx

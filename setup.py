@@ -26,6 +26,16 @@ class BuildExt(build_ext):
         # paths are compiled in), and the whole build takes seconds.
         self.force = True
 
+    def build_extensions(self):
+        # A pyenv-built Python links its extensions with an rpath to its own lib/ (in
+        # LDSHARED): neither stage needs one (shim/pyfind.c finds libpython at run time),
+        # and a wheel must not name the building machine's directories.
+        for attr in ("linker_so", "linker_so_cxx"):
+            cmd = getattr(self.compiler, attr, None)
+            if cmd:
+                setattr(self.compiler, attr, [a for a in cmd if not a.startswith("-Wl,-rpath")])
+        super().build_extensions()
+
     def get_ext_filename(self, ext_name):
         # Called with the full name and with its last component: keep the package path.
         parts = ext_name.split(".")

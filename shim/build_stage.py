@@ -37,12 +37,12 @@ def declarations():
 
 
 def build_defines():
-    """What the C stage knows of the interpreter that built it: the fallback when the
-    installed package's own interpreter cannot be told (a source checkout)."""
+    """What the C stage knows of the interpreter that built it: its version, and where to
+    look when the installed package's own interpreter cannot be told (a source checkout).
+    Only candidates: shim/pyfind.c checks each at run time and needs none of them."""
     return [
         ("VD_PY_VERSION", _c_string(python_version())),
         ("VD_PY_HOME", _c_string(sys.base_prefix)),
-        ("VD_PY_LIBDIR", _c_string(sysconfig.get_config_var("LIBDIR") or "")),
         ("VD_MULTIARCH", _c_string(sysconfig.get_config_var("MULTIARCH") or "")),
         ("VD_BUILD_SITE", _c_string(os.path.dirname(os.path.dirname(cffi.__file__)))),
     ]
@@ -56,11 +56,9 @@ ffi.set_source(
     '#include "calls.h"\n' + _read("stage_main.c"),
     include_dirs=[HERE],
     define_macros=[("VD_PY_VERSION", _c_string(python_version()))],
-    # Linked to libpython with an rpath to the interpreter it was built for, so the
-    # loader never binds it to another libpython3.x it happens to find first.
-    libraries=["python" + python_version() + getattr(sys, "abiflags", "")],
-    library_dirs=[sysconfig.get_config_var("LIBDIR")],
-    extra_link_args=["-Wl,-rpath," + sysconfig.get_config_var("LIBDIR")],
+    # Not linked to any libpython (no DT_NEEDED, no rpath to the build machine's
+    # interpreter): like an extension module, the stage binds to the Python already in
+    # the process, the host's or the one shim/pyfind.c loaded by path just before.
     py_limited_api=False,       # the start-up code uses PyConfig, outside the stable ABI
 )
 ffi.embedding_init_code("""

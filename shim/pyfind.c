@@ -1,11 +1,16 @@
 /*
- * Which Python the stage embeds, found at run time: the library may have been built by one
- * interpreter (a wheel built once) and installed with another of the same version
- * (Debian's /usr/bin/python3 beside a pyenv build). The interpreter is the one whose
- * packages directory holds the vdiskio package: a venv's (its pyvenv.cfg names the base
- * interpreter's directory), a prefix's lib/pythonX.Y/site-packages, Debian's
- * dist-packages (prefix /usr); a source checkout uses the interpreter it was built with.
- * Its shared libpython is loaded by path before the stage, so the stage binds to it.
+ * Which Python the stage embeds, found at run time, so that the library depends on no path
+ * of the machine that built it: a wheel built once by one interpreter may be installed with
+ * another of the same version (Debian's /usr/bin/python3 beside a pyenv build), by another
+ * user who cannot even read the first one's directories.
+ *
+ * The candidates, in order: the interpreter whose packages directory holds the vdiskio
+ * package (a venv's pyvenv.cfg names the base interpreter's directory; a prefix's
+ * lib/pythonX.Y/site-packages; Debian's dist-packages, prefix /usr), the one the build ran
+ * (a source checkout), then /usr/local and /usr. The first with a standard library and a
+ * shared libpython of this version is used: any CPython X.Y runs the package and the cffi
+ * backend built for X.Y (the ABI is stable within a minor version). Its libpython is loaded
+ * by path before the stage, which is not linked to any libpython and so binds to it.
  */
 #include "vd.h"
 
@@ -18,6 +23,7 @@
 #endif
 
 #define VD_SONAME "libpython" VD_PY_VERSION ".so.1.0"
+#define MAX_CANDIDATES 6
 
 static int exists(const char *path)
 {
@@ -73,7 +79,7 @@ static int venv_home(const char *venv, char *home, size_t size)
     return 0;
 }
 
-/* The prefix of the interpreter that owns site directory `site`, or 0 if unknown. */
+/* The prefix of the interpreter that owns site directory `site`, or 0 if it cannot be told. */
 static int owner_prefix(const char *site, char *prefix, size_t size)
 {
     char d[PATH_MAX];
@@ -88,7 +94,7 @@ static int owner_prefix(const char *site, char *prefix, size_t size)
         parent_dir(d);
     }
     const char *lib = strstr(site, "/lib/python" VD_PY_VERSION "/site-packages");
-    if (lib) {
+    if (lib) { /* a prefix's own packages, or a user's ~/.local (no stdlib there) */
         snprintf(prefix, size, "%.*s", (int)(lib - site), site);
         return 1;
     }
@@ -99,35 +105,19 @@ static int owner_prefix(const char *site, char *prefix, size_t size)
     return 0;
 }
 
-/* Fill paths for the interpreter owning site directory `site` (the vdiskio package's
- * parent); load its libpython unless the process already runs Python. 0, or -errno with
- * the reason logged. */
-int vd_find_python(const char *site, struct vd_python_paths *p)
+static void add_candidate(char list[][PATH_MAX], int *n, const char *prefix)
 {
-    memset(p, 0, sizeof *p);
-    char prefix[PATH_MAX];
-    int found = owner_prefix(site, prefix, sizeof prefix);
-    if (!found)
-        snprintf(prefix, sizeof prefix, "%s", VD_PY_HOME);
-    char stdlib[PATH_MAX], probe[PATH_MAX + 16];
-    snprintf(stdlib, sizeof stdlib, "%s/lib/python%s", prefix, VD_PY_VERSION);
-    snprintf(probe, sizeof probe, "%s/os.py", stdlib);
-    if (!exists(probe)) {
-        vd_log("Python %s, which libvdiskio was built for, is not at %s (%s has no os.py):"
-               " install vdiskio with that Python, or rebuild it with yours",
-               VD_PY_VERSION, prefix, stdlib);
-        return -ELIBACC;
-    }
-    snprintf(p->home, sizeof p->home, "%s", prefix);
-    snprintf(p->stdlib, sizeof p->stdlib, "%s", stdlib);
-    snprintf(p->dynload, sizeof p->dynload, "%s/lib-dynload", stdlib);
-    snprintf(p->site[0], sizeof p->site[0], "%s", site);
-    /* Where cffi was when the library was built: a source checkout's venv. */
-    if (strcmp(VD_BUILD_SITE, site) && exists(VD_BUILD_SITE))
-        snprintf(p->site[1], sizeof p->site[1], "%s", VD_BUILD_SITE);
+    if (!prefix[0] || *n >= MAX_CANDIDATES)
+        return;
+    for (int i = 0; i < *n; i++)
+        if (!strcmp(list[i], prefix))
+            return;
+    snprintf(list[(*n)++], PATH_MAX, "%s", prefix);
+}
 
-    if (dlsym(RTLD_DEFAULT, "Py_IsInitialized"))
-        return 0; /* a Python program: its interpreter is used */
+/* Load prefix's libpython (RTLD_GLOBAL, for the stage to bind to): 1, or 0 if it has none. */
+static int load_libpython(const char *prefix)
+{
     const char *const dirs[] = {"%s/lib", "%s/lib/" VD_MULTIARCH, "%s/lib64", NULL};
     char lib[PATH_MAX + 64];
     for (int i = 0; dirs[i]; i++) {
@@ -135,13 +125,59 @@ int vd_find_python(const char *site, struct vd_python_paths *p)
         snprintf(dir, sizeof dir, dirs[i], prefix);
         snprintf(lib, sizeof lib, "%s/%s", dir, VD_SONAME);
         if (exists(lib) && dlopen(lib, RTLD_NOW | RTLD_GLOBAL))
-            return 0;
+            return 1;
     }
-    snprintf(lib, sizeof lib, "%s/%s", VD_PY_LIBDIR, VD_SONAME);
-    if (!found && exists(lib) && dlopen(lib, RTLD_NOW | RTLD_GLOBAL))
-        return 0;
-    vd_log("the Python at %s has no shared library %s (libvdiskio embeds it): install it"
-           " (Debian: apt-get install libpython%s), or use a Python built with"
-           " --enable-shared", prefix, VD_SONAME, VD_PY_VERSION);
+    /* Debian's /usr keeps it in a multiarch directory the loader knows. */
+    return !strcmp(prefix, "/usr") && dlopen(VD_SONAME, RTLD_NOW | RTLD_GLOBAL) != NULL;
+}
+
+/* Fill paths for the Python to embed, for the package in site directory `site` (the vdiskio
+ * package's parent), and load its libpython unless the process already runs Python. 0, or
+ * -errno with the reason logged in one line. */
+int vd_find_python(const char *site, struct vd_python_paths *p)
+{
+    memset(p, 0, sizeof *p);
+    snprintf(p->site[0], sizeof p->site[0], "%s", site);
+    /* A source checkout: cffi is not beside the package but in the venv it was built in. */
+    char probe[PATH_MAX + 32];
+    snprintf(probe, sizeof probe, "%s/cffi", site);
+    if (!exists(probe) && strcmp(VD_BUILD_SITE, site) && exists(VD_BUILD_SITE))
+        snprintf(p->site[1], sizeof p->site[1], "%s", VD_BUILD_SITE);
+
+    if (dlsym(RTLD_DEFAULT, "Py_IsInitialized"))
+        return 0; /* a Python program: its interpreter is used, with these directories */
+
+    static char candidates[MAX_CANDIDATES][PATH_MAX];
+    int n = 0;
+    char prefix[PATH_MAX];
+    for (int i = 0; i < 2; i++)
+        if (p->site[i][0] && owner_prefix(p->site[i], prefix, sizeof prefix))
+            add_candidate(candidates, &n, prefix);
+    add_candidate(candidates, &n, VD_PY_HOME);
+    add_candidate(candidates, &n, "/usr/local");
+    add_candidate(candidates, &n, "/usr");
+
+    char looked[1024] = "";
+    size_t used = 0;
+    for (int i = 0; i < n; i++) {
+        char stdlib[PATH_MAX];
+        snprintf(stdlib, sizeof stdlib, "%s/lib/python%s", candidates[i], VD_PY_VERSION);
+        snprintf(probe, sizeof probe, "%s/os.py", stdlib);
+        if (exists(probe) && load_libpython(candidates[i])) {
+            snprintf(p->home, sizeof p->home, "%s", candidates[i]);
+            snprintf(p->stdlib, sizeof p->stdlib, "%s", stdlib);
+            snprintf(p->dynload, sizeof p->dynload, "%s/lib-dynload", stdlib);
+            return 0;
+        }
+        if (used < sizeof looked) {
+            int m = snprintf(looked + used, sizeof looked - used, "%s%s", i ? ", " : "",
+                             candidates[i]);
+            used += m > 0 ? (size_t)m : 0;
+        }
+    }
+    vd_log("libvdiskio needs Python %s with its shared library (%s) and found none (looked in"
+           " %s): install one (Debian: apt-get install libpython%s), or reinstall vdiskio with a"
+           " Python %s built with --enable-shared",
+           VD_PY_VERSION, VD_SONAME, looked, VD_PY_VERSION, VD_PY_VERSION);
     return -ELIBACC;
 }

@@ -67,9 +67,14 @@ static int host_python_mismatch(void)
     if (!strncmp(v, VD_PY_VERSION, n) && (v[n] == '.' || v[n] == ' ' || v[n] == '+'))
         return 0;
     size_t vlen = strcspn(v, " ");
-    vd_log("this program runs Python %.*s, but libvdiskio embeds Python %s: image files cannot"
-           " be opened in it (run the program with Python %s, or build vdiskio with this one)",
-           (int)vlen, v, VD_PY_VERSION, VD_PY_VERSION);
+    const char *dot = memchr(v, '.', vlen);
+    const char *dot2 = dot ? memchr(dot + 1, '.', vlen - (size_t)(dot + 1 - v)) : NULL;
+    int mm = dot2 ? (int)(dot2 - v) : (int)vlen; /* "3.12" of "3.12.1" */
+    vd_log("this program runs Python %.*s, but libvdiskio was built for Python %s, so it cannot"
+           " open image files in it: run the program with Python %s, or install vdiskio for"
+           " Python %.*s too (in vdiskio's source: python%.*s -m pip install ., or make"
+           " PYTHON=python%.*s) and run the program under that install's `vdiskio run`",
+           (int)vlen, v, VD_PY_VERSION, VD_PY_VERSION, mm, v, mm, v, mm, v);
     return 1;
 }
 
@@ -106,7 +111,7 @@ static int stage_load(void)
     if (snprintf(stage, sizeof stage, "%s/%s", dir, VD_STAGE_FILE) >= (int)sizeof stage)
         return -ENAMETOOLONG;
     if (host_python_mismatch())
-        return -ELIBBAD;
+        return -ENOTSUP; /* "Operation not supported", not a damaged library */
     static struct vd_python_paths paths;
     char site[PATH_MAX];
     snprintf(site, sizeof site, "%s", dir);
