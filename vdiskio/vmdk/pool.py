@@ -19,6 +19,7 @@ blocks only on the job queue.
 import os
 from _queue import SimpleQueue
 from _thread import allocate_lock, start_new_thread
+from _weakref import ref
 
 MAX_WORKERS = 8
 STALE = object()            # Job.result of a job queued before a fork, in the child
@@ -26,6 +27,7 @@ STALE = object()            # Job.result of a job queued before a fork, in the c
 _pool = []                  # [the Pool], made at the first job
 _generation = [0]           # moves at every fork, in the child
 _make_lock = allocate_lock()
+_readaheads = []            # weak references to every Readahead (reset in a forked child)
 
 
 def cpus():
@@ -114,11 +116,125 @@ def started():
     return bool(_pool)
 
 
+class Stream:
+    """One sequential reader: where its next read starts, the next unit (grain) not yet
+    looked at for readahead, and the units read ahead for it (key -> job, index, unit)."""
+
+    __slots__ = ("next", "scheduled", "ahead")
+
+    def __init__(self, next_offset):
+        self.next = next_offset
+        self.scheduled = 0
+        self.ahead = {}
+
+
+class Readahead:
+    """The sequential streams of reads over one extent, each with at most `window` units
+    inflated (or being inflated) ahead of it, `per_job` units per worker job.
+
+    A read that starts where an earlier one ended (or past it, at what was read ahead)
+    continues its stream; any other read starts a new one (the least recently continued of `streams` is forgotten, with what
+    was read ahead for it). Only a continued stream reads ahead: random reads never
+    wait for, or pay for, work they did not ask for. The shim calls the decoder with a
+    disk and an offset, not a file descriptor: a stream is recognised by its offsets,
+    so two programs (or two fds) reading one image front to back are two streams."""
+
+    def __init__(self, window, per_job, streams=4):
+        self.window = max(1, window)
+        self.per_job = max(1, per_job)
+        self.max_streams = streams
+        self.lock = allocate_lock()
+        self.streams = []
+        self.jobs = 0                   # jobs submitted (tests)
+        _readaheads.append(ref(self))
+        if len(_readaheads) > 64:
+            _readaheads[:] = [r for r in _readaheads if r() is not None]
+
+    def follow(self, offset, length, key):
+        """The stream the read [offset, offset+length) of `key` continues (now past it),
+        or None. A read continues a stream when it starts where the stream's last read
+        ended, or reads what was read ahead for it (the stream went past a hole)."""
+        end = offset + length
+        with self.lock:
+            streams = self.streams
+            for i, s in enumerate(streams):
+                if s.next == offset or (key in s.ahead and offset > s.next):
+                    s.next = end
+                    if i:
+                        streams.insert(0, streams.pop(i))
+                    return s
+            streams.insert(0, Stream(end))
+            del streams[self.max_streams:]
+        return None
+
+    def take(self, stream, key):
+        """What a worker made for `key` ahead of `stream` (waiting for it), or None: not
+        read ahead, from before a fork, or failed (the caller then does it itself, and
+        meets the error in its own thread)."""
+        with self.lock:
+            got = stream.ahead.pop(key, None)
+        if got is None:
+            return None
+        job, index, _ = got
+        try:
+            values = job.result()
+        except Exception:               # noqa: B902 - redone (and reported) by the caller
+            return None
+        if values is STALE:
+            return None
+        value = values[index]
+        return None if isinstance(value, BaseException) else value
+
+    def schedule(self, stream, unit, units, lookup, work):
+        """Read ahead of `stream`, now at `unit` (of `units`): lookup(u) is the key of unit
+        u when it needs work (None: nothing to do for it), work(items) the job run for a
+        list of (key, unit), returning a value (or an exception) per item."""
+        workers = get()
+        if workers is None:
+            return
+        with self.lock:
+            ahead = stream.ahead
+            for key in [k for k, v in ahead.items() if v[2] <= unit]:
+                del ahead[key]                  # passed over (the reader skipped them)
+            u = max(unit + 1, stream.scheduled)
+            stop = min(units, unit + 1 + self.window)
+            if ahead and (self.window - len(ahead) < self.per_job or
+                          (stop - u < self.per_job and stop < units)):
+                return                          # jobs of per_job units, not of one
+            batch = []
+            while u < stop and len(ahead) + len(batch) < self.window:
+                key = lookup(u)
+                if key is not None and key not in ahead:
+                    batch.append((key, u))
+                    if len(batch) == self.per_job:
+                        self._submit(workers, ahead, batch, work)
+                        batch = []
+                u += 1
+            if batch:
+                self._submit(workers, ahead, batch, work)
+            stream.scheduled = u
+
+    def _submit(self, workers, ahead, batch, work):
+        job = workers.submit(work, batch)
+        self.jobs += 1
+        for i, (key, u) in enumerate(batch):
+            ahead[key] = (job, i, u)
+
+    def _reset(self):
+        self.lock = allocate_lock()
+        self.streams = []
+
+
 def _after_fork_in_child():
     global _make_lock
     _pool.clear()
     _generation[0] += 1
     _make_lock = allocate_lock()
+    for r in _readaheads:
+        readahead = r()
+        if readahead is not None:
+            readahead._reset()
+_readaheads = []            # weak references to every Readahead (reset in a forked child)
 
 
 def generation():

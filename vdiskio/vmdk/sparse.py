@@ -25,7 +25,7 @@ or is the other of 0 and 1); the primary copy is the one every reader follows.
 import struct
 
 from ..cache import LRU
-from ..errors import CorruptImage, NotAnImage, Unsupported
+from ..errors import CorruptImage, NotAnImage, Unsupported, VdError
 from ..image import DATA, PARENT, SPECIAL, ZERO
 from ..tables import SLICE_ENTRIES, Table, decode_entries
 from .writer import HostedSparseWriter
@@ -41,6 +41,8 @@ MAX_GRAIN_SECTORS = 1 << 16          # 32 MiB grains (VMware writes 64 KiB ones)
 MAX_GTES_PER_GT = 4096               # VMware writes 512
 MAX_GD_ENTRIES = 1 << 25             # QEMU's limit on a grain directory
 INFLATED_CACHE_BYTES = 4 << 20       # inflated grains kept (512-byte reads of one grain)
+READAHEAD_BYTES = 4 << 20            # grains inflated ahead of each sequential reader
+READAHEAD_JOB_BYTES = 256 << 10      # grains per worker job
 EAGER_GD_ENTRIES = 1 << 20           # directories of writable extents checked whole at open
 
 
@@ -164,6 +166,7 @@ class HostedSparseExtent(HostedSparseWriter, GrainTableExtent):
         self._fallback_tables = set()       # tables read from their redundant copy
         self._next_free = None              # where the next grain or table goes
         self._inflated = LRU(max(2, INFLATED_CACHE_BYTES // self.grain_bytes))  # phys -> grain
+        self._readahead = None              # vmdk/pool.py's Readahead, at the first grain read
         self.max_compressed = 2 * self.grain_bytes + 4 * SECTOR
         self._load_directories()
         if self.mutable and self.gd_entries <= EAGER_GD_ENTRIES:
@@ -174,6 +177,8 @@ class HostedSparseExtent(HostedSparseWriter, GrainTableExtent):
 
     def refresh(self):
         super().refresh()
+        self._inflated.clear()
+        self._readahead = None
         self._next_free = None
         self._load_directories()
 
@@ -289,18 +294,73 @@ class HostedSparseExtent(HostedSparseWriter, GrainTableExtent):
 
     # -- compressed grains --------------------------------------------------------------
     def read_compressed(self, phys, offset, length):
-        """Bytes [offset, offset+length) (virtual, inside one grain) of the grain at phys."""
+        """Bytes [offset, offset+length) (virtual, inside one grain) of the grain at phys.
+
+        Recently inflated grains are kept (a bounded LRU): 512-byte reads through a grain
+        inflate it once. A read that continues a sequential stream (vmdk/pool.py:
+        Readahead) has the grains after it inflated ahead on the worker threads, in
+        order, while this one is inflated here; a random read inflates its grain alone."""
         grain = (offset - self.start) // self.grain_bytes
         rel = offset - self.start - grain * self.grain_bytes
-        # A whole grain is read once (a big sequential read): the cache is for the small
-        # reads that come back to the same grain many times.
-        data = self.inflated(phys, grain, cache=length < self.grain_need(grain))
+        readahead = self._readahead or self._make_readahead()
+        stream = readahead.follow(offset, length, phys)
+        data = self._inflated.get(phys)
+        if data is None:
+            data = readahead.take(stream, phys) if stream is not None else None
+            if stream is not None:
+                readahead.schedule(stream, grain, self.grains, self._compressed_grain,
+                                   self._inflate_batch)
+            if data is None:
+                data = self._inflate_grain(phys, grain)
+            # A whole grain is read once (a big sequential read): the cache is for the
+            # small reads that come back to the same grain many times.
+            if length < self.grain_need(grain):
+                self._inflated.put(phys, data)
         return data[rel:rel + length]
+
+    def _make_readahead(self):
+        from .pool import Readahead
+        _inflater()             # imported here, not in a worker
+        self._readahead = Readahead(max(2, READAHEAD_BYTES // self.grain_bytes),
+                                    max(1, READAHEAD_JOB_BYTES // self.grain_bytes))
+        return self._readahead
+
+    def _compressed_grain(self, grain):
+        """File offset of grain `grain` when it is a compressed grain in the file, else
+        None (zeros, the parent's, or an entry that read_compressed will report)."""
+        index, slot = divmod(grain, self.gt_entries)
+        try:
+            table = self.grain_table(index)
+            if table is None:
+                return None
+            kind, phys = self.decode_entry(table[slot])
+            if kind != SPECIAL:
+                return None
+            self.check_grain(kind, phys, index, slot, grain)
+        except VdError:
+            return None
+        return phys
+
+    def _inflate_batch(self, items):
+        """A worker's job: the grains [(phys, grain)] inflated (or the error of each)."""
+        out = []
+        for phys, grain in items:
+            try:
+                out.append(self._inflate_grain(phys, grain))
+            except VdError as e:
+                out.append(e)
+        return out
 
     def inflated(self, phys, grain, cache=True):
         data = self._inflated.get(phys)
-        if data is not None:
-            return data
+        if data is None:
+            data = self._inflate_grain(phys, grain)
+            if cache:
+                self._inflated.put(phys, data)
+        return data
+
+    def _inflate_grain(self, phys, grain):
+        """The grain at phys, read and inflated (thread-safe: positional reads only)."""
         need = self.grain_need(grain)
         where = f"compressed grain {grain} at offset {phys}"
         if self.markers:
@@ -326,8 +386,6 @@ class HostedSparseExtent(HostedSparseWriter, GrainTableExtent):
             problem = f"inflates to {len(data)} bytes, not {need}"
         if problem is not None:
             raise CorruptImage(f"{where} {problem}", self.file.path)
-        if cache:
-            self._inflated.put(phys, data)
         return data
 
     def info(self):
