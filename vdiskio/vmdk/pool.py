@@ -120,9 +120,10 @@ class Stream:
     """One sequential reader: where its next read starts, the next unit (grain) not yet
     looked at for readahead, and the units read ahead for it (key -> job, index, unit)."""
 
-    __slots__ = ("next", "scheduled", "ahead")
+    __slots__ = ("start", "next", "scheduled", "ahead")
 
-    def __init__(self, next_offset):
+    def __init__(self, start, next_offset):
+        self.start = start
         self.next = next_offset
         self.scheduled = 0
         self.ahead = {}
@@ -133,14 +134,17 @@ class Readahead:
     inflated (or being inflated) ahead of it, `per_job` units per worker job.
 
     A read that starts where an earlier one ended (or past it, at what was read ahead)
-    continues its stream; any other read starts a new one (the least recently continued of `streams` is forgotten, with what
-    was read ahead for it). Only a continued stream reads ahead: random reads never
-    wait for, or pay for, work they did not ask for. The shim calls the decoder with a
+    continues its stream; any other read starts a new one (the least recently continued
+    of `streams` is forgotten, with what was read ahead for it). Only a stream that has
+    read `min_run` bytes in a row reads ahead (a random read that crosses a grain's end
+    is two reads in a row): random reads never wait for, or pay for, work they did not
+    ask for. The shim calls the decoder with a
     disk and an offset, not a file descriptor: a stream is recognised by its offsets,
     so two programs (or two fds) reading one image front to back are two streams."""
 
-    def __init__(self, window, per_job, streams=4):
+    def __init__(self, window, per_job, min_run, streams=4):
         self.window = max(1, window)
+        self.min_run = min_run
         self.per_job = max(1, per_job)
         self.max_streams = streams
         self.lock = allocate_lock()
@@ -163,7 +167,7 @@ class Readahead:
                     if i:
                         streams.insert(0, streams.pop(i))
                     return s
-            streams.insert(0, Stream(end))
+            streams.insert(0, Stream(offset, end))
             del streams[self.max_streams:]
         return None
 
@@ -189,6 +193,8 @@ class Readahead:
         """Read ahead of `stream`, now at `unit` (of `units`): lookup(u) is the key of unit
         u when it needs work (None: nothing to do for it), work(items) the job run for a
         list of (key, unit), returning a value (or an exception) per item."""
+        if stream.next - stream.start < self.min_run:
+            return                  # a read across a grain's end is not (yet) a stream
         workers = get()
         if workers is None:
             return

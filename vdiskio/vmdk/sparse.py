@@ -322,7 +322,8 @@ class HostedSparseExtent(HostedSparseWriter, GrainTableExtent):
         from .pool import Readahead
         _inflater()             # imported here, not in a worker
         self._readahead = Readahead(max(2, READAHEAD_BYTES // self.grain_bytes),
-                                    max(1, READAHEAD_JOB_BYTES // self.grain_bytes))
+                                    max(1, READAHEAD_JOB_BYTES // self.grain_bytes),
+                                    2 * self.grain_bytes)
         return self._readahead
 
     def _compressed_grain(self, grain):
