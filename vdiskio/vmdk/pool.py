@@ -39,19 +39,24 @@ def cpus():
 
 
 class Job:
-    """fn(*args) run by a worker; result() waits for it (and re-raises its exception)."""
+    """fn(*args), run by a worker or, when no worker has started it yet, by the thread
+    that asks for its result (so a waiter never idles while its job is queued: on a
+    busy machine the caller does the work itself, at the cost of one lock)."""
 
-    __slots__ = ("fn", "args", "value", "error", "done", "generation")
+    __slots__ = ("fn", "args", "value", "error", "claim", "done", "generation")
 
     def __init__(self, fn, args):
         self.fn = fn
         self.args = args
         self.value = self.error = None
+        self.claim = allocate_lock()    # taken by whoever runs it
         self.done = allocate_lock()
         self.done.acquire()
         self.generation = _generation[0]
 
     def run(self):
+        if not self.claim.acquire(False):
+            return                      # the waiter took it
         try:
             self.value = self.fn(*self.args)
         except BaseException as e:      # noqa: B902 - handed to the waiter, which raises it
@@ -68,6 +73,7 @@ class Job:
         process, which no worker here will ever run."""
         if self.stale:
             return STALE
+        self.run()
         self.done.acquire()
         self.done.release()
         if self.error is not None:
@@ -97,9 +103,9 @@ class Pool:
 
 
 def get(min_cpus=2):
-    """The process's pool (made now if need be: one worker per CPU, at most MAX_WORKERS),
-    or None when the process runs on fewer than `min_cpus` CPUs: then threads would only
-    add their cost."""
+    """The process's pool (made now if need be: a worker per CPU but one, the caller's,
+    which runs the jobs it waits for; at most MAX_WORKERS), or None when the process
+    runs on fewer than `min_cpus` CPUs: then threads would only add their cost."""
     if _pool:
         return _pool[0]
     n = cpus()
@@ -107,7 +113,7 @@ def get(min_cpus=2):
         return None
     with _make_lock:
         if not _pool:
-            _pool.append(Pool(min(n, MAX_WORKERS)))
+            _pool.append(Pool(max(1, min(n - 1, MAX_WORKERS))))
     return _pool[0]
 
 

@@ -343,11 +343,21 @@ class HostedSparseExtent(HostedSparseWriter, GrainTableExtent):
         return phys
 
     def _inflate_batch(self, items):
-        """A worker's job: the grains [(phys, grain)] inflated (or the error of each)."""
+        """A worker's job: the grains [(phys, grain)] inflated (or the error of each). A
+        stream's grains follow one another in the file: they are read in one pread."""
         out = []
+        span = None
+        if self.markers and len(items) > 1 and items[0][0] < items[-1][0]:
+            first = items[0][0]
+            length = items[-1][0] - first + GRAIN_MARKER.size + self.grain_bytes + 4096
+            if length <= len(items) * 2 * (self.grain_bytes + 4096):
+                try:
+                    span = (first, memoryview(self.file.pread(first, length)))
+                except VdError:
+                    span = None
         for phys, grain in items:
             try:
-                out.append(self._inflate_grain(phys, grain))
+                out.append(self._inflate_grain(phys, grain, span))
             except VdError as e:
                 out.append(e)
         return out
@@ -360,15 +370,19 @@ class HostedSparseExtent(HostedSparseWriter, GrainTableExtent):
                 self._inflated.put(phys, data)
         return data
 
-    def _inflate_grain(self, phys, grain):
-        """The grain at phys, read and inflated (thread-safe: positional reads only)."""
+    def _inflate_grain(self, phys, grain, span=None):
+        """The grain at phys, read and inflated (thread-safe: positional reads only).
+        span: (offset, bytes) of the file already read, which may hold it."""
         need = self.grain_need(grain)
         where = f"compressed grain {grain} at offset {phys}"
         if self.markers:
             # The marker and the stream it announces, in one read when the stream is no
             # bigger than a grain and a page (as good as always: deflate adds bytes to
             # incompressible data, never kilobytes), else in two.
-            head = self.file.pread(phys, GRAIN_MARKER.size + self.grain_bytes + 4096)
+            if span is not None and span[0] <= phys < span[0] + len(span[1]):
+                head = span[1][phys - span[0]:]
+            else:
+                head = self.file.pread(phys, GRAIN_MARKER.size + self.grain_bytes + 4096)
             if len(head) < GRAIN_MARKER.size:
                 raise CorruptImage(f"grain marker of grain {grain} at offset {phys} lies beyond"
                                    f" the end of the file ({self.file.size} bytes)",
