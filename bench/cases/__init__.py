@@ -26,6 +26,8 @@ CASES = (
          doc="random 4 KiB preads, whole process and steady state"),
     Case("peers", reads.peers, applies=lambda v: v.peers, restage=True,
          doc="whole-image copies against qemu-img, nbdcopy, FUSE mounts"),
+    Case("stream-read", reads.stream_read, applies=lambda v: v.compressed, restage=True,
+         doc="dd of a streamOptimized image: every core, one core, qemu-img"),
     Case("first-open", startup.first_open, applies=lambda v: v.first_open,
          doc="first open against the bare interpreter and qemu-img info"),
     Case("sparse-copy", sparse.sparse_copy, doc="cp --sparse=always of mostly empty images"),

@@ -124,3 +124,32 @@ def peers(b, v):
             fuse_row.status = str(e)
         b.measure(cmds, compares, rounds=b.peer_rounds, max_rounds=b.peer_max_rounds)
     b.publish()
+
+
+def stream_read(b, v):
+    """Issue 15 part 2: dd bs=1M of a streamOptimized image through the library, its
+    grains inflated ahead on every core, against qemu-img convert to null-co with
+    io_uring (the target), and against the same dd on one core (taskset -c 0: no pool).
+    The bytes are checked once (bench/drivers/seq.c's checksum against the raw twin's)."""
+    warm(v.files + [b.raw])
+    drv = b.tools["seq"]
+    n = b.scale.disk
+    sums = {run([drv, "-c", path, MiB, n], env=env).stdout.split()[1]
+            for path, env in ((b.raw, b.env_plain), (v.path, b.env_lib))}
+    null = ["-n", "--target-image-opts", f"driver=null-co,size={n}"]
+    peer_row = b.row("stream read: dd bs=1M of=/dev/null, every core", v.name,
+                     "qemu-img convert to null-co, file.aio=io_uring",
+                     target=TARGETS["stream-peer"])
+    cores_row = b.row("stream read: dd bs=1M of=/dev/null, every core", v.name,
+                      "the same dd on 1 core (taskset -c 0)")
+    b.measure({"vdiskio": Cmd(dd(v.path), lib=True),
+               "vdiskio 1 core": Cmd(["taskset", "-c", "0"] + dd(v.path), lib=True),
+               "qemu": Cmd(["qemu-img", "convert", "-q", "--image-opts", v.image_opts(True)]
+                           + null)},
+              [Compare(peer_row, ("qemu", "vdiskio"), speed()),
+               Compare(cores_row, ("vdiskio 1 core", "vdiskio"), speed())],
+              rounds=b.peer_rounds, max_rounds=b.peer_max_rounds)
+    if len(sums) != 1:
+        peer_row.status = cores_row.status = \
+            "ERROR: the image returned other bytes than the raw file"
+    b.publish()
