@@ -6,14 +6,12 @@ program itself is multi-threaded and forks while the pool runs."""
 
 import os
 import random
-import subprocess
 import sys
-import textwrap
 
 import pytest
 
-from helpers import (KiB, MiB, ROOT, SECTOR, VDISKIO, compile_c, qemu_convert_raw,
-                     random_raw, require_tool, run_plain, run_preloaded, sha256, sha256_file)
+from helpers import (KiB, MiB, ROOT, SECTOR, VDISKIO, qemu_convert_raw, random_raw,
+                     require_tool, run_plain, run_preloaded, sha256, sha256_file)
 
 GRAIN = 64 * KiB
 CPUS = len(os.sched_getaffinity(0))
@@ -116,7 +114,8 @@ def test_small_reads_inflate_each_grain_once(stream):
         got = b"".join(img.read(off, SECTOR) for off in
                        range(first * GRAIN, (first + grains) * GRAIN, SECTOR))
         assert got == raw[first * GRAIN:(first + grains) * GRAIN]
-        assert len(calls) <= grains + 64 and len(calls) >= grains   # read ahead: at most a window more
+        # Each grain once, and at most a readahead window (64 grains) more.
+        assert grains <= len(calls) <= grains + 64
         ahead = len(calls)
         # Inside one grain, in random order: no inflate past the first.
         base = 40 * GRAIN

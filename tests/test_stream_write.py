@@ -14,7 +14,7 @@ import time
 import pytest
 
 from helpers import (KiB, MiB, SECTOR, VDISKIO, qemu_convert_raw, random_raw, require_tool,
-                     run_plain, run_preloaded, sha256, sha256_file)
+                     run_plain, run_preloaded, sha256_file, sha256_image)
 
 GRAIN = 64 * KiB
 GD_AT_END = 0xFFFFFFFFFFFFFFFF
@@ -59,7 +59,7 @@ def walk(path):
     data = path.read_bytes()
     assert len(data) % SECTOR == 0
     head = HEADER.unpack_from(data, 0)
-    magic, version, flags, capacity, grain_size, desc_off, desc_size, gtes, rgd, gd, over = head[:11]
+    magic, version, flags, _, grain_size, desc_off, desc_size, gtes, rgd, gd, over = head[:11]
     assert (magic, version, flags, grain_size, gtes, rgd, gd) == \
         (0x564D444B, 3, 0x30001, 128, 512, 0, GD_AT_END)
     assert head[13] == 1                            # deflate
@@ -107,7 +107,8 @@ def walk(path):
     assert mapped == grains                         # every grain in its table, and only those
     for i, (what, g) in enumerate(seen):
         if what == "grain":                         # grains of one table, then the table
-            later = [w for w, h in seen[i + 1:] if w == "gt" or (w == "grain" and h // 512 != g // 512)]
+            later = [w for w, h in seen[i + 1:]
+                     if w == "gt" or (w == "grain" and h // 512 != g // 512)]
             assert later and later[0] == "gt"
     return head, grains, len(gd_entries), data[desc_off * SECTOR:(desc_off + desc_size) * SECTOR]
 
@@ -121,7 +122,6 @@ def check_oracles(image, raw, tmp_path):
     want = sha256_file(raw)
     assert sha256_file(qemu_convert_raw(image, tmp_path / "back.raw", "vmdk")) == want
     from vdiskio.formats import open_image
-    from helpers import sha256_image
     img = open_image(str(image))
     try:
         assert (img.format, img.variant, img.size) == ("vmdk", "streamOptimized",

@@ -144,9 +144,9 @@ class Readahead:
     of `streams` is forgotten, with what was read ahead for it). Only a stream that has
     read `min_run` bytes in a row reads ahead (a random read that crosses a grain's end
     is two reads in a row): random reads never wait for, or pay for, work they did not
-    ask for. The shim calls the decoder with a
-    disk and an offset, not a file descriptor: a stream is recognised by its offsets,
-    so two programs (or two fds) reading one image front to back are two streams."""
+    ask for. The shim calls the decoder with a disk and an offset, not a file
+    descriptor: a stream is recognised by its offsets, so two programs (or two fds)
+    reading one image front to back are two streams."""
 
     def __init__(self, window, per_job, min_run, streams=4):
         self.window = max(1, window)
