@@ -17,7 +17,7 @@ blocks only on the job queue.
 """
 
 import os
-from _queue import SimpleQueue
+from _queue import Empty, SimpleQueue
 from _thread import allocate_lock, start_new_thread
 from _weakref import ref
 
@@ -40,15 +40,18 @@ def cpus():
 
 
 class Job:
-    """fn(*args), run by a worker or, when no worker has started it yet, by the thread
-    that asks for its result (so a waiter never idles while its job is queued: on a
-    busy machine the caller does the work itself, at the cost of one lock)."""
+    """fn(*args), run by a worker or by the thread that asks for its result: that thread
+    runs the job itself when no worker has started it, and while a worker runs it, runs
+    the jobs queued after it. So the caller is one more worker whenever it would wait
+    (the pool has a worker per CPU but one), and on a busy machine it does the work
+    itself rather than wait for a thread the system does not schedule."""
 
-    __slots__ = ("fn", "args", "value", "error", "claim", "done", "generation")
+    __slots__ = ("fn", "args", "pool", "value", "error", "claim", "done", "generation")
 
-    def __init__(self, fn, args):
+    def __init__(self, fn, args, pool):
         self.fn = fn
         self.args = args
+        self.pool = pool
         self.value = self.error = None
         self.claim = allocate_lock()    # taken by whoever runs it
         self.done = allocate_lock()
@@ -75,7 +78,12 @@ class Job:
         if self.stale:
             return STALE
         self.run()
-        self.done.acquire()
+        while not self.done.acquire(False):
+            other = self.pool.queued()
+            if other is None:
+                self.done.acquire()
+                break
+            other.run()
         self.done.release()
         if self.error is not None:
             raise self.error
@@ -107,9 +115,16 @@ class Pool:
             n += 1
 
     def submit(self, fn, *args):
-        job = Job(fn, args)
+        job = Job(fn, args, self)
         self.queue.put(job)
         return job
+
+    def queued(self):
+        """A job no worker has taken yet, or None."""
+        try:
+            return self.queue.get_nowait()
+        except Empty:
+            return None
 
 
 def get(min_cpus=2):
@@ -211,19 +226,26 @@ class Readahead:
         list of (key, unit), returning a value (or an exception) per item."""
         if stream.next - stream.start < self.min_run:
             return                  # a read across a grain's end is not (yet) a stream
+        if stream.scheduled - unit > self.window - self.per_job and \
+                stream.scheduled < units:
+            return                  # (unlocked: a hint) not a job's worth of room yet
         workers = get()
         if workers is None:
             return
         with self.lock:
             ahead = stream.ahead
-            for key in [k for k, v in ahead.items() if v[2] <= unit]:
-                del ahead[key]                  # passed over (the reader skipped them)
+            while ahead:            # passed over (the reader skipped them): the oldest
+                key = next(iter(ahead))
+                if ahead[key][2] > unit:
+                    break
+                del ahead[key]
             u = max(unit + 1, stream.scheduled)
             stop = min(units, unit + 1 + self.window)
             if ahead and (self.window - len(ahead) < self.per_job or
                           (stop - u < self.per_job and stop < units)):
                 return                          # jobs of per_job units, not of one
             batch = []
+            resume = u              # the first unit of the batch being gathered
             while u < stop and len(ahead) + len(batch) < self.window:
                 key = lookup(u)
                 if key is not None and key not in ahead:
@@ -231,10 +253,15 @@ class Readahead:
                     if len(batch) == self.per_job:
                         self._submit(workers, ahead, batch, work)
                         batch = []
+                        resume = u + 1
                 u += 1
-            if batch:
+            if batch and (u >= units or (u >= stop and u - resume >= self.per_job)):
+                # The extent's last units, or few to do among many (holes): as they are.
                 self._submit(workers, ahead, batch, work)
-            stream.scheduled = u
+                resume = u
+            elif not batch:
+                resume = u
+            stream.scheduled = resume       # a partial batch waits for more room
 
     def _submit(self, workers, ahead, batch, work):
         job = workers.submit(work, batch)
