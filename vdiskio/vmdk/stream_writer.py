@@ -265,7 +265,22 @@ def _read_full(fd, view, offset, path):
     return done
 
 
-def _image_windows(path, size):
+class Buffers:
+    """`count` window buffers handed out in turn: a window is read into the buffer of
+    the window `count` places before it, whose job is done by then (a fresh 1 MiB
+    buffer per window is mapped and unmapped by malloc, and page-faulted in every time)."""
+
+    def __init__(self, count):
+        self.views = [memoryview(bytearray(WINDOW)) for _ in range(count)]
+        self.next = 0
+
+    def get(self, n):
+        view = self.views[self.next % len(self.views)]
+        self.next += 1
+        return view[:n]
+
+
+def _image_windows(path, size, buffers):
     from ..formats import open_image
     image = open_image(path)
     try:
@@ -274,14 +289,14 @@ def _image_windows(path, size):
             n = min(WINDOW, end - off)
             if all(run.kind == ZERO for run in image.walk(off, n)):
                 continue                    # unallocated in the image: not even read
-            buf = bytearray(n)
-            image.read_into(memoryview(buf), off)
+            buf = buffers.get(n)
+            image.read_into(buf, off)
             yield off, buf
     finally:
         image.close()
 
 
-def _file_windows(path, size):
+def _file_windows(path, size, buffers):
     """Windows of a regular file; its holes (SEEK_DATA) are skipped without reading."""
     try:
         fd = sys_open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -301,19 +316,17 @@ def _file_windows(path, size):
                 break
             off = max(off, data - data % WINDOW)
             n = min(WINDOW, end - off)
-            buf = bytearray(n)
-            got = _read_full(fd, memoryview(buf), off, path)
-            if got < n:
-                del buf[got:]                       # the file shrank meanwhile
-                if not got:
-                    break
-            yield off, buf
+            buf = buffers.get(n)
+            got = _read_full(fd, buf, off, path)
+            if not got:
+                break                               # the file shrank meanwhile
+            yield off, buf[:got]
             off += n
     finally:
         os.close(fd)
 
 
-def _stream_windows(path, size):
+def _stream_windows(path, size, buffers):
     """Windows of a device or a pipe, read front to back up to `size` bytes."""
     try:
         f = open(path, "rb", buffering=0)
@@ -322,12 +335,11 @@ def _stream_windows(path, size):
     with f:
         off = 0
         while off < size:
-            buf = bytearray(min(WINDOW, size - off))
-            view = memoryview(buf)
+            buf = buffers.get(min(WINDOW, size - off))
             got = 0
             while got < len(buf):
                 try:
-                    n = f.readinto(view[got:])
+                    n = f.readinto(buf[got:])
                 except OSError as e:
                     raise VdError(f"read error: {e.strerror}", path, e.errno) from None
                 if not n:
@@ -340,16 +352,18 @@ def _stream_windows(path, size):
             off += got
 
 
-def source_windows(source, size):
+def source_windows(source, size, buffers):
     """(offset, bytes) of the source's windows that may hold data, in order; what is not
-    yielded reads as zeros. source: a vdiskio.create.Source, or None (an empty disk)."""
+    yielded reads as zeros. source: a vdiskio.create.Source, or None (an empty disk).
+    Each window is read into buffers.get(): it stays valid for len(buffers.views) - 1
+    more windows."""
     if source is None:
         return iter(())
     if source.image:
-        return _image_windows(source.path, size)
+        return _image_windows(source.path, size, buffers)
     if source.size is None:
-        return _stream_windows(source.path, size)
-    return _file_windows(source.path, size)
+        return _stream_windows(source.path, size, buffers)
+    return _file_windows(source.path, size, buffers)
 
 
 # -- the whole create -----------------------------------------------------------------------
@@ -397,20 +411,21 @@ def create(path, source, size, level=None):
         raise AlreadyExists("already exists; vdiskio create never overwrites a file", path)
     compress = compressor(level)
     capacity = size // SECTOR
-    windows = source_windows(source, size)
+    workers = pool.get()
+    depth = 2 * workers.workers + 2 if workers else 0   # windows in flight: bounded memory
+    # A window's buffer is reused depth + 2 windows later: its job is done by then.
+    windows = source_windows(source, size, Buffers(depth + 2))
     tmp = _temporary_name(path)
     fd = vhd_create._exclusive_create(tmp)
     try:
         out = StreamFile(fd, path, capacity)
         out.start(descriptor(os.path.basename(path), capacity, _new_cid()))
-        workers = pool.get()
         if workers is None:
             for off, data in windows:
                 for number, grain in deflate_window(compress, data, off // GRAIN_BYTES):
                     out.grain(number, grain)
         else:
             pending = deque()
-            depth = 2 * workers.workers + 2     # windows in flight: bounded memory
             for off, data in windows:
                 pending.append(workers.submit(deflate_window, compress, data,
                                               off // GRAIN_BYTES))
