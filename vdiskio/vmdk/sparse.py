@@ -306,8 +306,9 @@ class HostedSparseExtent(HostedSparseWriter, GrainTableExtent):
 
         Recently inflated grains are kept (a bounded LRU): 512-byte reads through a grain
         inflate it once. A read that continues a sequential stream (vmdk/pool.py:
-        Readahead) has the grains after it inflated ahead on the worker threads, in
-        order, while this one is inflated here; a random read inflates its grain alone."""
+        Readahead) has the grains after it inflated ahead on the worker threads (while
+        they deflate well: WORTH_READING_AHEAD), handed over in order; a random read
+        inflates its grain alone, here."""
         grain = (offset - self.start) // self.grain_bytes
         rel = offset - self.start - grain * self.grain_bytes
         readahead = self._readahead or self._make_readahead()
@@ -370,14 +371,6 @@ class HostedSparseExtent(HostedSparseWriter, GrainTableExtent):
                 out.append(e)
         return out
 
-    def inflated(self, phys, grain, cache=True):
-        data = self._inflated.get(phys)
-        if data is None:
-            data = self._inflate_grain(phys, grain)
-            if cache:
-                self._inflated.put(phys, data)
-        return data
-
     def _read_reused(self, offset, length, which):
         """Up to `length` bytes of the file at offset, read into a buffer this thread
         reuses (a memoryview, valid until its next read of the same `which`): a fresh
@@ -417,7 +410,8 @@ class HostedSparseExtent(HostedSparseWriter, GrainTableExtent):
         else:
             stream = self.file.pread(phys, min(self.max_compressed, self.file.size - phys))
         # What deflate made of the grains lately: near 1 (stored blocks) an inflate is a
-        # copy, cheaper in this thread than handed to another (racy updates of a hint).
+        # copy, cheaper in this thread than handed to another (racy updates of a hint;
+        # without markers the compressed size is unknown, and so is any gain: no pool).
         self._deflated += (len(stream) / self.grain_bytes - self._deflated) / 16
         data, problem = inflate(stream, self.grain_bytes)
         if problem is None and len(data) not in (self.grain_bytes, need):
