@@ -268,7 +268,7 @@ int main(int argc, char **argv)
     image = argv[1];
     outdir = argv[2];
     int threads = strcmp(argv[3], "fork") != 0, forks = strcmp(argv[3], "threads") != 0;
-    alarm(20);                      /* a deadlock fails the test (a run takes a second) */
+    alarm(15);                      /* a deadlock fails the test (a run takes a second) */
     int fd = open(image, O_RDONLY);
     char *buf = malloc(1 << 20);
     for (int i = 0; i < 2; i++)     /* sequential: the pool starts reading ahead */
