@@ -5,9 +5,15 @@ sector bitmaps.
 `lock` guards every operation; get_or_load holds it while it loads, so a load racing
 with a writer that updates a cached entry (the file first, then the entry, under the
 same lock) never caches what the file held before. A loader must not use the cache.
+In a forked child every LRU gets a new lock: a thread the child does not have may have
+held one at the fork (a program's reader thread, in the middle of a get).
 """
 
+import os
 from _thread import allocate_lock
+from _weakref import ref
+
+_every = []         # weak references to every LRU, for the fork handler
 
 
 class LRU:
@@ -16,6 +22,10 @@ class LRU:
         self.lock = allocate_lock()
         self._items = {}                # key -> value, least recently used first
         self.loads = 0                  # values loaded (for tests and info)
+        _every.append(ref(self))
+        if len(_every) > 2 * _live[0] + 64:
+            _every[:] = [r for r in _every if r() is not None]
+            _live[0] = len(_every)
 
     def _touch(self, key):
         value = self._items.pop(key, None)
@@ -59,3 +69,16 @@ class LRU:
 
     def __len__(self):
         return len(self._items)
+
+
+_live = [0]
+
+
+def _new_locks_in_child():
+    for r in _every:
+        lru = r()
+        if lru is not None:
+            lru.lock = allocate_lock()
+
+
+os.register_at_fork(after_in_child=_new_locks_in_child)

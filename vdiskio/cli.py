@@ -194,7 +194,8 @@ def cmd_create(args):
     try:
         create_image(args.image, fmt=args.format, variant=args.variant, size=args.size,
                      parent=args.parent, block_size=args.block_size, source=args.source,
-                     logical_sector_size=args.logical_sector_size)
+                     logical_sector_size=args.logical_sector_size,
+                     level=args.compression_level)
     except VdError as e:
         print(f"vdiskio: {e}", file=sys.stderr)
         return 1
@@ -265,7 +266,11 @@ def build_parser():
     create.add_argument("-f", "--format", choices=("vhd", "vhdx", "vmdk"),
                         help="image format (default: from the file name)")
     create.add_argument("-t", "--variant", help="vhd, vhdx: dynamic (default) or fixed; vmdk:"
-                        " monolithicSparse (default), twoGbMaxExtentSparse or monolithicFlat")
+                        " monolithicSparse (default), twoGbMaxExtentSparse, monolithicFlat or"
+                        " streamOptimized")
+    create.add_argument("-c", "--compression-level", type=int, choices=range(10),
+                        metavar="LEVEL", help="streamOptimized: zlib level 0-9 (default:"
+                        " ISA-L's level 3 when installed, else zlib's 6)")
     create.add_argument("-s", "--size", type=parse_size, help="virtual size (4G, 512M, 2048s...)")
     create.add_argument("-p", "--parent", help="parent image: make a differencing VHD or VHDX,"
                         " or a VMDK snapshot child")

@@ -10,7 +10,8 @@ import os
 from .errors import BadRequest, IsADirectory, VdError
 
 VHD_VARIANTS = ("dynamic", "fixed")
-VMDK_VARIANTS = ("monolithicSparse", "twoGbMaxExtentSparse", "monolithicFlat")
+VMDK_VARIANTS = ("monolithicSparse", "twoGbMaxExtentSparse", "monolithicFlat",
+                 "streamOptimized")
 VHDX_VARIANTS = ("dynamic", "fixed")
 COPY_CHUNK = 1 << 20
 
@@ -27,7 +28,7 @@ def _format_of(path, fmt):
 
 
 def create_image(path, fmt=None, variant=None, size=None, parent=None, block_size=None,
-                 source=None, logical_sector_size=None):
+                 source=None, logical_sector_size=None, level=None):
     from .vhd import create as vhd_create
     fmt = _format_of(path, fmt)
     if logical_sector_size is not None and fmt != "vhdx":
@@ -45,11 +46,20 @@ def create_image(path, fmt=None, variant=None, size=None, parent=None, block_siz
         raise BadRequest("give --size, --from or --parent", path)
     if src is not None and derived_size and logical_sector_size:
         size = -(-size // logical_sector_size) * logical_sector_size
+    stream = fmt == "vmdk" and variant == "streamOptimized"
+    if level is not None and not stream:
+        raise BadRequest("-c LEVEL is for -t streamOptimized", path)
+    if stream and parent is not None:
+        raise BadRequest("a streamOptimized VMDK has no parent: drop --parent", path)
     first = len(vhd_create.made)
     try:
-        _make(path, fmt, variant, size, parent, block_size, logical_sector_size)
-        if src is not None:
-            src.copy_into(path, size)
+        if stream:              # written in one pass from the source (vmdk/stream_writer.py)
+            from .vmdk import stream_writer
+            stream_writer.create(path, src, size, level)
+        else:
+            _make(path, fmt, variant, size, parent, block_size, logical_sector_size)
+            if src is not None:
+                src.copy_into(path, size)
     except BaseException:
         _remove(vhd_create.made[first:])
         raise

@@ -32,6 +32,7 @@ CASES = (
     Case("writes", writes.seq_writes, doc="sequential writes into empty images"),
     Case("mkfs", writes.mkfs, doc="mkfs.ext4 of empty images"),
     Case("stream-write", writes.stream_write, doc="streamOptimized VMDK written"),
+    Case("stream-read", reads.stream_read, doc="dd of a mixed-content streamOptimized VMDK"),
     Case("untouched", startup.untouched, doc="programs that never open an image"),
     Case("huge-open", startup.huge_open, doc="open of huge sparse images"),
     Case("lvm", lvm.lvm, doc="a linear logical volume (root only)"),

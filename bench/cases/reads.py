@@ -6,7 +6,7 @@ import contextlib
 
 from bench.config import MiB, TARGETS
 from bench.harness import BenchError, Cmd, Compare, run, speed, steady
-from bench.images import human, peer_output, warm
+from bench.images import human, mixed_source, peer_output, warm
 from bench.peers import FuseMount, have, qemu_nbd
 
 
@@ -123,4 +123,41 @@ def peers(b, v):
         except BenchError as e:
             fuse_row.status = str(e)
         b.measure(cmds, compares, rounds=b.peer_rounds, max_rounds=b.peer_max_rounds)
+    b.publish()
+
+
+def stream_read(b):
+    """Issue 15 part 2, on what a used disk holds (bench/images.py mixed_source: a quarter
+    holes, a quarter random, half text-like), written as streamOptimized by qemu-img: dd
+    bs=1M through the library, compressible grains inflated ahead on every core,
+    against qemu-img convert to null-co with io_uring (the target), and against the
+    same dd on one core (taskset -c 0: no pool). The bytes are checked once
+    (bench/drivers/seq.c's checksum, against the raw source's). The per-variant peer
+    rows read the streamOptimized variant of the random disk: there every grain is
+    stored, and both inflate by copying."""
+    with mixed_source(b) as (d, src):
+        image = d / "stream.vmdk"
+        run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", "-o",
+             "subformat=streamOptimized", src, image])
+        n = b.scale.stream_source
+        warm([src, image])
+        drv = b.tools["seq"]
+        sums = {run([drv, "-c", path, MiB, n], env=env).stdout.split()[1]
+                for path, env in ((src, b.env_plain), (image, b.env_lib))}
+        what = f"stream read: dd bs=1M of=/dev/null ({human(n)}, mixed content)"
+        peer_row = b.row(what, "vmdk streamOptimized (qemu-img's)",
+                         "qemu-img convert to null-co, file.aio=io_uring",
+                         target=TARGETS["stream-peer"])
+        cores_row = b.row(f"{what}: on 2 cores", "vmdk streamOptimized (qemu-img's)",
+                          "the same dd on 1 core (taskset -c 0)")
+        null = ["-n", "--target-image-opts", f"driver=null-co,size={n}"]
+        opts = f"driver=vmdk,file.filename={image},file.aio=io_uring"
+        b.measure({"vdiskio": Cmd(dd(image), lib=True),
+                   "vdiskio 1 core": Cmd(["taskset", "-c", "0"] + dd(image), lib=True),
+                   "qemu": Cmd(["qemu-img", "convert", "-q", "--image-opts", opts] + null)},
+                  [Compare(peer_row, ("qemu", "vdiskio"), speed()),
+                   Compare(cores_row, ("vdiskio 1 core", "vdiskio"), speed())])
+        if len(sums) != 1:
+            peer_row.status = cores_row.status = \
+                "ERROR: the image returned other bytes than the raw file"
     b.publish()
