@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 
 static pid_t vd_owner;
 
@@ -233,17 +234,31 @@ void vd_adopt_inherited(int everything)
  * as the authority: called before anything that lets another process use the descriptions
  * (fork, exec, spawn). A vfork child shares our memory but its thread does not own our
  * locks: it does the same without them (the parent is suspended). */
-static void push_one(int fd, struct vd_ofd *o, void *take_locks)
+static void push_one(int fd, struct vd_ofd *o, void *unused)
 {
-    if (atomic_load(&o->shared))
-        return;
-    if (take_locks)
-        pthread_mutex_lock(&o->lock);
+    (void)unused;
     /* Only where the kernel took it: a vfork child may have closed the fd already. */
     if (!atomic_load(&o->shared) && PASS(lseek64, fd, (off_t)o->pos, SEEK_SET) >= 0)
         atomic_store(&o->shared, 1);
-    if (take_locks)
-        pthread_mutex_unlock(&o->lock);
+}
+
+/* With the description's lock, waiting for it at most `tries` times 50 us. Its holder
+ * may be a thread waiting for the GIL inside a Python read, which cannot finish while this
+ * thread holds the GIL (a Python program's os.fork and os.exec* do, and the stage takes it
+ * for a fork). A holder on the C path (a pread) is waited for; past the wait the holder is
+ * stuck before its read moves the position, and the other process keeps a copy of it:
+ * a position of its own, never a wrong byte or a hang. */
+static void push_locked(int fd, struct vd_ofd *o, void *tries)
+{
+    for (long t = (long)tries; !atomic_load(&o->shared) && t > 0; t--) {
+        if (pthread_mutex_trylock(&o->lock) == 0) {
+            push_one(fd, o, NULL);
+            pthread_mutex_unlock(&o->lock);
+            return;
+        }
+        struct timespec ts = {0, 50000};
+        nanosleep(&ts, NULL);
+    }
 }
 
 void vd_share_all(void)
@@ -255,7 +270,7 @@ void vd_share_all(void)
         return;
     }
     vd_table_lock();
-    vd_table_each(push_one, (void *)1);
+    vd_table_each(push_locked, (void *)2000L);
     vd_table_unlock();
 }
 
@@ -284,12 +299,16 @@ char **vd_child_env(char **out, char *const *in)
 }
 
 /* ---- fork ---------------------------------------------------------------------------------------- */
+/* Descriptions first, before the GIL and the table lock (lock order: description, GIL,
+ * table), up to 100 ms each; then those opened meanwhile, up to 10 ms. */
 static void fork_prepare(void)
 {
+    if (atomic_load(&vd_active))
+        vd_table_each(push_locked, (void *)2000L);
     vd_stage_fork(0);
     vd_table_lock();
     if (atomic_load(&vd_active))
-        vd_table_each(push_one, (void *)1);
+        vd_table_each(push_locked, (void *)200L);
 }
 
 static void fork_parent(void)

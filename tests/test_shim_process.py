@@ -58,6 +58,49 @@ def test_forked_child_opening_first_reads_the_disk(disk, proccheck):
     assert p.stdout.decode().split() == [sha256(raw.read_bytes())]
 
 
+FORK_WHILE_THREADS_READ = """
+import hashlib, os, sys, threading
+path, want = sys.argv[1], sys.argv[2]
+size = os.stat(path).st_size
+fd = os.open(path, os.O_RDONLY)
+stop = threading.Event()
+bad = []
+def reader(seed):
+    pos = seed * 65536
+    while not stop.is_set():
+        if os.pread(fd, 65536, pos % size) != os.pread(fd, 65536, pos % size):
+            bad.append(pos)
+        pos += 7 * 65536 + 512
+threads = [threading.Thread(target=reader, args=(i,)) for i in range(2)]
+for t in threads:
+    t.start()
+for _ in range(6):
+    pid = os.fork()
+    if pid == 0:
+        with open(path, "rb") as f:
+            os._exit(0 if hashlib.sha256(f.read()).hexdigest() == want else 3)
+    assert os.waitpid(pid, 0)[1] == 0, "a child read wrong bytes"
+stop.set()
+for t in threads:
+    t.join()
+with open(path, "rb") as f:
+    print(hashlib.sha256(f.read()).hexdigest(), len(bad))
+"""
+
+
+def test_python_forks_while_its_threads_read_through_python(tmp_path):
+    """os.fork holds the GIL while two threads read a streamOptimized VMDK (every read a
+    Python read, each holding its description's lock while it waits for the GIL): no
+    deadlock, and parent and children read the disk's bytes."""
+    raw = random_raw(tmp_path / "s.raw", 4 * MiB, seed=8, holes=[(MiB, MiB)])
+    img = tmp_path / "s.vmdk"
+    run_plain(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o",
+               "subformat=streamOptimized", str(raw), str(img)])
+    want = sha256(raw.read_bytes())
+    p = run_preloaded([sys.executable, "-c", FORK_WHILE_THREADS_READ, str(img), want], timeout=60)
+    assert p.stdout.decode().split() == [want, "0"]
+
+
 def test_multiprocessing_fork_workers_read_the_disk(disk):
     img, raw = disk
     code = textwrap.dedent("""

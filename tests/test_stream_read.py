@@ -320,12 +320,9 @@ MODES = {"threads": ["main", "thread1", "thread2"],
 
 @pytest.mark.parametrize("mode", [
     "threads", "fork",
-    pytest.param("both", marks=pytest.mark.xfail(
-        reason="shim/inherit.c fork_prepare takes the GIL (vd_stage_fork(0)) before the"
-        " open file descriptions' locks (push_one), while a reading thread holds its"
-        " description's lock and waits for the GIL: a lock-order deadlock of the shim that"
-        " needs no pool (it also happens under taskset -c 0); reported for the shim's"
-        " owner", strict=False))])
+    # "both" deadlocked in the shim's fork_prepare (the GIL taken before a description's
+    # lock that a reading thread held while it waited for the GIL).
+    "both"])
 def test_c_program_threads_and_forks_while_the_pool_runs(stream, forkread, tmp_path, mode):
     """A C program (the library starts Python itself): two threads reading beside the
     main one, or forks while the pool reads ahead: no deadlock, and every reader, the

@@ -13,7 +13,7 @@ file never has two Images (two allocators), whatever is open on it.
 
 import os
 import sys
-from _thread import RLock, allocate_lock
+from _thread import RLock, allocate_lock, get_ident
 
 from . import log
 from .entries import (ENTRY_SLOW, ENTRY_ZERO, KIND_DATA, KIND_OWNED, MAX_PHYS, data_base)
@@ -360,6 +360,30 @@ class VolumeRequest:
         return number if number is not None and 1 <= number <= MAX_PARTITION else None
 
 
+def _renew_import_locks_in_child():
+    """In a forked child, the import locks of modules other threads were importing at the
+    fork are held by threads the child does not have: its first import of such a module
+    would wait forever (CPython renews only its global import lock), and the decoder
+    imports lazily (a stream's readahead pool, a parent's opener). Those locks are made
+    free again and the half-imported modules forgotten, so the child imports them anew."""
+    try:
+        bootstrap = sys.modules["importlib._bootstrap"]
+        me = get_ident()
+        for name, ref in list(bootstrap._module_locks.items()):
+            lock = ref()
+            if lock is None or lock.owner is None or lock.owner == me:
+                continue
+            lock.lock, lock.wakeup = allocate_lock(), allocate_lock()
+            lock.owner, lock.count, lock.waiters = None, 0, 0
+            module = sys.modules.get(name)
+            if getattr(getattr(module, "__spec__", None), "_initializing", False):
+                del sys.modules[name]
+        for tid in [t for t in bootstrap._blocking_on if t != me]:
+            del bootstrap._blocking_on[tid]
+    except (AttributeError, KeyError, TypeError):
+        pass                    # another Python's import system: nothing to renew here
+
+
 class Registry:
     """The open disks of this process, by handle and by (st_dev, st_ino) (for volumes:
     the image's, with the VG and LV UUIDs)."""
@@ -568,7 +592,9 @@ class Registry:
 
     def after_fork(self):
         """In a forked child only the forking thread is left: a lock another thread held
-        at fork would be held forever. Every lock of the open disks is made anew."""
+        at fork would be held forever. Every lock of the open disks is made anew, and
+        the import locks of modules other threads were importing."""
+        _renew_import_locks_in_child()
         from .image import set_forked
         set_forked()
         from _thread import LockType, allocate_lock
