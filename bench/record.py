@@ -145,8 +145,12 @@ edits this file: rerun `bench/run.py --write` on a quiet machine to update it.
   create, untimed). streamOptimized: `vdiskio create -t streamOptimized --from SRC` vs
   `qemu-img convert -O vmdk -o subformat=streamOptimized` from the mixed-content disk
   (speed, output size), and vdiskio on both cores vs on one (`taskset -c 0`); vdiskio's
-  output is checked with `qemu-img compare` first. Until vdiskio writes streamOptimized
-  those rows show its error.
+  output is checked with `qemu-img compare` first.
+- **Stream reads.** A streamOptimized VMDK of the mixed-content disk written by qemu-img:
+  `dd bs=1M of=/dev/null` through the library (the readahead pool inflating on every
+  core) against `qemu-img convert` of the same image to null-co with `file.aio=io_uring`,
+  and the same dd on one core (`taskset -c 0`); the bytes are checked against the raw
+  disk first.
 - **Start-up.** `bench/drivers/spawn.c` starts a program N times in a row, so a sample
   lasts tens of ms. The first image open is the time a `dd` of one sector of an image
   adds over `dd` of a raw file without the library, per process (both warm). Two

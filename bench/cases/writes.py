@@ -83,8 +83,7 @@ def stream_write(b):
     """streamOptimized VMDK from a raw disk of mixed content: `vdiskio create -t
     streamOptimized --from` against `qemu-img convert -O vmdk -o subformat=streamOptimized`
     (speed and output size), and vdiskio on every core against on one (taskset -c 0).
-    vdiskio's output is checked once with qemu-img compare. Until vdiskio writes
-    streamOptimized, its rows show the command's error."""
+    vdiskio's output is checked once with qemu-img compare."""
     with mixed_source(b) as (d, src):
         what = f"streamOptimized write ({human(b.scale.stream_source)}, mixed content)"
         speed_row = b.row(what, "vdiskio create -t streamOptimized --from",
