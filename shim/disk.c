@@ -18,6 +18,73 @@
 
 static struct vd_disk *vd_disks; /* under the table lock */
 
+/* ---- run lists (entries of kind VD_KIND_RUNS) ------------------------------------------ */
+/* A list is freed only when no reader can hold it: readers count themselves in
+ * (runs_readers) before they check that the entry still points to the list, and an entry
+ * stops pointing to it before the list is retired. The retired lists are taken off the
+ * disk first and freed only if no reader is counted after that: any reader counted later
+ * found the entry changed, any reader counted earlier keeps them (they go back). Lock-free,
+ * so a fork in the middle leaves nothing held. */
+static int is_runs_list(uint64_t e)
+{
+    return (e >> VD_KIND_SHIFT) == VD_KIND_RUNS && VD_RUNS_PTR(e) != NULL;
+}
+
+static void push_retired(struct vd_disk *d, struct vd_runs *first, struct vd_runs *last)
+{
+    struct vd_runs *head = atomic_load(&d->retired);
+    do
+        last->retired_next = head;
+    while (!atomic_compare_exchange_weak(&d->retired, &head, first));
+}
+
+static void free_runs_list(struct vd_runs *r)
+{
+    while (r) {
+        struct vd_runs *next = r->retired_next;
+        free(r);
+        r = next;
+    }
+}
+
+static void reclaim(struct vd_disk *d)
+{
+    struct vd_runs *list = atomic_exchange(&d->retired, NULL);
+    if (!list)
+        return;
+    if (atomic_load(&d->runs_readers) == 0) {
+        free_runs_list(list);
+        return;
+    }
+    struct vd_runs *last = list;
+    while (last->retired_next)
+        last = last->retired_next;
+    push_retired(d, list, last);
+}
+
+static void retire(struct vd_disk *d, uint64_t old)
+{
+    if (!is_runs_list(old))
+        return;
+    struct vd_runs *r = VD_RUNS_PTR(old);
+    push_retired(d, r, r);
+    reclaim(d);
+}
+
+int vd_runs_enter(struct vd_disk *d, uint64_t blk, uint64_t e)
+{
+    atomic_fetch_add(&d->runs_readers, 1);
+    if (vd_map_get(d, blk) == e)
+        return 1;
+    atomic_fetch_sub(&d->runs_readers, 1);
+    return 0;
+}
+
+void vd_runs_leave(struct vd_disk *d)
+{
+    atomic_fetch_sub(&d->runs_readers, 1);
+}
+
 static void clear_map(struct vd_disk *d)
 {
     /* Bumped first: a fill that read its answer before this and stores it after sees the
@@ -25,9 +92,13 @@ static void clear_map(struct vd_disk *d)
     atomic_fetch_add(&d->epoch, 1);
     for (uint64_t c = 0; c < d->nchunks; c++) {
         uint64_t *chunk = atomic_load(&d->chunks[c]);
-        if (chunk)
-            for (size_t i = 0; i < ((size_t)1 << VD_MAP_CHUNK_SHIFT); i++)
-                atomic_store_explicit((_Atomic uint64_t *)&chunk[i], 0, memory_order_relaxed);
+        if (!chunk)
+            continue;
+        for (size_t i = 0; i < ((size_t)1 << VD_MAP_CHUNK_SHIFT); i++) {
+            _Atomic uint64_t *slot = (_Atomic uint64_t *)&chunk[i];
+            if (atomic_load_explicit(slot, memory_order_relaxed))
+                retire(d, atomic_exchange(slot, 0));
+        }
     }
 }
 
@@ -100,8 +171,16 @@ void vd_disk_put(struct vd_disk *d)
         VD_PY(vdpy_close, d->handle);
     if (!last)
         return;
-    for (uint64_t c = 0; c < d->nchunks; c++)
-        free(atomic_load(&d->chunks[c]));
+    for (uint64_t c = 0; c < d->nchunks; c++) {
+        uint64_t *chunk = atomic_load(&d->chunks[c]);
+        if (!chunk)
+            continue;
+        for (size_t i = 0; i < ((size_t)1 << VD_MAP_CHUNK_SHIFT); i++)
+            if (is_runs_list(chunk[i]))
+                free(VD_RUNS_PTR(chunk[i]));
+        free(chunk);
+    }
+    free_runs_list(atomic_load(&d->retired));
     free(d->chunks);
     free(d->path);
     free(d);
@@ -143,8 +222,19 @@ void vd_map_set(struct vd_disk *d, uint64_t blk, uint64_t e)
         else
             chunk = fresh;
     }
-    atomic_store_explicit((_Atomic uint64_t *)&chunk[blk & ((1 << VD_MAP_CHUNK_SHIFT) - 1)], e,
-                          memory_order_seq_cst);
+    uint64_t old = atomic_exchange((_Atomic uint64_t *)&chunk[blk & ((1 << VD_MAP_CHUNK_SHIFT) - 1)], e);
+    if (old != e)
+        retire(d, old);
+}
+
+int vd_map_replace(struct vd_disk *d, uint64_t blk, uint64_t old, uint64_t e)
+{
+    uint64_t *chunk = atomic_load_explicit(&d->chunks[blk >> VD_MAP_CHUNK_SHIFT],
+                                           memory_order_acquire);
+    if (!chunk)
+        return 0;
+    return atomic_compare_exchange_strong(
+        (_Atomic uint64_t *)&chunk[blk & ((1 << VD_MAP_CHUNK_SHIFT) - 1)], &old, e);
 }
 
 void vd_invalidate(struct vd_disk *d, uint64_t off, uint64_t len)

@@ -109,6 +109,14 @@ def install(ffi, lib):
         return len(found)
 
     @export(ffi)
+    def vdpy_runs(handle, block, count, runs):
+        pieces = registry.get(handle).map_runs(block)
+        if len(pieces) <= count:
+            flat = [v for piece in pieces for v in piece]
+            ffi.memmove(runs, struct.pack(f"{len(flat)}Q", *flat), 8 * len(flat))
+        return len(pieces)
+
+    @export(ffi)
     def vdpy_read(handle, buf, length, offset):
         disk = registry.get(handle)
         length = max(0, min(length, disk.image.size - offset))
