@@ -15,6 +15,7 @@ import mapcheck
 from vdiskio.disk import Disk
 from vdiskio.entries import KIND_DATA, KIND_RUNS, decode
 from vdiskio.formats import open_image
+from vdiskio.image import DATA
 from vdiskio.vhd import create as vhd_create
 from helpers import (KiB, MiB, compile_c, random_raw, require_tool, run_plain,
                      run_preloaded)
@@ -71,6 +72,33 @@ def make_chain(rng, d):
     return top, bytes(mirror)
 
 
+def run_tuples(runs):
+    """Runs as tuples, those that continue each other merged (walk() merges unallocated
+    blocks into one run of the parent, runs_in answers block by block)."""
+    out = []
+    for r in runs:
+        t = [r.offset, r.length, r.kind, r.file.fd if r.file else None, r.phys, r.owned]
+        p = out[-1] if out else None
+        if p and p[0] + p[1] == t[0] and p[2:4] == t[2:4] and p[5] == t[5] and \
+                (t[2] != DATA or p[4] + p[1] == t[4]):
+            p[1] += t[1]
+        else:
+            out.append(t)
+    return out
+
+
+def assert_runs_in_is_walk(rng, image):
+    """DifferencingVHD.runs_in (the pieces' fast path) gives the Runs walk() gives, over
+    whole blocks and over ranges starting and ending anywhere."""
+    ranges = [(b, min(b + image.block_size, image.size))
+              for b in range(0, image.size, image.block_size)]
+    for _ in range(20):
+        a = rng.randrange(image.size)
+        ranges.append((a, rng.randrange(a + 1, image.size + 1)))
+    for a, b in ranges:
+        assert run_tuples(image.runs_in(a, b)) == run_tuples(image.walk(a, b - a)), (a, b)
+
+
 def kinds_of(image):
     disk = Disk(1, image, (0, 0), False)
     _, entries = mapcheck.all_entries(image)
@@ -89,6 +117,7 @@ def test_pieces_read_as_the_decoder_reads(group, tmp_path):
         image = open_image(str(top))
         try:
             assert image.read(0, image.size) == expected, i
+            assert_runs_in_is_walk(rng, image)
             mapcheck.check_table(image, seed=i)
             disk, kinds = kinds_of(image)
             for blk in (b for b, k in enumerate(kinds) if k == KIND_RUNS):

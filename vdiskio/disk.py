@@ -183,8 +183,13 @@ class Disk:
         end = min(start + bsize, self.image.size)
         pieces = []
         last_kind = last_phys = None        # of the piece before, for merging
+        # A format may answer a range's runs at once (DifferencingVHD.runs_in); walk
+        # asks run_at run by run.
+        runs_in = getattr(self.image, "runs_in", None)
         try:
-            for ext in self.image.walk(start, end - start):
+            runs = runs_in(start, end) if runs_in is not None else \
+                self.image.walk(start, end - start)
+            for ext in runs:
                 if ext.kind == ZERO:
                     e, phys = ENTRY_ZERO, None
                 elif ext.kind == DATA and ext.phys % 512 == 0 and ext.phys + ext.length <= \
