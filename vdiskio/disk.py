@@ -182,7 +182,9 @@ class Disk:
         start = block * bsize
         end = min(start + bsize, self.image.size)
         pieces = []
-        last_kind = last_phys = None        # of the piece before, for merging
+        append = pieces.append
+        bases = {}                          # fd -> data entry bits (None: not encodable)
+        last_entry = last_phys = None       # the piece before, for merging
         # A format may answer a range's runs at once (DifferencingVHD.runs_in); walk
         # asks run_at run by run.
         runs_in = getattr(self.image, "runs_in", None)
@@ -190,22 +192,33 @@ class Disk:
             runs = runs_in(start, end) if runs_in is not None else \
                 self.image.walk(start, end - start)
             for ext in runs:
-                if ext.kind == ZERO:
-                    e, phys = ENTRY_ZERO, None
-                elif ext.kind == DATA and ext.phys % 512 == 0 and ext.phys + ext.length <= \
-                        MAX_PHYS and data_base(KIND_DATA, ext.file.fd) is not None:
-                    e, phys = data_base(KIND_DATA, ext.file.fd) | (ext.phys >> 9), ext.phys
+                kind = ext.kind
+                if kind == DATA:
+                    fd = ext.file.fd
+                    base = bases.get(fd, 0)
+                    if base == 0:
+                        base = bases[fd] = data_base(KIND_DATA, fd)
+                    phys = ext.phys
+                    if base is None or phys % 512 or phys + ext.length > MAX_PHYS:
+                        e = ENTRY_SLOW
+                    else:
+                        e = base | (phys >> 9)
+                        if last_phys == phys and e == last_entry + ((ext.offset - last_start) >> 9):
+                            last_phys = phys + ext.length
+                            continue
+                        if len(pieces) == limit:
+                            return []
+                        append((ext.offset - start, e))
+                        last_entry, last_start, last_phys = e, ext.offset, phys + ext.length
+                        continue
                 else:
-                    e, phys = ENTRY_SLOW, None
-                kind = e if phys is None else (ext.file.fd, "data")
-                if kind == last_kind and (phys is None or phys == last_phys):
-                    last_phys = None if phys is None else phys + ext.length
+                    e = ENTRY_ZERO if kind == ZERO else ENTRY_SLOW
+                if e == last_entry and last_phys is None:
                     continue
                 if len(pieces) == limit:
                     return []
-                pieces.append((ext.offset - start, e))
-                last_kind = kind
-                last_phys = None if phys is None else phys + ext.length
+                append((ext.offset - start, e))
+                last_entry, last_phys = e, None
         except VdError:
             return []
         return pieces

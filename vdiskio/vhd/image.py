@@ -364,13 +364,14 @@ class DifferencingVHD(DifferencingWriter, DynamicVHD):
         top = min(hi, parent.size) if parent is not None else lo
         while lo < top:
             ext = last[0]
-            if ext is None or not ext.offset <= lo < ext.end:
+            if ext is None or not ext.offset <= lo < ext.offset + ext.length:
                 ext = last[0] = parent.run_at(lo)
                 if ext.length <= 0 or ext.offset > lo or ext.end <= lo:
                     raise CorruptImage(f"parent returned {ext!r} for offset {lo}", self.path)
-            piece = ext.clipped(lo, top, owned=False)
-            out.append(piece)
-            lo = piece.end
+            end = min(top, ext.offset + ext.length)
+            phys = ext.phys + (lo - ext.offset) if ext.kind == DATA else ext.phys
+            out.append(Run(lo, end - lo, ext.kind, ext.file, phys, False, ext.layer))
+            lo = end
         if lo < hi:
             out.append(Run(lo, hi - lo, ZERO))
 
