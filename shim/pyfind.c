@@ -128,17 +128,19 @@ int vd_find_python(const char *site, struct vd_python_paths *p)
 
     if (dlsym(RTLD_DEFAULT, "Py_IsInitialized"))
         return 0; /* a Python program: its interpreter is used */
+    /* Bound lazily, as the interpreter's own executable binds it: resolving all of its
+     * symbols at once cost about 0.15 ms of every first open. */
     const char *const dirs[] = {"%s/lib", "%s/lib/" VD_MULTIARCH, "%s/lib64", NULL};
     char lib[PATH_MAX + 64];
     for (int i = 0; dirs[i]; i++) {
         char dir[PATH_MAX + 32];
         snprintf(dir, sizeof dir, dirs[i], prefix);
         snprintf(lib, sizeof lib, "%s/%s", dir, VD_SONAME);
-        if (exists(lib) && dlopen(lib, RTLD_NOW | RTLD_GLOBAL))
+        if (exists(lib) && dlopen(lib, RTLD_LAZY | RTLD_GLOBAL))
             return 0;
     }
     snprintf(lib, sizeof lib, "%s/%s", VD_PY_LIBDIR, VD_SONAME);
-    if (!found && exists(lib) && dlopen(lib, RTLD_NOW | RTLD_GLOBAL))
+    if (!found && exists(lib) && dlopen(lib, RTLD_LAZY | RTLD_GLOBAL))
         return 0;
     vd_log("the Python at %s has no shared library %s (libvdiskio embeds it): install it"
            " (Debian: apt-get install libpython%s), or use a Python built with"
