@@ -38,13 +38,41 @@ static void push_retired(struct vd_disk *d, struct vd_runs *first, struct vd_run
     while (!atomic_compare_exchange_weak(&d->retired, &head, first));
 }
 
-static void free_runs_list(struct vd_runs *r)
+static void free_runs_list(struct vd_disk *d, struct vd_runs *r)
 {
     while (r) {
         struct vd_runs *next = r->retired_next;
-        free(r);
+        vd_runs_free(d, r);
         r = next;
     }
+}
+
+void vd_runs_free(struct vd_disk *d, struct vd_runs *r)
+{
+    atomic_fetch_sub(&d->runs_bytes, r->bytes);
+    free(r);
+}
+
+static void drop_all_runs(struct vd_disk *d);
+
+struct vd_runs *vd_runs_alloc(struct vd_disk *d, uint32_t count)
+{
+    size_t bytes = sizeof(struct vd_runs) + (size_t)count * sizeof(struct vd_run);
+    if (atomic_load(&d->runs_bytes) + bytes > atomic_load(&d->runs_limit)) {
+        if (VD_UNLIKELY(vd_debug))
+            vd_log("%s: run lists over %zu bytes: dropping them all", d->path, VD_RUNS_BUDGET);
+        drop_all_runs(d);
+        /* Lists a reader still holds are freed later: the next drop is a budget on. */
+        atomic_store(&d->runs_limit, atomic_load(&d->runs_bytes) + VD_RUNS_BUDGET);
+    }
+    struct vd_runs *r = malloc(bytes);
+    if (!r)
+        return NULL;
+    r->retired_next = NULL;
+    r->count = count;
+    r->bytes = (uint32_t)bytes;
+    atomic_fetch_add(&d->runs_bytes, bytes);
+    return r;
 }
 
 static void reclaim(struct vd_disk *d)
@@ -53,7 +81,7 @@ static void reclaim(struct vd_disk *d)
     if (!list)
         return;
     if (atomic_load(&d->runs_readers) == 0) {
-        free_runs_list(list);
+        free_runs_list(d, list);
         return;
     }
     struct vd_runs *last = list;
@@ -83,6 +111,22 @@ int vd_runs_enter(struct vd_disk *d, uint64_t blk, uint64_t e)
 void vd_runs_leave(struct vd_disk *d)
 {
     atomic_fetch_sub(&d->runs_readers, 1);
+}
+
+/* Every entry that is a run list becomes unknown again (the others stay). */
+static void drop_all_runs(struct vd_disk *d)
+{
+    for (uint64_t c = 0; c < d->nchunks; c++) {
+        uint64_t *chunk = atomic_load(&d->chunks[c]);
+        if (!chunk)
+            continue;
+        for (size_t i = 0; i < ((size_t)1 << VD_MAP_CHUNK_SHIFT); i++) {
+            _Atomic uint64_t *slot = (_Atomic uint64_t *)&chunk[i];
+            uint64_t e = atomic_load_explicit(slot, memory_order_relaxed);
+            if (is_runs_list(e) && atomic_compare_exchange_strong(slot, &e, 0))
+                retire(d, e);
+        }
+    }
 }
 
 static void clear_map(struct vd_disk *d)
@@ -130,6 +174,7 @@ struct vd_disk *vd_disk_get(const struct vd_open_result *r)
         d->block_shift = r->block_shift;
         d->nblocks = (d->size + (1ULL << d->block_shift) - 1) >> d->block_shift;
         d->nchunks = (d->nblocks + (1ULL << VD_MAP_CHUNK_SHIFT) - 1) >> VD_MAP_CHUNK_SHIFT;
+        atomic_store(&d->runs_limit, VD_RUNS_BUDGET);
         d->chunks = calloc(d->nchunks ? d->nchunks : 1, sizeof *d->chunks);
         d->path = strdup(r->real_path);
         d->main_fd = r->main_fd;
@@ -180,7 +225,7 @@ void vd_disk_put(struct vd_disk *d)
                 free(VD_RUNS_PTR(chunk[i]));
         free(chunk);
     }
-    free_runs_list(atomic_load(&d->retired));
+    free_runs_list(d, atomic_load(&d->retired));
     free(d->chunks);
     free(d->path);
     free(d);
@@ -247,6 +292,15 @@ void vd_invalidate(struct vd_disk *d, uint64_t off, uint64_t len)
     for (uint64_t b = first; b <= last && b < d->nblocks; b++)
         if (atomic_load_explicit(&d->chunks[b >> VD_MAP_CHUNK_SHIFT], memory_order_relaxed))
             vd_map_set(d, b, 0);
+}
+
+void vd_disks_after_fork(void)
+{
+    /* Only the forking thread is left, and it is not reading (it called fork): readers
+     * other threads counted would keep retired run lists forever. Called with no lock
+     * held by this process's other threads (they are gone). */
+    for (struct vd_disk *d = vd_disks; d; d = d->next)
+        atomic_store(&d->runs_readers, 0);
 }
 
 void vd_disks_fd_moved(int old_fd, int new_fd)

@@ -203,19 +203,17 @@ static int load_runs(struct vd_disk *d, uint64_t blk, uint64_t placeholder)
                    " Python", d->path, (unsigned long long)blk);
         vd_map_replace(d, blk, placeholder, ENTRY_SLOW);
     } else {
-        struct vd_runs *rl = malloc(sizeof *rl + (size_t)n * sizeof rl->run[0]);
+        struct vd_runs *rl = vd_runs_alloc(d, (uint32_t)n);
         if (!rl) {
             r = vd_fail(ENOMEM);
         } else {
-            rl->retired_next = NULL;
-            rl->count = (uint32_t)n;
             for (int i = 0; i < n; i++) {
                 rl->run[i].start = buf[2 * i];
                 rl->run[i].entry = buf[2 * i + 1];
             }
             uint64_t e = ENTRY_RUNS | (uint64_t)(uintptr_t)rl;
             if (!vd_map_replace(d, blk, placeholder, e))
-                free(rl);   /* changed meanwhile: never published */
+                vd_runs_free(d, rl);   /* changed meanwhile: never published */
             else if (atomic_load(&d->epoch) != epoch)
                 vd_map_set(d, blk, 0); /* maybe stale: dropped (and retired) again */
         }

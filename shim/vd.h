@@ -249,6 +249,7 @@ struct vd_run {
 struct vd_runs {
     struct vd_runs *retired_next;
     uint32_t count;
+    uint32_t bytes;             /* its size, counted in the disk's runs_bytes */
     struct vd_run run[];        /* run[0].start == 0, starts increasing */
 };
 
@@ -265,6 +266,8 @@ struct vd_disk {
     atomic_uint_fast64_t writes; /* bumped by every write or discard (stdio buffers) */
     atomic_int runs_readers;    /* readers holding a run list pointer (disk.c) */
     _Atomic(struct vd_runs *) retired; /* lists no entry points to, not freed yet */
+    atomic_size_t runs_bytes;   /* memory of this disk's run lists, retired ones too */
+    atomic_size_t runs_limit;   /* past it, every list is dropped (disk.c) */
     int main_fd;                /* backing fd of the image file itself (for fstat) */
     int read_only;              /* the image cannot take writes at all */
     unsigned logical_sector, physical_sector;
@@ -285,9 +288,15 @@ int vd_map_replace(struct vd_disk *d, uint64_t blk, uint64_t old, uint64_t e);
  * read until vd_runs_leave, or 0 (the entry changed: look again). */
 int vd_runs_enter(struct vd_disk *d, uint64_t blk, uint64_t e);
 void vd_runs_leave(struct vd_disk *d);
+/* The run lists of a disk hold at most this much memory: past it every list is dropped
+ * (asked again when read), as the decoder's own caches are bounded. */
+#define VD_RUNS_BUDGET ((size_t)32 << 20)
+struct vd_runs *vd_runs_alloc(struct vd_disk *d, uint32_t count); /* counted; NULL: ENOMEM */
+void vd_runs_free(struct vd_disk *d, struct vd_runs *r);     /* one never published */
 #define VD_RUNS_PTR(e) ((struct vd_runs *)(uintptr_t)((e) & ((1ULL << VD_KIND_SHIFT) - 1)))
 void vd_invalidate(struct vd_disk *d, uint64_t off, uint64_t len);
 void vd_disks_fd_moved(int old_fd, int new_fd);      /* drop entries naming old_fd */
+void vd_disks_after_fork(void);     /* child: readers of other threads are gone */
 
 /* Python writes of every process sharing the images (a fork and its parent) go one at a
  * time, and a process notices another's: vd_coherent_begin/end around a Python write or
