@@ -27,6 +27,9 @@
 #define VD_KIND_SLOW 2   /* only the Python decoder can read or write it */
 #define VD_KIND_DATA 3   /* raw at fd/offset; writes go through Python */
 #define VD_KIND_OWNED 4  /* raw at fd/offset and owned by the top image: write in place */
+#define VD_KIND_RUNS 5   /* the block maps in pieces (a differencing disk's partly present
+                            block): vdpy_runs lists them; the C stage then keeps the list
+                            and the entry's low bits point to it */
 #define VD_KIND_SHIFT 61
 #define VD_FD_SHIFT 40
 #define VD_FD_BITS 21
@@ -59,6 +62,10 @@ struct vd_open_result {
  *   init code failed: this is asked first, so such a stage is refused).
  * vdpy_open: part 0 whole disk, N partition N, -1 decide from the name (links).
  * vdpy_map: fill entries[0..count) for blocks block..; returns how many (>= 1).
+ * vdpy_runs: the pieces of a block whose entry is VD_KIND_RUNS: runs[2i] the piece's start
+ *   (bytes from the block's start, increasing, the first 0), runs[2i+1] its entry (zero,
+ *   slow or data, never owned: writes go through Python); returns how many pieces (nothing
+ *   written when more than count), 0 when the block cannot be told so (then it is slow).
  * vdpy_discard: the range reads as zeros afterwards (deallocated where the format allows;
  *   mode 1, BLKZEROOUT and ZERO_RANGE, asks no more than mode 0).
  * vdpy_seek: SEEK_DATA / SEEK_HOLE on the whole disk from off: the offset, or -ENXIO.
@@ -73,6 +80,7 @@ struct vd_open_result {
     X(int, vdpy_open, (const char *path, int flags, int part, struct vd_open_result *res))  \
     X(int, vdpy_close, (int64_t handle))                                                    \
     X(int, vdpy_map, (int64_t handle, uint64_t block, uint32_t count, uint64_t *entries))   \
+    X(int, vdpy_runs, (int64_t handle, uint64_t block, uint32_t count, uint64_t *runs))     \
     X(int64_t, vdpy_read, (int64_t handle, char *buf, uint64_t len, uint64_t off))          \
     X(int64_t, vdpy_write, (int64_t handle, const char *buf, uint64_t len, uint64_t off))   \
     X(int, vdpy_flush, (int64_t handle, int datasync))                                      \

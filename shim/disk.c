@@ -18,6 +18,117 @@
 
 static struct vd_disk *vd_disks; /* under the table lock */
 
+/* ---- run lists (entries of kind VD_KIND_RUNS) ------------------------------------------ */
+/* A list is freed only when no reader can hold it: readers count themselves in
+ * (runs_readers) before they check that the entry still points to the list, and an entry
+ * stops pointing to it before the list is retired. The retired lists are taken off the
+ * disk first and freed only if no reader is counted after that: any reader counted later
+ * found the entry changed, any reader counted earlier keeps them (they go back). Lock-free,
+ * so a fork in the middle leaves nothing held. */
+static int is_runs_list(uint64_t e)
+{
+    return (e >> VD_KIND_SHIFT) == VD_KIND_RUNS && VD_RUNS_PTR(e) != NULL;
+}
+
+static void push_retired(struct vd_disk *d, struct vd_runs *first, struct vd_runs *last)
+{
+    struct vd_runs *head = atomic_load(&d->retired);
+    do
+        last->retired_next = head;
+    while (!atomic_compare_exchange_weak(&d->retired, &head, first));
+}
+
+static void free_runs_list(struct vd_disk *d, struct vd_runs *r)
+{
+    while (r) {
+        struct vd_runs *next = r->retired_next;
+        vd_runs_free(d, r);
+        r = next;
+    }
+}
+
+void vd_runs_free(struct vd_disk *d, struct vd_runs *r)
+{
+    atomic_fetch_sub(&d->runs_bytes, r->bytes);
+    free(r);
+}
+
+static void drop_all_runs(struct vd_disk *d);
+
+struct vd_runs *vd_runs_alloc(struct vd_disk *d, uint32_t count)
+{
+    size_t bytes = sizeof(struct vd_runs) + (size_t)count * sizeof(struct vd_run);
+    if (atomic_load(&d->runs_bytes) + bytes > atomic_load(&d->runs_limit)) {
+        if (VD_UNLIKELY(vd_debug))
+            vd_log("%s: run lists over %zu bytes: dropping them all", d->path, VD_RUNS_BUDGET);
+        drop_all_runs(d);
+        /* Lists a reader still holds are freed later: the next drop is a budget on. */
+        atomic_store(&d->runs_limit, atomic_load(&d->runs_bytes) + VD_RUNS_BUDGET);
+    }
+    struct vd_runs *r = malloc(bytes);
+    if (!r)
+        return NULL;
+    r->retired_next = NULL;
+    r->count = count;
+    r->bytes = (uint32_t)bytes;
+    atomic_fetch_add(&d->runs_bytes, bytes);
+    return r;
+}
+
+static void reclaim(struct vd_disk *d)
+{
+    struct vd_runs *list = atomic_exchange(&d->retired, NULL);
+    if (!list)
+        return;
+    if (atomic_load(&d->runs_readers) == 0) {
+        free_runs_list(d, list);
+        return;
+    }
+    struct vd_runs *last = list;
+    while (last->retired_next)
+        last = last->retired_next;
+    push_retired(d, list, last);
+}
+
+static void retire(struct vd_disk *d, uint64_t old)
+{
+    if (!is_runs_list(old))
+        return;
+    struct vd_runs *r = VD_RUNS_PTR(old);
+    push_retired(d, r, r);
+    reclaim(d);
+}
+
+int vd_runs_enter(struct vd_disk *d, uint64_t blk, uint64_t e)
+{
+    atomic_fetch_add(&d->runs_readers, 1);
+    if (vd_map_get(d, blk) == e)
+        return 1;
+    atomic_fetch_sub(&d->runs_readers, 1);
+    return 0;
+}
+
+void vd_runs_leave(struct vd_disk *d)
+{
+    atomic_fetch_sub(&d->runs_readers, 1);
+}
+
+/* Every entry that is a run list becomes unknown again (the others stay). */
+static void drop_all_runs(struct vd_disk *d)
+{
+    for (uint64_t c = 0; c < d->nchunks; c++) {
+        uint64_t *chunk = atomic_load(&d->chunks[c]);
+        if (!chunk)
+            continue;
+        for (size_t i = 0; i < ((size_t)1 << VD_MAP_CHUNK_SHIFT); i++) {
+            _Atomic uint64_t *slot = (_Atomic uint64_t *)&chunk[i];
+            uint64_t e = atomic_load_explicit(slot, memory_order_relaxed);
+            if (is_runs_list(e) && atomic_compare_exchange_strong(slot, &e, 0))
+                retire(d, e);
+        }
+    }
+}
+
 static void clear_map(struct vd_disk *d)
 {
     /* Bumped first: a fill that read its answer before this and stores it after sees the
@@ -25,9 +136,13 @@ static void clear_map(struct vd_disk *d)
     atomic_fetch_add(&d->epoch, 1);
     for (uint64_t c = 0; c < d->nchunks; c++) {
         uint64_t *chunk = atomic_load(&d->chunks[c]);
-        if (chunk)
-            for (size_t i = 0; i < ((size_t)1 << VD_MAP_CHUNK_SHIFT); i++)
-                atomic_store_explicit((_Atomic uint64_t *)&chunk[i], 0, memory_order_relaxed);
+        if (!chunk)
+            continue;
+        for (size_t i = 0; i < ((size_t)1 << VD_MAP_CHUNK_SHIFT); i++) {
+            _Atomic uint64_t *slot = (_Atomic uint64_t *)&chunk[i];
+            if (atomic_load_explicit(slot, memory_order_relaxed))
+                retire(d, atomic_exchange(slot, 0));
+        }
     }
 }
 
@@ -59,6 +174,7 @@ struct vd_disk *vd_disk_get(const struct vd_open_result *r)
         d->block_shift = r->block_shift;
         d->nblocks = (d->size + (1ULL << d->block_shift) - 1) >> d->block_shift;
         d->nchunks = (d->nblocks + (1ULL << VD_MAP_CHUNK_SHIFT) - 1) >> VD_MAP_CHUNK_SHIFT;
+        atomic_store(&d->runs_limit, VD_RUNS_BUDGET);
         d->chunks = calloc(d->nchunks ? d->nchunks : 1, sizeof *d->chunks);
         d->path = strdup(r->real_path);
         d->main_fd = r->main_fd;
@@ -100,8 +216,16 @@ void vd_disk_put(struct vd_disk *d)
         VD_PY(vdpy_close, d->handle);
     if (!last)
         return;
-    for (uint64_t c = 0; c < d->nchunks; c++)
-        free(atomic_load(&d->chunks[c]));
+    for (uint64_t c = 0; c < d->nchunks; c++) {
+        uint64_t *chunk = atomic_load(&d->chunks[c]);
+        if (!chunk)
+            continue;
+        for (size_t i = 0; i < ((size_t)1 << VD_MAP_CHUNK_SHIFT); i++)
+            if (is_runs_list(chunk[i]))
+                free(VD_RUNS_PTR(chunk[i]));
+        free(chunk);
+    }
+    free_runs_list(d, atomic_load(&d->retired));
     free(d->chunks);
     free(d->path);
     free(d);
@@ -143,8 +267,19 @@ void vd_map_set(struct vd_disk *d, uint64_t blk, uint64_t e)
         else
             chunk = fresh;
     }
-    atomic_store_explicit((_Atomic uint64_t *)&chunk[blk & ((1 << VD_MAP_CHUNK_SHIFT) - 1)], e,
-                          memory_order_seq_cst);
+    uint64_t old = atomic_exchange((_Atomic uint64_t *)&chunk[blk & ((1 << VD_MAP_CHUNK_SHIFT) - 1)], e);
+    if (old != e)
+        retire(d, old);
+}
+
+int vd_map_replace(struct vd_disk *d, uint64_t blk, uint64_t old, uint64_t e)
+{
+    uint64_t *chunk = atomic_load_explicit(&d->chunks[blk >> VD_MAP_CHUNK_SHIFT],
+                                           memory_order_acquire);
+    if (!chunk)
+        return 0;
+    return atomic_compare_exchange_strong(
+        (_Atomic uint64_t *)&chunk[blk & ((1 << VD_MAP_CHUNK_SHIFT) - 1)], &old, e);
 }
 
 void vd_invalidate(struct vd_disk *d, uint64_t off, uint64_t len)
@@ -157,6 +292,15 @@ void vd_invalidate(struct vd_disk *d, uint64_t off, uint64_t len)
     for (uint64_t b = first; b <= last && b < d->nblocks; b++)
         if (atomic_load_explicit(&d->chunks[b >> VD_MAP_CHUNK_SHIFT], memory_order_relaxed))
             vd_map_set(d, b, 0);
+}
+
+void vd_disks_after_fork(void)
+{
+    /* Only the forking thread is left, and it is not reading (it called fork): readers
+     * other threads counted would keep retired run lists forever. Called with no lock
+     * held by this process's other threads (they are gone). */
+    for (struct vd_disk *d = vd_disks; d; d = d->next)
+        atomic_store(&d->runs_readers, 0);
 }
 
 void vd_disks_fd_moved(int old_fd, int new_fd)

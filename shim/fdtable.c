@@ -231,6 +231,7 @@ void vd_table_after_fork(void)
     }
     pthread_mutex_init(&vd_free_lock, NULL);
     pthread_mutex_init(&table_lock, NULL);
+    vd_disks_after_fork();
 }
 
 /* ---- the decoder's own fds ---------------------------------------------------------------------- */

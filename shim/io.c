@@ -8,10 +8,13 @@
 #include "vd.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define VD_FILL_BATCH 512
+#define VD_RUNS_ASK 256 /* pieces asked for at first; a block with more is asked again */
 #define ENTRY_SLOW ((uint64_t)VD_KIND_SLOW << VD_KIND_SHIFT)
+#define ENTRY_RUNS ((uint64_t)VD_KIND_RUNS << VD_KIND_SHIFT) /* pieces not asked for yet */
 #define E_KIND(e) ((unsigned)((e) >> VD_KIND_SHIFT))
 #define E_FD(e) ((int)(((e) >> VD_FD_SHIFT) & ((1u << VD_FD_BITS) - 1)))
 #define E_PHYS(e) (((e) & ((1ULL << VD_PHYS_BITS) - 1)) * VD_PHYS_UNIT)
@@ -42,8 +45,16 @@ static uint64_t fill(struct vd_disk *d, uint64_t blk)
     }
     if ((uint64_t)n > count)
         n = (int)count;
-    for (int i = 0; i < n; i++)
-        vd_map_set(d, first + i, entries[i] ? entries[i] : ENTRY_SLOW);
+    for (int i = 0; i < n; i++) {
+        uint64_t e = entries[i] ? entries[i] : ENTRY_SLOW;
+        if (E_KIND(e) == VD_KIND_RUNS) {
+            e = ENTRY_RUNS; /* Python never names a list: the C stage makes them */
+            entries[i] = e;
+            if (E_KIND(vd_map_get(d, first + i)) == VD_KIND_RUNS)
+                continue;   /* keep the pieces already asked for (invalidation drops them) */
+        }
+        vd_map_set(d, first + i, e);
+    }
     if (atomic_load(&d->epoch) != epoch) {
         for (int i = 0; i < n; i++)
             vd_map_set(d, first + i, 0);
@@ -130,7 +141,8 @@ static ssize_t backing_pwrite(int fd, const char *p, size_t n, uint64_t phys)
 /* VDISKIO_DEBUG: where a run of the disk was found (the translation table's answer). */
 static void log_mapping(const char *what, struct vd_disk *d, uint64_t pos, size_t run, uint64_t e)
 {
-    static const char *const kinds[] = {"unknown", "zeros", "python", "data", "data (owned)"};
+    static const char *const kinds[] = {"unknown", "zeros", "python", "data", "data (owned)",
+                                        "pieces"};
     unsigned kind = E_KIND(e);
     if (kind == VD_KIND_DATA || kind == VD_KIND_OWNED)
         vd_log("  %s %s @%llu +%zu -> %s: fd %d @%llu", what, d->path, (unsigned long long)pos,
@@ -138,7 +150,7 @@ static void log_mapping(const char *what, struct vd_disk *d, uint64_t pos, size_
                (pos & ((1ULL << d->block_shift) - 1)));
     else
         vd_log("  %s %s @%llu +%zu -> %s", what, d->path, (unsigned long long)pos, run,
-               kind < 5 ? kinds[kind] : "?");
+               kind < 6 ? kinds[kind] : "?");
 }
 
 /* A Python read or write of `want` bytes: all of them, or -1 with errno. */
@@ -147,6 +159,106 @@ static ssize_t py_result(int64_t py, size_t want)
     if (py < 0)
         return vd_fail((int)-py);
     return (size_t)py == want ? (ssize_t)py : vd_fail(EIO);
+}
+
+/* ---- blocks mapped in pieces (VD_KIND_RUNS) ----------------------------------------------- */
+static int valid_runs(const uint64_t *runs, int n, uint64_t bsize)
+{
+    for (int i = 0; i < n; i++) {
+        uint64_t start = runs[2 * i], e = runs[2 * i + 1];
+        unsigned kind = E_KIND(e);
+        if (start >= bsize || (i == 0 ? start != 0 : start <= runs[2 * i - 2]) ||
+            (kind != VD_KIND_ZERO && kind != VD_KIND_SLOW && kind != VD_KIND_DATA))
+            return 0;
+    }
+    return 1;
+}
+
+/* Ask Python for the pieces of block blk (entry `placeholder`) and publish them: 1 done
+ * (or another thread did), -1 with errno. A change racing the question (the epoch moved)
+ * drops what was published: the caller looks at the entry again. */
+static int load_runs(struct vd_disk *d, uint64_t blk, uint64_t placeholder)
+{
+    uint64_t stack[2 * VD_RUNS_ASK], *buf = stack;
+    uint32_t cap = VD_RUNS_ASK;
+    uint64_t epoch = atomic_load(&d->epoch);
+    int n;
+    for (;;) {
+        n = VD_PY(vdpy_runs, d->handle, blk, cap, buf);
+        if (n < 0 || (uint32_t)n <= cap)
+            break;
+        if (buf != stack)
+            free(buf);
+        cap = (uint32_t)n;
+        buf = malloc(2 * sizeof *buf * cap);
+        if (!buf)
+            return vd_fail(ENOMEM);
+    }
+    int r = 1;
+    if (n < 0) {
+        r = vd_fail(-n);
+    } else if (n == 0 || !valid_runs(buf, n, 1ULL << d->block_shift)) {
+        if (n)
+            vd_log("%s: block %llu: the decoder's pieces are out of order; reading it through"
+                   " Python", d->path, (unsigned long long)blk);
+        vd_map_replace(d, blk, placeholder, ENTRY_SLOW);
+    } else {
+        struct vd_runs *rl = vd_runs_alloc(d, (uint32_t)n);
+        if (!rl) {
+            r = vd_fail(ENOMEM);
+        } else {
+            for (int i = 0; i < n; i++) {
+                rl->run[i].start = buf[2 * i];
+                rl->run[i].entry = buf[2 * i + 1];
+            }
+            uint64_t e = ENTRY_RUNS | (uint64_t)(uintptr_t)rl;
+            if (!vd_map_replace(d, blk, placeholder, e))
+                vd_runs_free(d, rl);   /* changed meanwhile: never published */
+            else if (atomic_load(&d->epoch) != epoch)
+                vd_map_set(d, blk, 0); /* maybe stale: dropped (and retired) again */
+        }
+    }
+    if (buf != stack)
+        free(buf);
+    return r;
+}
+
+/* Read from pos, inside block blk whose entry e is a run list, up to n bytes: the piece
+ * holding pos (to its end at most). Returns the bytes read, 0 when the entry changed
+ * (look again), -1 with errno. */
+static ssize_t read_piece(struct vd_disk *d, uint64_t blk, uint64_t e, char *p, size_t n,
+                          uint64_t pos)
+{
+    if (!VD_RUNS_PTR(e))
+        return load_runs(d, blk, e) < 0 ? -1 : 0;
+    if (!vd_runs_enter(d, blk, e))
+        return 0;
+    const struct vd_runs *rl = VD_RUNS_PTR(e);
+    uint64_t bsize = 1ULL << d->block_shift;
+    uint64_t inblk = pos & (bsize - 1);
+    uint32_t lo = 0, hi = rl->count; /* the last piece starting at or before inblk */
+    while (hi - lo > 1) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (rl->run[mid].start <= inblk)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    uint64_t start = rl->run[lo].start, pe = rl->run[lo].entry;
+    uint64_t end = lo + 1 < rl->count ? rl->run[lo + 1].start : bsize;
+    vd_runs_leave(d);
+    size_t len = end - inblk < n ? (size_t)(end - inblk) : n;
+    if (VD_UNLIKELY(vd_debug))
+        log_mapping("read piece", d, pos, len, pe);
+    switch (E_KIND(pe)) {
+    case VD_KIND_ZERO:
+        memset(p, 0, len);
+        return (ssize_t)len;
+    case VD_KIND_DATA:
+        return backing_pread(E_FD(pe), p, len, E_PHYS(pe) + (inblk - start));
+    default:
+        return py_result(VD_PY(vdpy_read, d->handle, p, len, pos), len);
+    }
 }
 
 /* Read [pos, pos+n) of the disk, n > 0 and inside it. */
@@ -161,6 +273,14 @@ static ssize_t disk_read(struct vd_disk *d, char *p, size_t n, uint64_t pos)
         uint64_t e = entry(d, blk);
         if (!e)
             return done ? (ssize_t)done : -1;
+        if (E_KIND(e) == VD_KIND_RUNS) {
+            ssize_t r = read_piece(d, blk, e, p + done, n - done, pos);
+            if (r < 0)
+                return done ? (ssize_t)done : -1;
+            done += (size_t)r;
+            pos += (uint64_t)r;
+            continue;
+        }
         uint64_t inblk = pos & bmask;
         size_t run = (size_t)((bmask + 1) - inblk);
         run = extend_run(d, blk, e, run, n - done, 0);

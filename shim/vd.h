@@ -238,6 +238,21 @@ int vd_internal_move(int fd);           /* move an internal fd away: 0 or -1 */
 /* ---- disks, their translation tables, coherence across processes (disk.c) ----------------- */
 #define VD_MAP_CHUNK_SHIFT 12 /* 4096 entries per chunk of the table */
 
+/* The pieces of a block whose entry is VD_KIND_RUNS (calls.h), once vdpy_runs told them:
+ * immutable once published. An entry that stops pointing to a list (invalidated,
+ * replaced) retires it; retired lists are freed when no reader is between taking the
+ * pointer and copying the piece it needs out (vd_runs_enter/leave). */
+struct vd_run {
+    uint64_t start;             /* bytes from the block's start */
+    uint64_t entry;             /* zero, slow or data */
+};
+struct vd_runs {
+    struct vd_runs *retired_next;
+    uint32_t count;
+    uint32_t bytes;             /* its size, counted in the disk's runs_bytes */
+    struct vd_run run[];        /* run[0].start == 0, starts increasing */
+};
+
 struct vd_disk {
     struct vd_disk *next;       /* list of open disks (under the table lock) */
     atomic_int refs;            /* open file descriptions using it */
@@ -249,6 +264,10 @@ struct vd_disk {
     _Atomic(uint64_t *) *chunks; /* lazily allocated chunks of the table */
     atomic_uint_fast64_t epoch; /* bumped before entries are dropped (fill checks it) */
     atomic_uint_fast64_t writes; /* bumped by every write or discard (stdio buffers) */
+    atomic_int runs_readers;    /* readers holding a run list pointer (disk.c) */
+    _Atomic(struct vd_runs *) retired; /* lists no entry points to, not freed yet */
+    atomic_size_t runs_bytes;   /* memory of this disk's run lists, retired ones too */
+    atomic_size_t runs_limit;   /* past it, every list is dropped (disk.c) */
     int main_fd;                /* backing fd of the image file itself (for fstat) */
     int read_only;              /* the image cannot take writes at all */
     unsigned logical_sector, physical_sector;
@@ -262,8 +281,22 @@ void vd_disk_put(struct vd_disk *d);
 struct vd_disk *vd_disk_by_handle(int64_t handle);   /* no reference taken */
 uint64_t vd_map_get(struct vd_disk *d, uint64_t blk);
 void vd_map_set(struct vd_disk *d, uint64_t blk, uint64_t e);
+/* Replace entry blk by e if it still is `old`: 1 done, 0 not (e's list, if any, is then
+ * the caller's to free). */
+int vd_map_replace(struct vd_disk *d, uint64_t blk, uint64_t old, uint64_t e);
+/* A reader about to use the run list of entry e of block blk: 1 and the list is safe to
+ * read until vd_runs_leave, or 0 (the entry changed: look again). */
+int vd_runs_enter(struct vd_disk *d, uint64_t blk, uint64_t e);
+void vd_runs_leave(struct vd_disk *d);
+/* The run lists of a disk hold at most this much memory: past it every list is dropped
+ * (asked again when read), as the decoder's own caches are bounded. */
+#define VD_RUNS_BUDGET ((size_t)32 << 20)
+struct vd_runs *vd_runs_alloc(struct vd_disk *d, uint32_t count); /* counted; NULL: ENOMEM */
+void vd_runs_free(struct vd_disk *d, struct vd_runs *r);     /* one never published */
+#define VD_RUNS_PTR(e) ((struct vd_runs *)(uintptr_t)((e) & ((1ULL << VD_KIND_SHIFT) - 1)))
 void vd_invalidate(struct vd_disk *d, uint64_t off, uint64_t len);
 void vd_disks_fd_moved(int old_fd, int new_fd);      /* drop entries naming old_fd */
+void vd_disks_after_fork(void);     /* child: readers of other threads are gone */
 
 /* Python writes of every process sharing the images (a fork and its parent) go one at a
  * time, and a process notices another's: vd_coherent_begin/end around a Python write or

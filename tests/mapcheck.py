@@ -1,13 +1,14 @@
 """The translation table's answers held against the Python decoder, as the C library
 reads them: for a block whose entry (Disk.map_blocks) is KIND_DATA or KIND_OWNED, a pread
-of the entry's fd at its offset; KIND_ZERO, zeros; KIND_SLOW, the Python read. Shared by
-the property tests and the fuzzers (tests/fuzz)."""
+of the entry's fd at its offset; KIND_ZERO, zeros; KIND_SLOW, the Python read; KIND_RUNS,
+each piece Disk.map_runs lists, read by its own entry so. Shared by the property tests and
+the fuzzers (tests/fuzz)."""
 
 import os
 import random
 
 from vdiskio.disk import Disk
-from vdiskio.entries import KIND_DATA, KIND_OWNED, KIND_SLOW, KIND_ZERO, decode
+from vdiskio.entries import KIND_DATA, KIND_OWNED, KIND_RUNS, KIND_SLOW, KIND_ZERO, decode
 from vdiskio.errors import VdError
 
 BATCH = 512                 # the shim's fill batch (shim/io.c VD_FILL_BATCH)
@@ -74,9 +75,35 @@ def check_table(image, writable=False, limit=2048, seed=0, window=None):
     for blk in blocks:
         e = known[blk]
         block_start = blk * bsize
-        for into, n in _windows(min(bsize, size - block_start), window, rng):
+        block_len = min(bsize, size - block_start)
+        if not isinstance(e, VdError) and decode(e)[0] == KIND_RUNS:
+            check_pieces(image, disk, blk)
+            continue
+        for into, n in _windows(block_len, window, rng):
             _check_piece(image, disk, blk, e, block_start + into, n, phys_into=into)
     return len(blocks)
+
+
+def check_pieces(image, disk, blk):
+    """A block of KIND_RUNS: its pieces start at 0, in order, inside the block, none owned
+    and none of them pieces again, and each reads through its entry as the decoder reads
+    it. Returns the pieces."""
+    bsize = 1 << disk.shift
+    block_start = blk * bsize
+    block_len = min(bsize, image.size - block_start)
+    pieces = disk.map_runs(blk)
+    if not pieces:
+        return pieces               # the shim reads the block through Python
+    starts = [s for s, _ in pieces]
+    if starts[0] != 0 or starts != sorted(set(starts)) or starts[-1] >= block_len:
+        raise Mismatch(f"block {blk}: pieces start at {starts[:8]}...")
+    ends = starts[1:] + [block_len]
+    for (start, pe), end in zip(pieces, ends):
+        kind = decode(pe)[0]
+        if kind not in (KIND_ZERO, KIND_SLOW, KIND_DATA):
+            raise Mismatch(f"block {blk}: piece at {start} has entry {pe:#x}")
+        _check_piece(image, disk, blk, pe, block_start + start, end - start, phys_into=0)
+    return pieces
 
 
 def _check_piece(image, disk, blk, e, start, n, phys_into):

@@ -17,7 +17,7 @@ from helpers import MiB, ROOT, VDISKIO, run_plain
 FORBIDDEN = {"re", "enum", "threading", "uuid", "ctypes", "random", "json", "array",
              "collections", "typing", "subprocess", "isal", "construct", "argparse",
              "datetime", "inspect", "dataclasses", "functools", "hashlib", "tempfile",
-             "shutil", "textwrap", "string", "locale", "logging"}
+             "shutil", "textwrap", "string", "locale", "logging", "operator"}
 
 PROBE = r"""
 import sys

@@ -7,13 +7,22 @@ It runs only inside the Python stage of libvdiskio. Adding a call: one line in t
 VD_PY_CALLS list of shim/calls.h and one function here with the same name.
 """
 
-import errno
-import os
-import struct
+import gc
 
-from . import backing, log
-from .disk import Registry
-from .errors import NameTooLong, NotAnImage, VdError
+# Start-up (the import of the decoder, then the first open) makes objects that all stay
+# alive: the garbage collector's passes over them (about ten) would find nothing and cost
+# a tenth of a millisecond each. It is off until the end of this import, and again from
+# install() to the end of the first open; a host program's setting is kept.
+_gc_was_on = gc.isenabled()
+gc.disable()
+
+import errno  # noqa: E402 - after the collector is off
+import os  # noqa: E402
+import struct  # noqa: E402
+
+from . import backing, log  # noqa: E402
+from .disk import Registry  # noqa: E402
+from .errors import NameTooLong, NotAnImage, VdError  # noqa: E402
 
 NOT_IMAGE = 1           # VD_PY_NOT_IMAGE
 registry = Registry()
@@ -50,9 +59,23 @@ def export(ffi):
     return wrap
 
 
+def _first_open_done():
+    """The first open is over: the collector runs again (if the host had it on)."""
+    global _gc_paused
+    if _gc_paused:
+        _gc_paused = False
+        gc.enable()
+
+
+_gc_paused = False
+
+
 def install(ffi, lib):
     """Define the extern "Python" functions of the embedding API on ffi."""
-    global _c
+    global _c, _gc_paused
+    if gc.isenabled():
+        gc.disable()
+        _gc_paused = True
     _c = lib.vdst_cb
     backing.set_stage_hooks(_c.take_fd, _c.drop_fd, _c.bypass)
     log.set_fd(_c.log_fd())
@@ -67,6 +90,12 @@ def install(ffi, lib):
 
     @export(ffi)
     def vdpy_open(path, flags, part, res):
+        try:
+            return _open(path, flags, part, res)
+        finally:
+            _first_open_done()
+
+    def _open(path, flags, part, res):
         name = os.fsdecode(ffi.string(path))
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
         try:
@@ -107,6 +136,14 @@ def install(ffi, lib):
             return -errno.EIO
         ffi.memmove(entries, struct.pack(f"{len(found)}Q", *found), 8 * len(found))
         return len(found)
+
+    @export(ffi)
+    def vdpy_runs(handle, block, count, runs):
+        pieces = registry.get(handle).map_runs(block)
+        if len(pieces) <= count:
+            flat = [v for piece in pieces for v in piece]
+            ffi.memmove(runs, struct.pack(f"{len(flat)}Q", *flat), 8 * len(flat))
+        return len(pieces)
 
     @export(ffi)
     def vdpy_read(handle, buf, length, offset):
@@ -158,3 +195,7 @@ def invalidate(handle, offset, length):
     disk's write changed what they say. Nothing to do outside the library."""
     if _c is not None:
         _c.invalidate(handle, offset, length)
+
+
+if _gc_was_on:
+    gc.enable()

@@ -11,17 +11,20 @@ reference on each, and reaches their Image through them at every call, so one im
 file never has two Images (two allocators), whatever is open on it.
 """
 
+import errno
 import os
 import sys
 from _thread import RLock, allocate_lock, get_ident
 
 from . import log
-from .entries import (ENTRY_SLOW, ENTRY_ZERO, KIND_DATA, KIND_OWNED, MAX_PHYS, data_base)
+from .entries import (ENTRY_RUNS, ENTRY_SLOW, ENTRY_ZERO, KIND_DATA, KIND_OWNED, MAX_PHYS,
+                      data_base)
 from .errors import BadHandle, Busy, MissingFile, NoMoreData, NoSuchDevice, NotAnImage, VdError
 from .formats import open_image, sniff
 from .image import DATA, ZERO
 
 MAP_LOOKUPS = 64            # extent lookups per map call: bounds the time one call takes
+MAX_PIECES = 4096           # pieces of one block the C table keeps (more: read in Python)
 MAX_PARTITION = 128
 
 # <image>[SEP]N. The image's extension is found as shim/open.c finds it: the last one in
@@ -58,6 +61,21 @@ def invalidate(handle, offset, length):
     callback = getattr(boundary, "invalidate", None)
     if callback is not None:
         callback(handle, offset, length)
+
+
+def _file_seek(run, offset, whence):
+    """SEEK_DATA / SEEK_HOLE from `offset` inside raw data `run`, as its backing file
+    answers: the virtual offset found inside the run, or None (none before its end)."""
+    phys = run.phys + (offset - run.offset)
+    try:
+        found = os.lseek(run.file.fd, phys, whence)
+    except OSError as e:
+        if e.errno != errno.ENXIO:
+            raise
+        # Past the file's last data: no data; a hole (the file ends before the run).
+        return None if whence == os.SEEK_DATA else offset
+    virtual = run.offset + (found - run.phys)
+    return max(offset, virtual) if virtual < run.end else None
 
 
 MAX_TABLE_BLOCKS_SHIFT = 30        # at most 2^30 translation blocks (2 MiB of C chunk pointers)
@@ -134,7 +152,8 @@ class Disk:
                 whole += 1
             covered = max(0, min(whole, end_block) - b)
             if covered == 0:
-                entries.append(ENTRY_SLOW)
+                # The block maps in pieces: the shim asks for them (map_runs) when read.
+                entries.append(ENTRY_RUNS)
                 b += 1
                 continue
             if ext.kind == ZERO:
@@ -152,6 +171,57 @@ class Disk:
                 entries.extend([ENTRY_SLOW] * covered)
             b += covered
         return entries
+
+    def map_runs(self, block, limit=MAX_PIECES):
+        """The pieces of a block that maps in pieces, as (start in the block, entry)
+        pairs, the first at 0: entries of zeros, raw data (never owned: writes go through
+        Python) or slow (what only Python reads). Adjacent pieces that continue each other
+        are one. [] when the block cannot be told in at most `limit` pieces, or a piece
+        cannot be mapped (the Python read then answers, and reports it)."""
+        bsize = 1 << self.shift
+        start = block * bsize
+        end = min(start + bsize, self.image.size)
+        pieces = []
+        append = pieces.append
+        bases = {}                          # fd -> data entry bits (None: not encodable)
+        last_entry = last_phys = None       # the piece before, for merging
+        # A format may answer a range's runs at once (DifferencingVHD.runs_in); walk
+        # asks run_at run by run.
+        runs_in = getattr(self.image, "runs_in", None)
+        try:
+            runs = runs_in(start, end) if runs_in is not None else \
+                self.image.walk(start, end - start)
+            for ext in runs:
+                kind = ext.kind
+                if kind == DATA:
+                    fd = ext.file.fd
+                    base = bases.get(fd, 0)
+                    if base == 0:
+                        base = bases[fd] = data_base(KIND_DATA, fd)
+                    phys = ext.phys
+                    if base is None or phys % 512 or phys + ext.length > MAX_PHYS:
+                        e = ENTRY_SLOW
+                    else:
+                        e = base | (phys >> 9)
+                        if last_phys == phys and e == last_entry + ((ext.offset - last_start) >> 9):
+                            last_phys = phys + ext.length
+                            continue
+                        if len(pieces) == limit:
+                            return []
+                        append((ext.offset - start, e))
+                        last_entry, last_start, last_phys = e, ext.offset, phys + ext.length
+                        continue
+                else:
+                    e = ENTRY_ZERO if kind == ZERO else ENTRY_SLOW
+                if e == last_entry and last_phys is None:
+                    continue
+                if len(pieces) == limit:
+                    return []
+                append((ext.offset - start, e))
+                last_entry, last_phys = e, None
+        except VdError:
+            return []
+        return pieces
 
     @staticmethod
     def _data_base(file):
@@ -200,12 +270,18 @@ class Disk:
             self.image.flush(datasync)
 
     def seek(self, offset, whence):
-        """SEEK_DATA / SEEK_HOLE over the whole disk (holes: unallocated in the chain)."""
+        """SEEK_DATA / SEEK_HOLE over the whole disk. Holes: what the chain does not
+        allocate, and the holes of the backing files under raw data (a fixed VHD or a
+        flat VMDK whose file is sparse), which read as zeros just the same."""
         want_data = whence == os.SEEK_DATA
         size = self.image.size
         while offset < size:
             ext = self.image.run_at(offset)
-            if (ext.kind != ZERO) == want_data:
+            if ext.kind == DATA:
+                found = _file_seek(ext, offset, whence)
+                if found is not None:
+                    return found
+            elif (ext.kind != ZERO) == want_data:
                 return max(offset, ext.offset)
             offset = ext.end
         if want_data:

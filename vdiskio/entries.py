@@ -2,13 +2,16 @@
 
 One uint64 per block (shim/calls.h defines the same, and a test compares the two): 0 not
 known yet, else the kind in the top 3 bits; a data entry holds the backing fd in bits
-40-60 and the physical offset / 512 in bits 0-39.
+40-60 and the physical offset / 512 in bits 0-39. A block that maps in pieces (a
+differencing disk's partly present block) is KIND_RUNS: the shim then asks for its pieces
+(Disk.map_runs), each a start in the block and an entry of its own.
 """
 
 KIND_ZERO = 1       # reads as zeros
 KIND_SLOW = 2       # only the Python decoder can read or write it
 KIND_DATA = 3       # raw at fd/offset; writes go through Python
 KIND_OWNED = 4      # raw at fd/offset and owned by the top image: written in place
+KIND_RUNS = 5       # the block maps in pieces (Disk.map_runs says which)
 
 KIND_SHIFT = 61
 FD_SHIFT = 40
@@ -21,6 +24,7 @@ MAX_PHYS = ((1 << PHYS_BITS) - 1) * PHYS_UNIT
 
 ENTRY_ZERO = KIND_ZERO << KIND_SHIFT
 ENTRY_SLOW = KIND_SLOW << KIND_SHIFT
+ENTRY_RUNS = KIND_RUNS << KIND_SHIFT
 
 
 def data_base(kind, fd):

@@ -8,7 +8,7 @@ specifications, and checks the two agree.)
 """
 
 import struct
-from operator import itemgetter
+from _operator import itemgetter     # operator.py adds 0.2 ms of start-up for nothing
 
 
 def record_type(name, fields):
