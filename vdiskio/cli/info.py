@@ -91,10 +91,14 @@ def describe(image, paths):
         out["grain-size"] = raw["grain_size"] * 512
     if raw.get("allocated_blocks") is not None:
         out["allocated-blocks"] = raw["allocated_blocks"]
+    elif "allocated_blocks" in raw:
+        out["allocated-blocks"] = None          # too many to count cheaply
     if raw.get("total_blocks") is not None and fmt == "vhd":
         out["total-blocks"] = raw["total_blocks"]
     if raw.get("allocated_grains") is not None and raw.get("grain_size"):
         out["allocated-grains"] = raw["allocated_grains"]
+    elif "allocated_grains" in raw and raw.get("grain_size"):
+        out["allocated-grains"] = None
     refusal = write_refusal(image)
     out["writable"] = refusal is None
     if refusal is not None:
@@ -158,6 +162,7 @@ def describe_link(path, paths):
     from ..partitions import NoPartitionTable, read_table
     target, what = link_target(path)
     image = open_image(target)
+    shown = paths.show(target)
     try:
         disk = {"image": paths.show(target), "format": image.format, "variant": image.variant,
                 "virtual-size": image.size}
@@ -165,11 +170,11 @@ def describe_link(path, paths):
             try:
                 table = read_table(image.read, image.size, target, image.logical_sector_size)
             except NoPartitionTable:
-                raise CliError(f"{path}: names partition {what}, but {target} has no partition"
+                raise CliError(f"{path}: names partition {what}, but {shown} has no partition"
                                f" table") from None
             part = next((p for p in table.partitions if p.number == what), None)
             if part is None:
-                raise CliError(f"{path}: names partition {what}, but {target}'s"
+                raise CliError(f"{path}: names partition {what}, but {shown}'s"
                                f" {table.kind} table has no partition {what}")
             sector = image.logical_sector_size
             out = {"partition": paths.show(path), "number": what, "disk": disk,
@@ -186,8 +191,8 @@ def describe_link(path, paths):
                     return {"volume": paths.show(path), "volume-group": vg["name"],
                             "logical-volume": lv["name"], "size": lv["size"],
                             "types": lv["types"], "disk": disk}
-        raise CliError(f"{path}: names a logical volume that {target} does not hold (its PVs"
-                       f" may be in other images: vdiskio info {target})")
+        raise CliError(f"{path}: names a logical volume that {shown} does not hold (its PVs"
+                       f" may be in other images: vdiskio info {shown})")
     finally:
         image.close()
 
@@ -266,11 +271,14 @@ def _layer_lines(info, top):
         lines.append(f"block size: {human(info['block-size'])}")
     if "grain-size" in info:
         lines.append(f"grain size: {human(info['grain-size'])}")
-    if "allocated-blocks" in info:
-        total = f" of {info['total-blocks']}" if "total-blocks" in info else ""
-        lines.append(f"allocated blocks: {info['allocated-blocks']}{total}")
-    if "allocated-grains" in info:
-        lines.append(f"allocated grains: {info['allocated-grains']}")
+    for key in ("allocated-blocks", "allocated-grains"):
+        if key not in info:
+            continue
+        if info[key] is None:
+            lines.append(f"{_words(key)}: not counted (too many to count cheaply)")
+        else:
+            total = f" of {info['total-blocks']}" if "total-blocks" in info else ""
+            lines.append(f"{_words(key)}: {info[key]}{total if key == 'allocated-blocks' else ''}")
     if top:
         lines.append("writable" if info["writable"] else
                      f"read-only: {info['read-only-reason']}")
@@ -292,7 +300,7 @@ def _layout_lines(info):
     lines = []
     if "partition-table-error" in info:
         lines.append(f"partition table: unreadable: {info['partition-table-error']}")
-    elif info.get("partition-table", "none") != "none":
+    elif "partition-table" in info:
         lines.append(f"partition table: {info['partition-table']}")
         for p in info["partitions"]:
             end = p["start-sector"] + p["sectors"] - 1
