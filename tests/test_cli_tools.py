@@ -83,6 +83,15 @@ def test_info_and_check_on_partition_link(images, tmp_path):
     assert info["number"] == 2 and info["start-sector"] == second["start"]
     assert info["sectors"] == second["size"] and info["disk"]["image"] == str(d / "parts.vhd")
     assert "partition 2 of" in vd("info", link).stdout.decode()
+    # compare and map read the partition alone (qemu-img's raw copy, cut, is the oracle).
+    whole = qemu_convert_raw(d / "parts.vhd", tmp_path / "whole.raw", "vpc").read_bytes()
+    part = tmp_path / "p2.raw"
+    part.write_bytes(whole[info["start"]:info["start"] + info["size"]])
+    assert vd("compare", link, part).returncode == 0
+    runs = json.loads(vd("map", "--json", link).stdout)
+    assert runs[0]["start"] == 0 and sum(r["length"] for r in runs) == info["size"]
+    p = vd("resize", link, "+1M", check=False)
+    assert p.returncode == 1 and b"partition or volume link" in p.stderr
     bad = tmp_path / "parts.vhd7"
     bad.symlink_to(d / "parts.vhd")
     p = vd("info", bad, check=False)
@@ -291,3 +300,18 @@ def test_resize_refuses_vhdx(tmp_path):
     vd("create", "-s", "8M", img)
     p = vd("resize", img, "16M", check=False)
     assert p.returncode == 1 and b"resize of VHDX is not supported yet" in p.stderr
+
+
+def test_debug_lines_carry_the_pid_and_dump_collapses_zeros(images, tmp_path):
+    import re
+    d, _ = images
+    img, log = d / "disk.vhd", tmp_path / "trace.log"
+    vd("run", "--debug", "--dump", "--log", log, "--", "dd", f"if={img}", "bs=64k",
+       "count=1", "skip=40", "status=none", "of=/dev/null")        # inside the 2 MiB hole
+    lines = log.read_text().splitlines()
+    assert lines and all(re.match(r"vdiskio\[\d+\]: ", line) for line in lines), lines
+    text = [line.split(": ", 1)[1] for line in lines]
+    start = 40 * 65536
+    i = text.index(f"data of {img} part 0 at {start}:")             # names the file
+    assert text[i + 1:i + 4] == [f"{start:012x} " + " 00" * 16 + "  |" + "." * 16 + "|", "*",
+                                 f"{start + 65536:012x}"]          # as hexdump -C says it

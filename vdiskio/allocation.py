@@ -64,7 +64,7 @@ def runs(image, start=0, length=None, progress=None):
         if pending is not None:
             yield pending
             if progress is not None:
-                progress.update(pending.end)
+                progress.update(pending.end - start)
         pending = run
     if pending is not None:
         yield pending

@@ -60,35 +60,40 @@ def _hole_to_end(fd, offset):
 
 
 class ImageDisk:
-    def __init__(self, image):
-        self.image = image
-        self.path = image.path
-        self.size = image.size
-        self.format = image.format
+    """An image, or (target from a partition or volume link) the window it names."""
+
+    def __init__(self, target):
+        self.target = target
+        self.image = target.image
+        self.base = target.start
+        self.path = target.path
+        self.size = target.length
+        self.format = self.image.format
 
     def zero_until(self, offset):
         end = offset
-        for ext in self.image.walk(offset, self.size - offset):
+        for ext in self.image.walk(self.base + offset, self.size - offset):
             if ext.kind != ZERO:
                 break
-            end = ext.end
+            end = ext.end - self.base
             if end - offset >= 1 << 34:         # enough to skip at once
                 break
         return end
 
     def read(self, offset, length):
-        return self.image.read(offset, length)
+        return self.image.read(self.base + offset, length)
 
     def close(self):
-        self.image.close()
+        self.target.close()
 
 
 def open_disk(path, fmt=None):
     """An image (any format vdiskio reads) or, when it is none (or fmt is "raw"), a raw
     file."""
-    from .formats import open_image, sniff
-    if fmt != "raw" and sniff(path) is not None:
-        return ImageDisk(open_image(path))
+    from .cli.common import Target, link_target
+    from .formats import sniff
+    if fmt != "raw" and (sniff(path) is not None or link_target(path) is not None):
+        return ImageDisk(Target(path))
     if fmt not in (None, "raw"):
         raise VdError(f"is no {fmt.upper()} image", path)
     return RawDisk(path)

@@ -40,7 +40,11 @@ def tail_holds_data(image, start):
 
 def resize_image(path, size_text, shrink=False):
     """Resize image `path`; returns (old size, new size)."""
+    from .cli.common import link_target
     from .formats import open_image
+    if link_target(path) is not None:
+        raise BadRequest("is a partition or volume link: resize the image it is in (and then"
+                         " the partition, with sfdisk or parted)", path)
     image = open_image(path, writable=True)
     try:
         old = image.size

@@ -121,3 +121,28 @@ def link_target(path):
     if not os.path.islink(path):
         return None
     return Registry().resolve(path, -1)
+
+
+class Target:
+    """What a command reads: an image, or through a partition or volume link the window
+    of the disk it names (image, start, length); close() releases it."""
+
+    def __init__(self, path):
+        self.path = path
+        self._registry = None
+        if link_target(path) is not None:
+            from ..disk import Registry
+            self._registry = Registry()
+            disk, _part, self.start, self.length, _ = self._registry.open(path, False, -1)
+            self._disk = disk
+            self.image = disk.image
+        else:
+            from ..formats import open_image
+            self.image = open_image(path)
+            self.start, self.length = 0, self.image.size
+
+    def close(self):
+        if self._registry is not None:
+            self._registry.release(self._disk.handle)
+        else:
+            self.image.close()
