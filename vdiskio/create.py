@@ -61,8 +61,13 @@ def _check_parent_reachable(path, parent):
     try:
         resolve_related(child_dir, os.path.abspath(parent), "parent image", path)
     except Refused as e:
-        raise Refused(f"{e.message}: the new image could not be opened, so it is not made"
-                      f" (or create it in the parent's directory)", path) from None
+        if "outside" not in e.message:
+            raise
+        from .chain import ALLOW_EXTERNAL
+        raise Refused(f"parent {parent} lies outside {child_dir}, the new image's directory"
+                      f" tree, so the image could not be opened: not created (set"
+                      f" {ALLOW_EXTERNAL}=1 to allow such parents, for this create and every"
+                      f" later open, or create the child beside its parent)", path) from None
     except MissingFile:
         raise MissingFile(f"parent image {parent} not found", path) from None
 

@@ -4,7 +4,6 @@ behind; a stop signal is turned into an exception so that the files made are rem
 
 import os
 import signal
-import sys
 
 from ..errors import VdError
 from .common import say_error

@@ -17,8 +17,8 @@ is valid.
 import os
 import struct
 
-from ..errors import BadRequest, CorruptImage, Unsupported
-from .create import _check_size, build_footer, geometry_for
+from ..errors import CorruptImage, Unsupported
+from .create import _check_size, geometry_for
 from .image import SECTOR
 from .structs import (DYNAMIC_HEADER, FOOTER, UNUSED_BAT_ENTRY, checksum)
 
@@ -78,7 +78,6 @@ def _resize_dynamic(fd, image, new_size):
     span = image.bitmap_size + bs
     if entries > hdr.max_table_entries:
         need_end = hdr.table_offset + -(-4 * entries // SECTOR) * SECTOR
-        _check_locators(image, need_end)
         _make_room(fd, image, need_end, span)
         # The new entries, unused, then the header that counts them.
         old_bytes = 4 * hdr.max_table_entries
@@ -96,13 +95,6 @@ def _resize_dynamic(fd, image, new_size):
     _sync(fd)
     os.pwrite(fd, footer, 0)
     _sync(fd)
-
-
-def _check_locators(image, need_end):
-    """Parent locator data lying where the BAT must grow cannot be moved here."""
-    for field in ("parent_locators",):
-        if getattr(image.header, field, b"").strip(b"\0"):
-            raise Unsupported("the BAT cannot grow past parent locator data", image.path)
 
 
 def _make_room(fd, image, need_end, span):
