@@ -39,7 +39,8 @@ void vd_log(const char *fmt, ...)
     PASS(write, vd_log_fd(), buf, (size_t)n);
 }
 
-/* Lines as hexdump -C prints them; a run of identical lines is one line and a "*". */
+/* Lines as hexdump -C prints them: a run of identical lines is one line and a "*", and
+ * the last line is the end offset, so a megabyte of zeros takes three lines. */
 void vd_hexdump(uint64_t off, const void *buf, size_t n)
 {
     const unsigned char *p = buf;
@@ -63,4 +64,5 @@ void vd_hexdump(uint64_t off, const void *buf, size_t n)
         *q = 0;
         vd_log("%s", line);
     }
+    vd_log("%012llx", (unsigned long long)(off + n));
 }

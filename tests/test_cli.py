@@ -27,11 +27,12 @@ def img(tmp_path_factory):
 def test_info_human_and_json(img):
     path, raw = img
     out = run_plain(VDISKIO + ["info", str(path)], cwd=ROOT).stdout.decode()
-    assert "format: vhd (dynamic)" in out and f"virtual size: {os.path.getsize(raw)}" in out
-    info = json.loads(run_plain(VDISKIO + ["info", "--json", str(path)], cwd=ROOT).stdout)
-    assert info["virtual_size"] == os.path.getsize(raw)
-    assert info["allocated_blocks"] == 2 and info["total_blocks"] == 3   # one block is a hole
-    assert info["block_size"] == 2 * MiB and info["parent"] is None
+    assert "file format: vhd\nvariant: dynamic\n" in out
+    assert f"virtual size: 6 MiB ({os.path.getsize(raw)} bytes)" in out
+    [info] = json.loads(run_plain(VDISKIO + ["info", "--json", str(path)], cwd=ROOT).stdout)
+    assert info["virtual-size"] == os.path.getsize(raw)
+    assert info["allocated-blocks"] == 2 and info["total-blocks"] == 3   # one block is a hole
+    assert info["block-size"] == 2 * MiB and "parent" not in info
 
 
 def test_info_shows_the_parent_chain(img, tmp_path):
@@ -41,11 +42,11 @@ def test_info_shows_the_parent_chain(img, tmp_path):
     child, grandchild = tmp_path / "child.vhd", tmp_path / "grand.vhd"
     run_plain(VDISKIO + ["create", "-p", str(base), str(child)], cwd=ROOT)
     run_plain(VDISKIO + ["create", "-p", str(child), str(grandchild)], cwd=ROOT)
-    info = json.loads(run_plain(VDISKIO + ["info", "--json", str(grandchild)], cwd=ROOT).stdout)
+    [info] = json.loads(run_plain(VDISKIO + ["info", "--json", str(grandchild)], cwd=ROOT).stdout)
     chain = []
     while info:
-        chain.append((os.path.basename(info["path"]), info["variant"]))
-        info = info["parent"]
+        chain.append((os.path.basename(info["image"]), info["variant"]))
+        info = info.get("parent")
     assert chain == [("grand.vhd", "differencing"), ("child.vhd", "differencing"),
                      ("base.vhd", "dynamic")]
 

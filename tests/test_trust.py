@@ -127,7 +127,7 @@ def test_malformed_cid_refused_by_library_info_and_check(field, tmp_path):
     assert got == errno.EIO and key in lines[0], lines
     assert vdiskio("info", img).returncode == 1
     p = vdiskio("check", img)
-    assert p.returncode == 2 and key.encode() in p.stdout
+    assert p.returncode == 2 and key.encode() in p.stderr
 
 
 # -- item 7: special files, devices, interrupted creates -------------------------------------

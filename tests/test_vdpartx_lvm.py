@@ -200,12 +200,12 @@ def test_info_lists_partitions_and_volumes(built, images):
     raws, layout, _ = built
     p = run_plain([sys.executable, "-m", "vdiskio", "info", "--json", str(images / "disk1.vmdk")],
                   cwd=ROOT, text=True)
-    info = json.loads(p.stdout)
+    [info] = json.loads(p.stdout)
     starts = li.sfdisk_starts(raws["disk1"])
-    assert [(q["number"], q["start_sector"] * 512, q["sectors"] * 512)
+    assert [(q["number"], q["start-sector"] * 512, q["sectors"] * 512)
             for q in info["partitions"] if q["type"] != "05"] == \
         [(n, s, z) for n, (s, z) in sorted(starts.items()) if n != 3]
-    groups = {g["name"]: g for g in info["volume_groups"]}
+    groups = {g["name"]: g for g in info["volume-groups"]}
     assert sorted(groups) == ["data-vg", "vg0"]
     vg0 = groups["vg0"]
     assert [pv["found"] for pv in vg0["pvs"]].count(False) == 1      # the one on disk2
@@ -217,4 +217,4 @@ def test_info_lists_partitions_and_volumes(built, images):
                      cwd=ROOT, text=True).stdout
     assert "partition table: none" in text
     assert "volume group solo" in text
-    assert "lv7: 8.0 MiB linear, link disk3.vmdk-solo-lv7" in text
+    assert "lv7: 8 MiB linear, link disk3.vmdk-solo-lv7" in text

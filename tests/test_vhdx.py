@@ -80,11 +80,12 @@ def test_info_json(raw20, tmp_path):
     img = tmp_path / "i.vhdx"
     run_plain(VDISKIO + ["create", "--from", str(raw20), "--logical-sector-size", "4096", str(img)],
               cwd=ROOT)
-    info = json.loads(run_plain(VDISKIO + ["info", "--json", str(img)], cwd=ROOT).stdout)
+    [info] = json.loads(run_plain(VDISKIO + ["info", "--json", str(img)], cwd=ROOT).stdout)
     assert info["format"] == "vhdx" and info["variant"] == "dynamic"
-    assert info["virtual_size"] == -(-raw20.stat().st_size // 4096) * 4096
-    assert info["logical_sector_size"] == 4096 and info["block_size"] == 32 * MiB
-    assert info["log"] == "empty" and info["creator"] == "vdiskio"
+    assert info["virtual-size"] == -(-raw20.stat().st_size // 4096) * 4096
+    details = info["format-specific"]
+    assert details["logical-sector-size"] == 4096 and info["block-size"] == 32 * MiB
+    assert details["log"] == "empty" and details["creator"] == "vdiskio"
 
 
 # ---- independent images: block states, differencing chains -----------------------------

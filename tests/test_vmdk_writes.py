@@ -432,8 +432,13 @@ def test_create_child(tmp_path, monkeypatch):
     qemu("qemu-img", "convert", "-O", "vmdk", "-o", "subformat=monolithicFlat", src, base)
     (tmp_path / "images" / "snaps").mkdir()
     child = tmp_path / "images" / "snaps" / "child.vmdk"
-    run_plain(VDISKIO + ["create", "-p", str(base), str(child)], cwd=ROOT)
-    # The parent lies outside the child's directory: our reader wants that allowed.
+    # The parent lies outside the child's directory: our reader wants that allowed, and
+    # create refuses to make a child it could not open unless it is.
+    p = run_plain(VDISKIO + ["create", "-p", str(base), str(child)], cwd=ROOT, check=False)
+    assert p.returncode == 1 and b"VDISKIO_ALLOW_EXTERNAL_EXTENTS=1" in p.stderr
+    assert not child.exists()
+    run_plain(VDISKIO + ["create", "-p", str(base), str(child)], cwd=ROOT,
+              env=dict(os.environ, VDISKIO_ALLOW_EXTERNAL_EXTENTS="1"))
     with pytest.raises(VdError, match="outside the image's directory"):
         open_image(child)
     monkeypatch.setenv("VDISKIO_ALLOW_EXTERNAL_EXTENTS", "1")

@@ -27,18 +27,65 @@ def _format_of(path, fmt):
     raise BadRequest("cannot tell the format from the name: give -f vhd, -f vhdx or -f vmdk", path)
 
 
-def create_image(path, fmt=None, variant=None, size=None, parent=None, block_size=None,
-                 source=None, logical_sector_size=None, level=None):
-    from .vhd import create as vhd_create
-    fmt = _format_of(path, fmt)
+def check_options(path, fmt, variant, size, parent, block_size, source, logical_sector_size):
+    """Refuse every option that does not apply to the format and variant asked for, and
+    a parent the new image could not reach: create never makes what cannot be opened."""
     if logical_sector_size is not None and fmt != "vhdx":
         raise BadRequest("--logical-sector-size is a VHDX option", path)
+    if block_size is not None:
+        if fmt == "vmdk":
+            raise BadRequest("-b does not apply to VMDK (its grains are 64 KiB): drop it", path)
+        if fmt == "vhd" and variant == "fixed":
+            raise BadRequest("-b does not apply to a fixed VHD (it has no blocks): drop it", path)
+    if parent is not None:
+        if source is not None:
+            raise BadRequest("--from and --parent cannot be combined", path)
+        if size is not None:
+            raise BadRequest("-s does not apply with -p: a differencing image has its parent's"
+                             " size (drop -s, or resize the parent first)", path)
+        if logical_sector_size is not None:
+            raise BadRequest("--logical-sector-size does not apply with -p: a differencing"
+                             " VHDX has its parent's", path)
+        if variant is not None and variant != ("monolithicSparse" if fmt == "vmdk" else "dynamic"):
+            kind = "VMDK snapshot child is monolithicSparse" if fmt == "vmdk" else \
+                f"differencing {fmt.upper()} is dynamic"
+            raise BadRequest(f"-t {variant} does not apply with -p: a {kind} (drop -t)", path)
+        _check_parent_reachable(path, parent)
+
+
+def _check_parent_reachable(path, parent):
+    """The parent must be where the new image's reader will accept it (vdiskio.chain's
+    rules: inside the child's directory tree unless VDISKIO_ALLOW_EXTERNAL_EXTENTS=1)."""
+    from .chain import resolve_related
+    from .errors import MissingFile, Refused
+    child_dir = os.path.dirname(os.path.abspath(path))
+    try:
+        resolve_related(child_dir, os.path.abspath(parent), "parent image", path)
+    except Refused as e:
+        if "outside" not in e.message:
+            raise
+        from .chain import ALLOW_EXTERNAL
+        raise Refused(f"parent {parent} lies outside {child_dir}, the new image's directory"
+                      f" tree, so the image could not be opened: not created (set"
+                      f" {ALLOW_EXTERNAL}=1 to allow such parents, for this create and every"
+                      f" later open, or create the child beside its parent)", path) from None
+    except MissingFile:
+        raise MissingFile(f"parent image {parent} not found", path) from None
+
+
+def create_image(path, fmt=None, variant=None, size=None, parent=None, block_size=None,
+                 source=None, logical_sector_size=None, progress=None, source_format=None,
+                 level=None):
+    """Create image `path`; progress(total) -> a vdiskio.progress.Progress for a copy;
+    source_format: "raw" copies the source's bytes even when it is an image, a format
+    name requires the source to be one; level: streamOptimized's deflate level."""
+    from .vhd import create as vhd_create
+    fmt = _format_of(path, fmt)
+    check_options(path, fmt, variant, size, parent, block_size, source, logical_sector_size)
     derived_size = size is None
     src = None
     if source is not None:
-        if parent is not None:
-            raise BadRequest("--from and --parent cannot be combined", path)
-        src = Source(source, size)
+        src = Source(source, size, source_format)
         size = size or -(-src.size // 512) * 512
         if src.size is not None and size < src.size:
             raise BadRequest(f"--size {size} is smaller than {source} ({src.size} bytes)", path)
@@ -59,7 +106,7 @@ def create_image(path, fmt=None, variant=None, size=None, parent=None, block_siz
         else:
             _make(path, fmt, variant, size, parent, block_size, logical_sector_size)
             if src is not None:
-                src.copy_into(path, size)
+                src.copy_into(path, size, progress)
     except BaseException:
         _remove(vhd_create.made[first:])
         raise
@@ -121,7 +168,7 @@ class Source:
     """What --from names: an image (copied through its decoder), a raw disk file, or a
     device or pipe (read as a stream, up to the size asked: -s is required)."""
 
-    def __init__(self, path, size):
+    def __init__(self, path, size, fmt=None):
         from .formats import not_regular, sniff
         self.path = path
         try:
@@ -137,7 +184,11 @@ class Source:
                 raise BadRequest(f"is {kind}: give -s SIZE, how much of it to copy", path)
             self.size = None            # a stream: read up to the size asked
             return
-        self.image = sniff(path) is not None
+        found = sniff(path)
+        if fmt not in (None, "raw") and found != fmt:
+            raise BadRequest(f"is {'a ' + found.upper() if found else 'no'} image, not"
+                             f" {fmt.upper()} (-f {fmt})", path)
+        self.image = found is not None and fmt != "raw"
         if self.image:
             from .formats import open_image
             image = open_image(path)
@@ -146,11 +197,14 @@ class Source:
         else:
             self.size = st.st_size
 
-    def copy_into(self, path, size):
+    def copy_into(self, path, size, progress=None):
         """Write the non-zero chunks of the source into image `path` (at most `size`
-        bytes); holes of an image source are skipped without being read."""
+        bytes); holes of an image source are skipped without being read. progress(total)
+        gives the bar to advance (vdiskio.progress)."""
         from .formats import open_image
         from .image import ZERO, is_zero
+        from .progress import Progress
+        bar = progress(min(size, self.size or size)) if progress else Progress(0, enabled=False)
         image = open_image(path, writable=True)
         try:
             if self.image:
@@ -158,20 +212,24 @@ class Source:
                 try:
                     for ext in src.walk(0, src.size):
                         if ext.kind == ZERO:
+                            bar.update(ext.end)
                             continue
                         for off in range(ext.offset, ext.end, COPY_CHUNK):
                             data = src.read(off, min(COPY_CHUNK, ext.end - off))
                             if not is_zero(data):
                                 image.write(off, data)
+                            bar.update(off + len(data))
                 finally:
                     src.close()
             else:
-                self._copy_stream(image, size)
+                self._copy_stream(image, size, bar)
             image.flush()
+            bar.close()
         finally:
+            bar.close(finished=False)
             image.close()
 
-    def _copy_stream(self, image, size):
+    def _copy_stream(self, image, size, bar):
         from .image import is_zero
         try:
             f = open(self.path, "rb", buffering=0)
@@ -189,3 +247,4 @@ class Source:
                 if not is_zero(data):
                     image.write(offset, data)
                 offset += len(data)
+                bar.update(offset)

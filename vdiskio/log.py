@@ -38,8 +38,10 @@ def set_fd(fd):
     _with_pid[0] = True
 
 
-def _emit(line):
-    prefix = f"vdiskio[{os.getpid()}]: " if _with_pid[0] else "vdiskio: "
+def _emit(line, trace=False):
+    # Inside the library, and on every debug trace, the pid: several processes (a
+    # pipeline, a fork) write to one log.
+    prefix = f"vdiskio[{os.getpid()}]: " if _with_pid[0] or trace else "vdiskio: "
     data = (prefix + line.replace("\n", " ") + "\n").encode("utf-8", errors="replace")
     try:
         os.write(_out(), data)
@@ -73,4 +75,4 @@ class deferred:
 
 def debug(message):
     if DEBUG:
-        _emit(message)
+        _emit(message, trace=True)

@@ -56,8 +56,10 @@ class Failure(Exception):
 
 
 def _parser():
+    from vdiskio import __version__
     p = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     action = p.add_mutually_exclusive_group(required=True)
     action.add_argument("-a", dest="action", action="store_const", const="add",
                         help="add links for every partition (an existing correct link is kept)")
@@ -88,6 +90,7 @@ class ImageScan:
 
     def __init__(self, path):
         self.path = path
+        _refuse_link(path)
         image = open_image(path)
         try:
             try:
@@ -103,6 +106,26 @@ class ImageScan:
 
     def numbers(self):
         return self.table.numbers() if self.table is not None else []
+
+
+def _refuse_link(path):
+    """A partition or volume link is no disk with partitions of its own: say what it is
+    (listing it as an image would show links like disk.vhd11)."""
+    from vdiskio.disk import Registry, VolumeRequest
+    if not os.path.islink(path):
+        return
+    resolved = Registry().resolve(path, -1)
+    if resolved is None:
+        return
+    target, what = resolved
+    if not os.path.isabs(path):
+        target = os.path.relpath(target)
+    if isinstance(what, VolumeRequest):
+        kind = "a logical volume link"
+    else:
+        kind = f"the link to partition {what}"
+    raise Failure(f"{path} is {kind} of {target}, not an image: name the image itself"
+                  f" ({PROG} -l {target})")
 
 
 class Volume:
@@ -420,8 +443,16 @@ def main(argv=None):
         args = _parser().parse_args(argv)
     except SystemExit as e:         # --help (0) or bad usage (2), already printed
         return e.code
-    # Die quietly when our reader goes away (vdpartx -l x | head -1), as other tools do.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # Die quietly when our reader goes away (vdpartx -l x | head -1), as other tools do;
+    # the caller's handler is back when main returns (tests call main in-process).
+    previous = signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        return _main(args)
+    finally:
+        signal.signal(signal.SIGPIPE, previous)
+
+
+def _main(args):
     try:
         run(args)
         sys.stdout.flush()
