@@ -139,8 +139,12 @@ static ssize_t backing_pwrite(int fd, const char *p, size_t n, uint64_t phys)
 }
 
 /* VDISKIO_DEBUG: where a run of the disk was found (the translation table's answer). */
+__thread int vd_log_quiet;
+
 static void log_mapping(const char *what, struct vd_disk *d, uint64_t pos, size_t run, uint64_t e)
 {
+    if (vd_log_quiet)
+        return;
     static const char *const kinds[] = {"unknown", "zeros", "python", "data", "data (owned)",
                                         "pieces"};
     unsigned kind = E_KIND(e);
@@ -369,10 +373,17 @@ ssize_t vd_pread(struct vd_ofd *o, void *buf, size_t n, uint64_t off)
         return 0;
     if (n > o->len - off)
         n = (size_t)(o->len - off);
+    if (VD_UNLIKELY(vd_debug))      /* mapping lines only where the read line is shown */
+        vd_log_quiet = vd_log_sequential(o->disk, o->part, off, n, (ssize_t)n) == 1;
     ssize_t r = disk_read(o->disk, buf, n, o->start + off);
-    if (VD_UNLIKELY(vd_debug))
+    if (VD_UNLIKELY(vd_log_quiet) && r != (ssize_t)n) {
+        vd_log_sequential_undo(n);
+        vd_log_quiet = 0;
+    }
+    if (VD_UNLIKELY(vd_debug) && !vd_log_quiet)
         vd_log("read %s part %d @%llu +%zu -> %zd", o->disk->path, o->part,
                (unsigned long long)off, n, r);
+    vd_log_quiet = 0;
     if (VD_UNLIKELY(vd_dump) && r > 0) {
         vd_log("data of %s part %d at %llu:", o->disk->path, o->part, (unsigned long long)off);
         vd_hexdump(off, buf, (size_t)r);

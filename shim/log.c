@@ -26,8 +26,60 @@ int vd_log_fd(void)
     return vd_logfd;
 }
 
+/* VDISKIO_DEBUG on a long sequential read (dd of a 4 GiB image in 512-byte reads): the
+ * first reads of a run are logged, the rest counted and said in one line before this
+ * thread's next line (or at exit), so the log stays readable. */
+static __thread struct vd_seq_log {
+    const void *disk;
+    int part, streak;
+    uint64_t end, from;
+    unsigned long hidden;
+    int flushing;
+} seq;
+#define VD_SEQ_SHOWN 3
+
+int vd_log_sequential(const void *disk, int part, uint64_t off, size_t n, ssize_t r)
+{
+    if (seq.disk == disk && seq.part == part && off == seq.end && r == (ssize_t)n && r > 0) {
+        seq.end += (uint64_t)r;
+        if (++seq.streak > VD_SEQ_SHOWN) {
+            if (!seq.hidden++)
+                seq.from = off;
+            return 1;       /* counted, not logged */
+        }
+        return 0;
+    }
+    vd_log_flush_sequential();
+    seq.disk = disk;
+    seq.part = part;
+    seq.streak = 1;
+    seq.end = r > 0 ? off + (uint64_t)r : off;
+    return 0;
+}
+
+/* The read just counted came back short or failed: it is shown after all, and ends the run. */
+void vd_log_sequential_undo(size_t n)
+{
+    seq.hidden--;
+    seq.end -= n;
+    seq.disk = NULL;
+}
+
+void vd_log_flush_sequential(void)
+{
+    if (!seq.hidden || seq.flushing)
+        return;
+    seq.flushing = 1;
+    vd_log("  ... and %lu more reads in sequence of the same disk and part, @%llu to @%llu"
+           " (not shown)", seq.hidden, (unsigned long long)seq.from,
+           (unsigned long long)seq.end);
+    seq.hidden = 0;
+    seq.flushing = 0;
+}
+
 void vd_log(const char *fmt, ...)
 {
+    vd_log_flush_sequential();
     char buf[1024];
     int n = snprintf(buf, sizeof buf, "vdiskio[%d]: ", (int)syscall(SYS_getpid));
     va_list ap;

@@ -389,6 +389,12 @@ void vd_stage_fork(int phase);                  /* 0 prepare, 1 parent, 2 child 
 /* ---- logging (log.c) ------------------------------------------------------------------------------ */
 extern int vd_debug, vd_dump;
 void vd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Debug lines of sequential reads: 1 when this read continues a run already shown (count
+ * it, log nothing: vd_log_quiet tells the mapping lines), 0 to log it. */
+int vd_log_sequential(const void *disk, int part, uint64_t off, size_t n, ssize_t r);
+void vd_log_sequential_undo(size_t n);
+void vd_log_flush_sequential(void);
+extern __thread int vd_log_quiet;
 void vd_hexdump(uint64_t off, const void *buf, size_t n);
 int vd_log_fd(void);
 

@@ -12,7 +12,7 @@ import pytest
 
 from vdiskio.cli import parse_size
 from helpers import (LIB, MiB, ROOT, VDISKIO, open_errno, qemu_convert_raw, random_raw,
-                     require_tool, run_plain, run_preloaded)
+                     require_tool, run_plain, run_preloaded, sha256)
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +162,27 @@ def test_one_disk_for_every_name_of_an_image(img, tmp_path):
     handles = {line.split("-> handle ")[1].split()[0] for line in log.read_text().splitlines()
                if "python open" in line}
     assert len(handles) == 1, log.read_text()
+
+
+def test_debug_log_of_a_long_sequential_read_stays_short(img, tmp_path):
+    """VDISKIO_DEBUG on dd bs=512 of a whole image: the first reads of the run are logged,
+    the rest said in one line with their count and range; a read elsewhere is logged."""
+    path, raw = img
+    log = tmp_path / "log"
+    script = (f"dd if={path} bs=512 status=none | sha256sum;"
+              f" dd if={path} bs=512 skip=7 count=1 status=none | wc -c")
+    out = run_preloaded(script, extra_env={"VDISKIO_DEBUG": "1", "VDISKIO_LOG": str(log)})
+    digest, count = out.stdout.decode().split()[0], out.stdout.decode().split()[-1]
+    assert digest == sha256(raw.read_bytes()) and count == "512"
+    lines = log.read_text().splitlines()
+    reads = raw.stat().st_size // 512
+    assert len(lines) < 80, "\n".join(lines[:100])
+    assert sum(" read " in line and " @" in line and "->" in line for line in lines) >= 4
+    summary = [line for line in lines if "more reads in sequence" in line]
+    assert len(summary) == 1, lines
+    assert f"and {reads - 3} more reads" in summary[0]
+    assert f"@1536 to @{raw.stat().st_size}" in summary[0]
+    assert any("part -1 @3584 +512" in line or "@3584 +512 ->" in line for line in lines), lines
 
 
 def test_python_buffered_read_write(img, tmp_path):

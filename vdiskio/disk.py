@@ -99,6 +99,7 @@ class Disk:
         self.shift = block_shift(image.block_size, image.size)
         self.lock = allocate_lock()
         self.layered = []           # VolumeDisks with PVs on this disk
+        self._read_trace = log.Sequence("python read", image.path)
 
     @property
     def path(self):
@@ -232,7 +233,8 @@ class Disk:
     def read_into(self, view, offset):
         """Fill `view` (inside the disk) with the disk's bytes from offset."""
         self.image.read_into(view, offset)
-        log.debug(f"python read {self.path} @{offset} +{len(view)}")
+        if log.DEBUG:
+            self._read_trace.add(offset, len(view))
 
     def write(self, offset, data, origin=None):
         """Write through Python. origin: the volume image the write came through (None:
@@ -346,6 +348,7 @@ class Disk:
                 layer.refresh()
 
     def close(self):
+        self._read_trace.flush()
         try:
             if self.writable:
                 self.image.flush()
@@ -397,6 +400,7 @@ class VolumeDisk(Disk):
         return 0, 0, 0
 
     def close(self):
+        self._read_trace.flush()
         try:
             if self.writable:
                 self.image.flush()

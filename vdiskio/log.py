@@ -76,3 +76,38 @@ class deferred:
 def debug(message):
     if DEBUG:
         _emit(message, trace=True)
+
+
+SEQUENCE_SHOWN = 3          # reads of a sequential run traced before the rest are counted
+
+
+class Sequence:
+    """The debug trace of one disk's reads or writes, as the C stage keeps its own: the
+    first SEQUENCE_SHOWN of a sequential run are traced, the rest counted and said in one
+    line when the run ends (or the disk closes), so a dd of a whole image stays readable."""
+
+    __slots__ = ("what", "path", "end", "streak", "hidden", "start")
+
+    def __init__(self, what, path):
+        self.what, self.path = what, path
+        self.end, self.streak, self.hidden, self.start = None, 0, 0, 0
+
+    def add(self, offset, length):
+        if offset == self.end:
+            self.end += length
+            self.streak += 1
+            if self.streak > SEQUENCE_SHOWN:
+                if not self.hidden:
+                    self.start = offset
+                self.hidden += 1
+                return
+        else:
+            self.flush()
+            self.end, self.streak = offset + length, 1
+        _emit(f"{self.what} {self.path} @{offset} +{length}", trace=True)
+
+    def flush(self):
+        if self.hidden:
+            _emit(f"  ... and {self.hidden} more {self.what}s in sequence of {self.path},"
+                  f" @{self.start} to @{self.end} (not shown)", trace=True)
+            self.hidden = 0
