@@ -314,3 +314,19 @@ def _libc_fallocate():
         except (ImportError, OSError, AttributeError):
             _fallocate.append(None)
     return _fallocate[0]
+
+
+def remove_files(paths):
+    """Remove the files a failed create or resize made (newest first), the stop signals
+    held off meanwhile; a file already gone is no error."""
+    import signal
+    from .vhd.create import STOP_SIGNALS
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        for p in reversed(paths):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)

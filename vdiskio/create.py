@@ -7,6 +7,7 @@ ever left behind (the CLI turns SIGTERM, SIGINT and SIGHUP into an interruption)
 
 import os
 
+from .backing import remove_files
 from .errors import BadRequest, IsADirectory, VdError
 
 VHD_VARIANTS = ("dynamic", "fixed")
@@ -108,7 +109,7 @@ def create_image(path, fmt=None, variant=None, size=None, parent=None, block_siz
             if src is not None:
                 src.copy_into(path, size, progress)
     except BaseException:
-        _remove(vhd_create.made[first:])
+        remove_files(vhd_create.made[first:])
         raise
     finally:
         del vhd_create.made[first:]
@@ -147,21 +148,6 @@ def _make(path, fmt, variant, size, parent, block_size, logical_sector_size):
             raise BadRequest(f"VMDK variant {variant!r} unknown (choose {', '.join(VMDK_VARIANTS)})",
                              path)
         vmdk_create.create(path, size, variant, parent)
-
-
-def _remove(paths):
-    """Remove the files a failed create made (newest first), signals held off meanwhile."""
-    import signal
-    from .vhd.create import STOP_SIGNALS
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        for p in reversed(paths):
-            try:
-                os.unlink(p)
-            except OSError:
-                pass
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 class Source:

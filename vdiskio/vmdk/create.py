@@ -10,6 +10,7 @@ grain directory and its tables, grains from the next grain boundary on. Version 
 import os
 import random
 
+from ..backing import remove_files
 from ..errors import BadRequest, NameTooLong
 from ..vhd.create import _exclusive_create
 from .structs import (FLAG_REDUNDANT_GRAIN_TABLE, FLAG_VALID_NEW_LINE_DETECTION, SECTOR,
@@ -170,9 +171,5 @@ def create(path, size, variant="monolithicSparse", parent=None):
             _write_file(extent_path, parts, file_size)
             made.append(extent_path)
     except BaseException:
-        for p in made:
-            try:
-                os.unlink(p)
-            except OSError:
-                pass
+        remove_files(made)
         raise

@@ -16,6 +16,7 @@ monolithicSparse and monolithicFlat.
 
 import os
 
+from ..backing import remove_files
 from ..errors import BadRequest, Unsupported
 from .create import MAX_SPARSE_SECTORS, SPLIT_EXTENT_SECTORS, sparse_extent
 from .structs import SECTOR, SPARSE_EXTENT_HEADER
@@ -222,11 +223,7 @@ def _add_extents(image, new_size, kind):
         lines[last:last] = new_lines
         _replace_descriptor(image.path, _set_cylinders(lines, new_size))
     except BaseException:
-        for p in made:
-            try:
-                os.unlink(p)
-            except OSError:
-                pass
+        remove_files(made)
         raise
 
 
