@@ -8,6 +8,7 @@ Inputs a single case uses are context managers that remove what they built, so t
 holds one variant at a time on the shared disk."""
 
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -115,6 +116,8 @@ class Variant:
     peers: bool = True            # qemu reads it (not a differencing VHD): peer rows
     first_open: bool = False      # has start-up rows
     path: Path = None             # the image (the chain's top)
+    map: Path = None              # its same-pages map (write_map), when its data is raw
+    map_source: str = ""          # what wrote the map: qemu-img map or vdiskio map
     layers: list = field(default_factory=list)   # per chain layer, its extent files
                                                  # opened as qemu "extents.N" children
 
@@ -183,10 +186,15 @@ def variant_image(b, v):
             run(convert(v, b.raw, v.path))
             separate_extents = "Flat" in v.options or "twoGb" in v.options
             v.layers = [len(v.files) - 1 if separate_extents else 0]
+        if not v.compressed:
+            v.map = d.with_name(d.name + ".map")
+            v.map_source = write_map(v, b.scale.disk, v.map)
         yield v
     finally:
         shutil.rmtree(d, ignore_errors=True)
-        v.path = None
+        if v.map:
+            v.map.unlink(missing_ok=True)
+        v.path = v.map = None
 
 
 def build_chain(b, v):
@@ -230,6 +238,73 @@ def build_diff(b, v):
          "subformat=dynamic,force_size=on", b.raw, d / "base.vhd"])
     run([VDISKIO, "create", "-f", "vhd", "-p", "base.vhd", v.path.name], cwd=d)
     run([b.tools["patch"], b.raw, v.path, 2 * MiB, b.scale.diff_runs, 5], env=b.env_lib)
+
+
+# ---- the same-pages maps --------------------------------------------------------------------
+def qemu_extents(v):
+    """(start, length, offset, file) of every data extent `qemu-img map --output=human`
+    lists (it leaves out what reads as zeros), each naming the file that holds it: a
+    chain's layer, a split VMDK's extent file."""
+    out = run(["qemu-img", "map", "-f", v.fmt, "--output=human", v.path.resolve()]).stdout
+    lines = out.splitlines()
+    if not lines or lines[0].split()[:2] != ["Offset", "Length"]:
+        raise BenchError(f"qemu-img map of {v.path.name}: no header line")
+    extents = []
+    for line in lines[1:]:
+        fields = line.split(None, 3)
+        if len(fields) != 4:
+            raise BenchError(f"qemu-img map of {v.path.name}: not an extent: {line!r}")
+        start, length, offset = (int(x, 0) for x in fields[:3])
+        extents.append((start, length, offset, Path(fields[3]).resolve()))
+    return extents
+
+
+def vdiskio_extents(v):
+    """The same from `vdiskio map --json` (its "file" and "offset"), for what qemu-img
+    cannot map: a differencing VHD (QEMU reads none), a VHDX (QEMU's vhdx driver gives
+    no file offsets). The mapped reads' checksum against the raw twin's is then the
+    independent check."""
+    out = run([VDISKIO, "map", "--json", v.path.resolve()]).stdout
+    extents = []
+    for e in json.loads(out):
+        if e["kind"] == "zero":
+            continue
+        if e["kind"] != "data" or "offset" not in e or "file" not in e:
+            raise BenchError(f"vdiskio map of {v.path.name}: {e['kind']} data at "
+                             f"{e['start']}: not stored raw")
+        extents.append((e["start"], e["length"], e["offset"], Path(e["file"]).resolve()))
+    return extents
+
+
+def write_map(v, size, dest):
+    """The map of v's disk (`size` bytes) for the drivers' -m (bench/drivers/common.h:
+    map_load): its data extents, contiguous ones merged, the gaps as zero extents.
+    Returns what made it (qemu-img map or vdiskio map)."""
+    by_qemu = v.make != "diff" and v.fmt != "vhdx"
+    extents = sorted(qemu_extents(v) if by_qemu else vdiskio_extents(v))
+    lines, at = [], 0
+    for start, length, offset, path in extents:
+        if start < at or start + length > size or not length:
+            raise BenchError(f"map of {v.path.name}: extent at {start} of {length} bytes "
+                             "overlaps another or ends past the disk")
+        if "\n" in str(path):
+            raise BenchError(f"map of {v.path.name}: a file name with a newline")
+        if start > at:
+            lines.append([at, start - at, None, None])
+        prev = lines[-1] if lines else None
+        if prev and prev[3] == path and prev[0] + prev[1] == start and \
+                prev[2] + prev[1] == offset:
+            prev[1] += length
+        else:
+            lines.append([start, length, offset, path])
+        at = start + length
+    if at < size:
+        lines.append([at, size - at, None, None])
+    with open(dest, "w") as f:
+        for start, length, offset, path in lines:
+            f.write(f"{start} {length} zero\n" if path is None
+                    else f"{start} {length} {offset} {path}\n")
+    return "qemu-img map" if by_qemu else "vdiskio map"
 
 
 # ---- inputs of one case -------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Reading a variant: sequential reads and random preads through the library against the
-same reads of the raw twin (whole process and steady state), and whole-image copies
-against the peers (qemu-img, nbdcopy from qemu-nbd, libyal's FUSE mounts)."""
+same reads of the raw twin (whole process and steady state) and, in the steady state,
+of the image's own files through its map (the same page-cache pages, no library), and
+whole-image copies against the peers (qemu-img, nbdcopy from qemu-nbd, libyal's FUSE
+mounts)."""
 
 import contextlib
 
@@ -19,56 +21,96 @@ def bs_name(bs):
     return "1M" if bs == MiB else str(bs)
 
 
+def pages_vs(v):
+    return f"the same reads of the image's own pages, no library ({v.map_source}"
+
+
+def other_bytes(sums):
+    """None when every reader ("raw file", "image", "map": its set of checksums) read
+    what the raw file holds, else the ERROR status of the rows."""
+    raw = sums["raw file"]
+    wrong = [name for name, s in sums.items() if len(s) != 1 or s != raw]
+    if wrong:
+        return f"ERROR: {' and '.join(wrong)} gave other bytes than the raw file"
+    return None
+
+
 def seq(b, v):
-    """Sequential reads through the library vs the same reads of the raw file: dd (the
-    whole process) and bench/drivers/seq.c (its steady state, timed after its first read),
-    in the same rounds. The bytes are checked once (the driver's checksum) before."""
+    """Sequential reads through the library vs the same reads without it: dd (the whole
+    process, vs dd of the raw twin) and bench/drivers/seq.c (its steady state, timed after
+    its first read) of the raw twin and, where the data is stored raw, of the image's own
+    files at the offsets its map gives (seq.c -m: the same page-cache pages the library
+    reads; the targets are against these), all in the same rounds. The bytes are checked
+    once (the driver's checksum: image, raw twin and map) before."""
     warm(v.files + [b.raw])
     drv = b.tools["seq"]
     check = b.scale.seq_bytes[MiB]
-    sums = {run([drv, "-c", path, MiB, check], env=env).stdout.split()[1]
-            for path, env in ((b.raw, b.env_plain), (v.path, b.env_lib))}
+    runs = {"raw file": ([drv, "-c", b.raw, MiB, check], b.env_plain),
+            "image": ([drv, "-c", v.path, MiB, check], b.env_lib)}
+    if v.map:
+        runs["map"] = ([drv, "-c", "-m", v.map, MiB, check], b.env_plain)
+    error = other_bytes({name: {run(argv, env=env).stdout.split()[1]}
+                         for name, (argv, env) in runs.items()})
     for bs, nbytes in sorted(b.scale.seq_bytes.items(), reverse=True):
         if v.python_reads and bs < MiB:
             nbytes //= 8        # decoded in Python: much slower per read
         target = None if v.compressed else TARGETS[f"seq-{bs}"]
+        steady_case = f"seq read bs={bs_name(bs)}, steady state"
+        after = f"{human(nbytes)}, after the first"
         whole_row = b.row(f"seq read dd bs={bs_name(bs)}", v.name,
                           f"plain dd of the raw file ({human(nbytes)})")
-        steady_row = b.row(f"seq read bs={bs_name(bs)}, steady state", v.name,
-                           f"the same reads of the raw file ({human(nbytes)}, after the "
-                           "first)", target=target)
+        raw_row = b.row(steady_case, v.name, f"the same reads of the raw file ({after})")
         count = nbytes // bs
-        b.measure({"raw dd": Cmd(dd(b.raw, bs=bs, count=count)),
-                   "image dd": Cmd(dd(v.path, bs=bs, count=count), lib=True),
-                   "raw": Cmd([drv, b.raw, bs, nbytes]),
-                   "image": Cmd([drv, v.path, bs, nbytes], lib=True)},
-                  [Compare(whole_row, ("raw dd", "image dd"), speed()),
-                   Compare(steady_row, ("raw", "image"), speed(steady))])
-        if len(sums) != 1:
-            whole_row.status = steady_row.status = \
-                "ERROR: the image returned other bytes than the raw file"
+        cmds = {"raw dd": Cmd(dd(b.raw, bs=bs, count=count)),
+                "image dd": Cmd(dd(v.path, bs=bs, count=count), lib=True),
+                "raw": Cmd([drv, b.raw, bs, nbytes])}
+        compares = [Compare(whole_row, ("raw dd", "image dd"), speed()),
+                    Compare(raw_row, ("raw", "image"), speed(steady))]
+        rows = [whole_row, raw_row]
+        if v.map:
+            pages_row = b.row(steady_case, v.name, f"{pages_vs(v)}; {after})", target=target)
+            cmds["pages"] = Cmd([drv, "-m", v.map, bs, nbytes])
+            compares.append(Compare(pages_row, ("pages", "image"), speed(steady)))
+            rows.append(pages_row)
+        cmds["image"] = Cmd([drv, v.path, bs, nbytes], lib=True)
+        b.measure(cmds, compares)
+        if error:
+            for r in rows:
+                r.status = error
         b.publish()
 
 
 def pread(b, v):
-    """Random 4 KiB preads (same offsets) through the library vs on the raw file, by
-    bench/drivers/pread.c: its whole process, and its steady state (after the first
-    pread); the checksums must agree."""
+    """Random 4 KiB preads (same offsets) through the library vs without it, by
+    bench/drivers/pread.c: on the raw twin (its whole process, and its steady state after
+    the first pread) and, where the data is stored raw, on the image's own files at the
+    offsets its map gives (pread.c -m: the same page-cache pages the library reads; the
+    target is against this), all in the same rounds; every run's checksum must agree."""
     warm(v.files + [b.raw])
     drv = b.tools["pread"]
     count = b.scale.preads // (10 if v.python_reads else 1)    # decoded in Python: slow
     whole_row = b.row(f"random 4 KiB pread x{count}", v.name,
                       "the same preads on the raw file (whole process)")
-    steady_row = b.row(f"random 4 KiB pread x{count}, steady state", v.name,
-                       "the same preads on the raw file (after the first)",
-                       target=None if v.compressed else TARGETS["pread"])
-    s = b.measure({"raw": Cmd([drv, b.raw, count, 7]),
-                   "image": Cmd([drv, v.path, count, 7], lib=True)},
-                  [Compare(whole_row, ("raw", "image"), speed()),
-                   Compare(steady_row, ("raw", "image"), speed(steady))])
-    if len({x.checksum for runs in s.values() for x in runs.values()}) != 1:
-        whole_row.status = steady_row.status = \
-            "ERROR: the image returned other bytes than the raw file"
+    steady_case = f"random 4 KiB pread x{count}, steady state"
+    raw_row = b.row(steady_case, v.name, "the same preads on the raw file (after the first)")
+    cmds = {"raw": Cmd([drv, b.raw, count, 7])}
+    compares = [Compare(whole_row, ("raw", "image"), speed()),
+                Compare(raw_row, ("raw", "image"), speed(steady))]
+    rows = [whole_row, raw_row]
+    if v.map:
+        pages_row = b.row(steady_case, v.name, f"{pages_vs(v)}; after the first)",
+                          target=TARGETS["pread"])
+        cmds["pages"] = Cmd([drv, "-m", v.map, count, 7])
+        compares.append(Compare(pages_row, ("pages", "image"), speed(steady)))
+        rows.append(pages_row)
+    cmds["image"] = Cmd([drv, v.path, count, 7], lib=True)
+    s = b.measure(cmds, compares)
+    names = {"raw": "raw file", "image": "image", "pages": "map"}
+    error = other_bytes({names[label]: {x.checksum for x in runs.values()}
+                         for label, runs in s.items()})
+    if error:
+        for r in rows:
+            r.status = error
     b.publish()
 
 
