@@ -7,6 +7,7 @@
  */
 #include "vd.h"
 
+#include <endian.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,19 +213,24 @@ static int piece_add(struct piece_list *l, uint64_t start, uint64_t e)
     return 0;
 }
 
-/* The first sector from s on (below nbits) whose bit is not `bit`; nbits if none. Whole
- * bytes of the same bit are skipped at once. */
+/* The first sector from s on (below nbits) whose bit is not `bit`; nbits if none. The
+ * bitmap is read 64 sectors at a time (its first sector is the top bit of its first byte);
+ * bm holds whole words, zeros after its last byte. */
 static uint32_t next_change(const uint8_t *bm, uint32_t s, uint32_t nbits, int bit)
 {
-    uint8_t same = bit ? 0xFF : 0;
     while (s < nbits) {
-        if (!(s & 7) && nbits - s >= 8 && bm[s >> 3] == same) {
-            s += 8;
-            continue;
+        uint32_t w = s >> 6;
+        uint64_t x;
+        memcpy(&x, bm + 8 * (size_t)w, sizeof x);
+        x = be64toh(x);
+        if (bit)
+            x = ~x;
+        x &= ~0ULL >> (s & 63); /* the sectors from s on */
+        if (x) {
+            uint32_t c = 64 * w + (uint32_t)__builtin_clzll(x);
+            return c < nbits ? c : nbits;
         }
-        if (((bm[s >> 3] >> (7 - (s & 7))) & 1) != bit)
-            return s;
-        s++;
+        s = 64 * (w + 1);
     }
     return nbits;
 }
@@ -254,10 +260,12 @@ static int compose_layer(struct vd_disk *d, uint64_t blk, const uint64_t *a, int
     for (int i = 1; i < nu; i++)
         if (under[2 * i] % VD_SECTOR)
             return 0;
-    uint8_t stack_bm[512], *bm = stack_bm;
-    size_t nbytes = (nbits + 7) / 8;
-    if (nbytes > sizeof stack_bm && !(bm = malloc(nbytes)))
+    uint64_t stack_bm[64]; /* a 2 MiB block's bitmap */
+    uint8_t *bm = (uint8_t *)stack_bm;
+    size_t nbytes = (nbits + 7) / 8, words = (nbits + 63) / 64;
+    if (words > sizeof stack_bm / 8 && !(bm = malloc(8 * words)))
         return vd_fail(ENOMEM);
+    memset(bm + 8 * words - 8, 0, 8); /* next_change reads whole words */
     int r = 0;
     struct piece_list l = {malloc(2 * sizeof(uint64_t) * 64), 0, 64};
     if (!l.p) {
@@ -299,7 +307,7 @@ static int compose_layer(struct vd_disk *d, uint64_t blk, const uint64_t *a, int
     }
 done:
     free(l.p);
-    if (bm != stack_bm)
+    if (bm != (uint8_t *)stack_bm)
         free(bm);
     return r;
 }

@@ -255,12 +255,22 @@ class Disk:
                         head = base | (data >> 9)
                     else:
                         head = ENTRY_SLOW
+                    flat = [bitmap, ENTRY_RUNS | (fd << FD_SHIFT) | sectors, 0, head]
+                    if len(under) == 1:             # the common shapes, at once
+                        u = under[0]
+                        if u.kind == ZERO:
+                            flat += (0, ENTRY_ZERO)
+                            return flat
+                        ubase = data_base(KIND_DATA, u.file.fd) if u.kind == DATA else None
+                        if ubase is not None and u.phys % 512 == 0 and \
+                                u.phys + u.length <= MAX_PHYS:
+                            flat += (0, ubase | (u.phys >> 9))
+                            return flat
                     pieces = _pieces(under, start, limit, {fd: base})
                     if not pieces:
                         return []
-                    flat = [bitmap, ENTRY_RUNS | (fd << FD_SHIFT) | sectors, 0, head]
                     for piece in pieces:
-                        flat.extend(piece)
+                        flat += piece
                     return flat
         except VdError:
             return []

@@ -13,7 +13,7 @@ from ..cache import LRU
 from ..errors import CorruptImage, NotAnImage, ReadOnlyImage, Unsupported
 from ..image import DATA, ZERO, Run, Image
 from ..entries import ENTRY_RUNS, MAX_PHYS
-from ..tables import Table, decode_entries
+from ..tables import SLICE_ENTRIES, Table, decode_entries
 from .structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED,
                       DISK_TYPE_NAMES, DYNAMIC_COOKIE, DYNAMIC_HEADER, FILE_FORMAT_VERSION,
                       FOOTER, FOOTER_COOKIE, MAX_GEOMETRY, SECTOR, UNUSED_BAT_ENTRY, checksum)
@@ -30,6 +30,7 @@ BITMAP_CACHE_BLOCKS = 1024
 ZERO_RUN_SCAN = 4096                # unallocated BAT entries merged into one zero extent
 STREAM_ENTRIES = 1 << 18            # BAT entries read at once when counting
 MAX_COUNTED_BLOCKS = 1 << 22        # info counts allocated blocks of BATs up to 16 MiB
+FAST_BAT_SLICES = 64                # BAT slices a read-only image keeps for bat_entry
 
 
 def is_vhd(head, tail):
@@ -197,16 +198,30 @@ class DynamicVHD(DynamicWriter, VHD):
         self.bitmap_size = -(-(bs // SECTOR // 8) // SECTOR) * SECTOR
         self.bitmap_bytes = -(-bs // SECTOR // 8)
         self._bitmaps = LRU(BITMAP_CACHE_BLOCKS)      # block -> its sector bitmap
+        self._bat_slices = None if f.writable else {}  # bat_entry's: slice number -> entries
         self.next_free = None       # where the next block goes (the trailing footer's place)
 
     def refresh(self):
         super().refresh()
         self.bat.clear()
         self._bitmaps.clear()
+        if self._bat_slices is not None:
+            self._bat_slices.clear()
         self.next_free = None
 
     def bat_entry(self, block):
-        return self.bat[block]
+        slices = self._bat_slices
+        if slices is None or not 0 <= block < self.block_count:
+            return self.bat[block]
+        # A read-only image's BAT slices, kept here too: the shim's first touch of a block
+        # asks for an entry or two, and the Table's LRU costs as much as the rest of it.
+        k, i = divmod(block, SLICE_ENTRIES)
+        entries = slices.get(k)
+        if entries is None:
+            if len(slices) >= FAST_BAT_SLICES:
+                slices.clear()
+            entries = slices[k] = self.bat._slice(k)
+        return entries[i]
 
     def block_data_offset(self, block):
         """Physical offset of block's data, None if unallocated; validated on every use."""
