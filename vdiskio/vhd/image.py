@@ -418,8 +418,9 @@ class DifferencingVHD(DifferencingWriter, DynamicVHD):
     def runs_in(self, start, end):
         """The Runs covering [start, end) in order, as walk() gives them, each block's
         bitmap read as a whole (a string of its bits searched at C speed) and the parent
-        asked once per run of its own: the shim's pieces of partly present blocks
-        (Disk.map_runs), at a fraction of a run_at per piece."""
+        asked once per run of its own: the pieces of partly present blocks in Python
+        (Disk.map_runs; the shim's own come from bitmap_layer), at a fraction of a run_at
+        per piece."""
         out = []
         bs = self.block_size
         parent_run = [None]
