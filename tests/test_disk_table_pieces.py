@@ -319,6 +319,45 @@ def test_corrupt_bat_entry_is_an_error_not_bytes(tmp_path):
         image.close()
 
 
+TRUNCATED = """
+import errno, os, subprocess, sys
+path, block, cut, bs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+fd = os.open(path, os.O_RDONLY)
+before = os.pread(fd, 4096, 0)
+env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+subprocess.run(["truncate", "-s", str(cut), path], env=env, check=True)
+try:
+    got = os.pread(fd, 4096, block * bs)
+except OSError as e:
+    print("error", errno.errorcode[e.errno])
+else:
+    print("read", len(got))
+"""
+
+
+def test_bitmap_past_a_truncated_end_is_an_error(tmp_path):
+    """The file shrinks under an open image (another program truncates it) before a
+    block's first read: the C stage's read of its bitmap finds no bytes and fails the
+    read with EIO, saying why; no bytes are made up."""
+    require_tool("qemu-img")
+    rng = random.Random(8)
+    parent, _ = make_parent(rng, tmp_path, 4 * MiB)
+    child = tmp_path / "child.vhd"
+    vhd_create.create_dynamic(str(child), 0, block_size=64 * KiB, parent=str(parent))
+    image = open_image(str(child), writable=True)
+    for block in (0, 30):
+        image.write(block * 64 * KiB + 512, b"\x77" * 1024)
+    image.close()
+    raw = child.read_bytes()
+    table = struct.unpack_from(">Q", raw, 512 + 16)[0]
+    last = struct.unpack_from(">I", raw, table + 4 * 30)[0] * 512
+    assert last > struct.unpack_from(">I", raw, table)[0] * 512    # block 30 is the last
+    p = run_preloaded([sys.executable, "-c", TRUNCATED, str(child), "30", str(last),
+                       str(64 * KiB)], check=False)
+    assert p.stdout.split() == [b"error", b"EIO"], (p.stdout, p.stderr)
+    assert b"image truncated?" in p.stderr and b"Traceback" not in p.stderr, p.stderr
+
+
 def test_pieces_merge_and_cover_the_block(tmp_path):
     """One block written at sectors 8-15 and 100: five pieces (parent, child, parent,
     child, parent), each data piece in the file that holds it, none owned."""
