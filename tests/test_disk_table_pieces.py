@@ -319,6 +319,40 @@ def test_corrupt_bat_entry_is_an_error_not_bytes(tmp_path):
         image.close()
 
 
+def test_block_of_too_many_pieces_is_read_through_python(tmp_path):
+    """A 4 MiB block whose bitmap alternates sector by sector (8192 pieces, more than the
+    C stage keeps): the shim reads it through Python, and dd reads the model."""
+    require_tool("qemu-img")
+    rng = random.Random(11)
+    parent, _ = make_parent(rng, tmp_path, 8 * MiB)
+    base = open_image(str(parent))
+    view = base.read(0, 8 * MiB)
+    base.close()
+    child = tmp_path / "child.vhd"
+    vhd_create.create_dynamic(str(child), 0, block_size=4 * MiB, parent=str(parent))
+    image = open_image(str(child), writable=True)
+    image.write(4 * MiB, rng.randbytes(4 * MiB))
+    image.close()
+    raw = child.read_bytes()
+    table = struct.unpack_from(">Q", raw, 512 + 16)[0]
+    with open(child, "r+b") as f:
+        f.seek(struct.unpack_from(">I", raw, table + 4)[0] * 512)
+        f.write(b"\xaa" * 1024)
+    expected = read_model(child, view)
+    image = open_image(str(child))
+    try:
+        disk = Disk(1, image, (0, 0), False)
+        assert disk.map_runs(1) == [] and len(disk.map_runs(1, limit=8192)) == 8192
+        # Layered: the C stage composes it and finds it too many.
+        assert disk.map_layer(1)[1] >> KIND_SHIFT == KIND_RUNS
+    finally:
+        image.close()
+    p = run_preloaded(["dd", f"if={child}", "bs=1M", "status=none"],
+                      extra_env={"VDISKIO_DEBUG": "1"})
+    assert p.stdout == expected
+    assert "python read" in p.stderr.decode()
+
+
 TRUNCATED = """
 import errno, os, subprocess, sys
 path, block, cut, bs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
