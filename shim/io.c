@@ -350,6 +350,10 @@ static int load_runs(struct vd_disk *d, uint64_t blk, uint64_t placeholder)
             vd_log("%s: block %llu: the decoder's pieces are out of order; reading it through"
                    " Python", d->path, (unsigned long long)blk);
         vd_map_replace(d, blk, placeholder, ENTRY_SLOW);
+    } else if (n == 1) {
+        /* One piece (a full bitmap): the block's entry itself, read as any other. */
+        if (vd_map_replace(d, blk, placeholder, buf[1]) && atomic_load(&d->epoch) != epoch)
+            vd_map_set(d, blk, 0);
     } else {
         struct vd_runs *rl = vd_runs_alloc(d, (uint32_t)n);
         if (!rl) {

@@ -18,7 +18,7 @@ from _thread import RLock, allocate_lock, get_ident
 
 from . import log
 from .entries import (ENTRY_RUNS, ENTRY_SLOW, ENTRY_ZERO, FD_SHIFT, KIND_DATA, KIND_OWNED,
-                      MAX_FD, MAX_PHYS, data_base)
+                      MAX_PHYS, data_base)
 from .errors import BadHandle, Busy, MissingFile, NoMoreData, NoSuchDevice, NotAnImage, VdError
 from .formats import open_image, sniff
 from .image import DATA, ZERO
@@ -249,7 +249,7 @@ class Disk:
                 file, bitmap, data, under = got
                 fd = file.fd
                 base = data_base(KIND_DATA, fd)
-                if base is not None and fd <= MAX_FD:
+                if base is not None:
                     sectors = (end - start + 511) >> 9
                     if data % 512 == 0 and data + sectors * 512 <= MAX_PHYS:
                         head = base | (data >> 9)
