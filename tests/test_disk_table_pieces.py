@@ -10,6 +10,7 @@ sector by sector, checked against map_runs; the C one is checked by dd through t
 library over parents of every kind (dynamic, fixed, differencing, none, smaller than the
 child) and bitmaps rewritten at random, against a model read of the files' bytes."""
 
+import hashlib
 import os
 import random
 import shutil
@@ -23,7 +24,7 @@ from vdiskio.disk import Disk
 from vdiskio.entries import FD_SHIFT, KIND_DATA, KIND_RUNS, KIND_SHIFT, MAX_FD, decode
 from vdiskio.formats import open_image
 from vdiskio.image import DATA
-from vdiskio.errors import CorruptImage
+from vdiskio.errors import CorruptImage, VdError
 from vdiskio.vhd import create as vhd_create
 from helpers import (KiB, MiB, compile_c, random_raw, require_tool, run_plain,
                      run_preloaded)
@@ -351,6 +352,61 @@ def test_block_of_too_many_pieces_is_read_through_python(tmp_path):
                       extra_env={"VDISKIO_DEBUG": "1"})
     assert p.stdout == expected
     assert "python read" in p.stderr.decode()
+
+
+BLOCKWISE = """
+import hashlib, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+bs = int(sys.argv[2])
+size = os.lseek(fd, 0, os.SEEK_END)
+for off in range(0, size, bs):
+    try:
+        print(hashlib.sha256(os.pread(fd, bs, off)).hexdigest()[:16])
+    except OSError as e:
+        print("error", e.errno)
+"""
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hostile_bat_and_bitmaps_read_as_the_decoder_or_fail(seed, tmp_path):
+    """A child whose BAT entries and bitmaps are overwritten at random (past the file's
+    end, on its metadata, zero, random bits): block by block, a Python host through the
+    library reads what the decoder reads, or fails where it fails; every layered answer
+    composes to map_runs's pieces."""
+    require_tool("qemu-img")
+    rng = random.Random(seed)
+    bs = 64 * KiB
+    parent, mirror = make_parent(rng, tmp_path, 4 * MiB)
+    child = tmp_path / "child.vhd"
+    vhd_create.create_dynamic(str(child), 0, block_size=bs, parent=str(parent))
+    write_runs(rng, child, mirror, 80)
+    rewrite_bitmaps(rng, child)
+    raw = child.read_bytes()
+    table = struct.unpack_from(">Q", raw, 512 + 16)[0]
+    with open(child, "r+b") as f:
+        for block in rng.sample(range(64), 12):
+            f.seek(table + 4 * block)
+            f.write(struct.pack(">I", rng.choice([
+                0, 1, 2, len(raw) // 512 - 1, len(raw) // 512 + rng.randrange(1, 1 << 20),
+                rng.randrange(len(raw) // 512), rng.randrange(1 << 32)])))
+    want = []
+    image = open_image(str(child))
+    try:
+        disk = Disk(1, image, (0, 0), False)
+        for block in range(64):
+            try:
+                want.append(hashlib.sha256(image.read(block * bs, bs)).hexdigest()[:16])
+            except VdError as e:
+                want.append(f"error {e.errno}")
+        _, entries = mapcheck.all_entries(image)
+        for block in range(64):
+            if decode(entries[block])[0] == KIND_RUNS:
+                assert_layer_is_pieces(disk, block)
+    finally:
+        image.close()
+    p = run_preloaded([sys.executable, "-c", BLOCKWISE, str(child), str(bs)], check=False)
+    assert p.stdout.decode().splitlines() == want, p.stderr.decode()[-2000:]
+    assert "Traceback" not in p.stderr.decode()
 
 
 TRUNCATED = """
