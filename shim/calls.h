@@ -66,6 +66,10 @@ struct vd_open_result {
  *   (bytes from the block's start, increasing, the first 0), runs[2i+1] its entry (zero,
  *   slow or data, never owned: writes go through Python); returns how many pieces (nothing
  *   written when more than count), 0 when the block cannot be told so (then it is slow).
+ *   Or a layered answer, told by runs[1]'s kind VD_KIND_RUNS: runs[0] a sector bitmap's
+ *   offset in fd (runs[1] bits 40-60), runs[1] bits 0-39 the sectors it covers, runs[2] 0,
+ *   runs[3] the entry of the data of the block's first sector, then the pieces (as above)
+ *   read where a bit is clear; the C stage reads the bitmap and composes the pieces (io.c).
  * vdpy_discard: the range reads as zeros afterwards (deallocated where the format allows;
  *   mode 1, BLKZEROOUT and ZERO_RANGE, asks no more than mode 0).
  * vdpy_seek: SEEK_DATA / SEEK_HOLE on the whole disk from off: the offset, or -ENXIO.

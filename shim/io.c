@@ -7,6 +7,7 @@
  */
 #include "vd.h"
 
+#include <endian.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,6 +179,139 @@ static int valid_runs(const uint64_t *runs, int n, uint64_t bsize)
     return 1;
 }
 
+/* ---- a layered answer: the block's sector bitmap over the pieces below it ----------------- */
+#define VD_PIECES_MAX 4096 /* vdiskio.disk.MAX_PIECES: a block with more is read through Python */
+#define VD_SECTOR 512
+
+struct piece_list {
+    uint64_t *p; /* start, entry, start, entry... */
+    uint32_t n, cap;
+};
+
+/* Append piece (start, e), merged into the one before when it continues it: 0 done, 1 more
+ * than VD_PIECES_MAX pieces, -1 ENOMEM. */
+static int piece_add(struct piece_list *l, uint64_t start, uint64_t e)
+{
+    if (l->n) {
+        uint64_t ls = l->p[2 * l->n - 2], le = l->p[2 * l->n - 1];
+        if (e == (E_KIND(le) == VD_KIND_DATA ? le + ((start - ls) / VD_SECTOR) : le))
+            return 0;
+    }
+    if (l->n == l->cap) {
+        if (l->cap >= VD_PIECES_MAX)
+            return 1;
+        uint32_t cap = l->cap * 2 < VD_PIECES_MAX ? l->cap * 2 : VD_PIECES_MAX;
+        uint64_t *p = realloc(l->p, 2 * sizeof *p * cap);
+        if (!p)
+            return -1;
+        l->p = p;
+        l->cap = cap;
+    }
+    l->p[2 * l->n] = start;
+    l->p[2 * l->n + 1] = e;
+    l->n++;
+    return 0;
+}
+
+/* The first sector from s on (below nbits) whose bit is not `bit`; nbits if none. The
+ * bitmap is read 64 sectors at a time (its first sector is the top bit of its first byte);
+ * bm holds whole words, zeros after its last byte. */
+static uint32_t next_change(const uint8_t *bm, uint32_t s, uint32_t nbits, int bit)
+{
+    while (s < nbits) {
+        uint32_t w = s >> 6;
+        uint64_t x;
+        memcpy(&x, bm + 8 * (size_t)w, sizeof x);
+        x = be64toh(x);
+        if (bit)
+            x = ~x;
+        x &= ~0ULL >> (s & 63); /* the sectors from s on */
+        if (x) {
+            uint32_t c = 64 * w + (uint32_t)__builtin_clzll(x);
+            return c < nbits ? c : nbits;
+        }
+        s = 64 * (w + 1);
+    }
+    return nbits;
+}
+
+/* Compose the pieces of block blk from a layered answer a[0..2n) (vdiskio.disk.Disk.map_layer):
+ * a[0] the bitmap's offset in its file, a[1] VD_KIND_RUNS | fd << VD_FD_SHIFT | sectors,
+ * a[2] 0, a[3] the entry of the data of the block's first sector, then the pieces below
+ * (start, entry), read where a bit is clear. The bitmap is read here, with one pread. Returns
+ * the pieces' count (*out: start, entry... to free), 0 when the block cannot be told so (it is
+ * then read through Python), -1 with errno. */
+static int compose_layer(struct vd_disk *d, uint64_t blk, const uint64_t *a, int n,
+                         uint64_t **out)
+{
+    uint64_t bsize = 1ULL << d->block_shift;
+    uint32_t nbits = (uint32_t)(a[1] & ((1ULL << VD_FD_SHIFT) - 1));
+    int fd = E_FD(a[1]);
+    uint64_t data = a[3];
+    const uint64_t *under = a + 4;
+    int nu = n - 2;
+    if (nbits == 0 || (uint64_t)nbits * VD_SECTOR > bsize || a[2] || nu < 1 ||
+        (E_KIND(data) != VD_KIND_DATA && E_KIND(data) != VD_KIND_SLOW) ||
+        !valid_runs(under, nu, bsize)) {
+        vd_log("%s: block %llu: the decoder's layered pieces are malformed; reading it through"
+               " Python", d->path, (unsigned long long)blk);
+        return 0;
+    }
+    for (int i = 1; i < nu; i++)
+        if (under[2 * i] % VD_SECTOR)
+            return 0;
+    uint64_t stack_bm[64]; /* a 2 MiB block's bitmap */
+    uint8_t *bm = (uint8_t *)stack_bm;
+    size_t nbytes = (nbits + 7) / 8, words = (nbits + 63) / 64;
+    if (words > sizeof stack_bm / 8 && !(bm = malloc(8 * words)))
+        return vd_fail(ENOMEM);
+    memset(bm + 8 * words - 8, 0, 8); /* next_change reads whole words */
+    int r = 0;
+    struct piece_list l = {malloc(2 * sizeof(uint64_t) * 64), 0, 64};
+    if (!l.p) {
+        r = vd_fail(ENOMEM);
+        goto done;
+    }
+    if (backing_pread(fd, (char *)bm, nbytes, a[0]) < 0) {
+        r = -1;
+        goto done;
+    }
+    int j = 0, full = 0;
+    for (uint32_t s = 0; s < nbits && !full;) {
+        int bit = (bm[s >> 3] >> (7 - (s & 7))) & 1;
+        uint32_t e = next_change(bm, s + 1, nbits, bit);
+        uint64_t lo = (uint64_t)s * VD_SECTOR, hi = (uint64_t)e * VD_SECTOR;
+        if (bit) {
+            full = piece_add(&l, lo, E_KIND(data) == VD_KIND_DATA ? data + s : data);
+        } else {
+            /* What lies below [lo, hi): the piece holding lo (from lo on), then those
+             * starting inside. */
+            while (j + 1 < nu && under[2 * (j + 1)] <= lo)
+                j++;
+            uint64_t ue = under[2 * j + 1];
+            full = piece_add(&l, lo, E_KIND(ue) == VD_KIND_DATA ?
+                                         ue + (lo - under[2 * j]) / VD_SECTOR : ue);
+            while (!full && j + 1 < nu && under[2 * (j + 1)] < hi) {
+                j++;
+                full = piece_add(&l, under[2 * j], under[2 * j + 1]);
+            }
+        }
+        s = e;
+    }
+    if (full < 0) {
+        r = vd_fail(ENOMEM);
+    } else if (!full) {
+        r = (int)l.n;
+        *out = l.p;
+        l.p = NULL;
+    }
+done:
+    free(l.p);
+    if (bm != (uint8_t *)stack_bm)
+        free(bm);
+    return r;
+}
+
 /* Ask Python for the pieces of block blk (entry `placeholder`) and publish them: 1 done
  * (or another thread did), -1 with errno. A change racing the question (the epoch moved)
  * drops what was published: the caller looks at the entry again. */
@@ -198,6 +332,16 @@ static int load_runs(struct vd_disk *d, uint64_t blk, uint64_t placeholder)
         if (!buf)
             return vd_fail(ENOMEM);
     }
+    if (n >= 2 && E_KIND(buf[1]) == VD_KIND_RUNS) {
+        /* A layered answer: the pieces are composed here. */
+        uint64_t *composed = NULL;
+        n = compose_layer(d, blk, buf, n, &composed);
+        if (n < 0)
+            n = -errno;
+        if (buf != stack)
+            free(buf);
+        buf = composed ? composed : stack;
+    }
     int r = 1;
     if (n < 0) {
         r = vd_fail(-n);
@@ -206,6 +350,10 @@ static int load_runs(struct vd_disk *d, uint64_t blk, uint64_t placeholder)
             vd_log("%s: block %llu: the decoder's pieces are out of order; reading it through"
                    " Python", d->path, (unsigned long long)blk);
         vd_map_replace(d, blk, placeholder, ENTRY_SLOW);
+    } else if (n == 1) {
+        /* One piece (a full bitmap): the block's entry itself, read as any other. */
+        if (vd_map_replace(d, blk, placeholder, buf[1]) && atomic_load(&d->epoch) != epoch)
+            vd_map_set(d, blk, 0);
     } else {
         struct vd_runs *rl = vd_runs_alloc(d, (uint32_t)n);
         if (!rl) {

@@ -2,20 +2,29 @@
 pieces the shim keeps in C (Disk.map_runs) read as the decoder reads, over generated
 layouts (parents made by qemu-img, children of any block size written in runs of any
 length, chains two deep), and real programs reading and writing through the library
-read what a raw mirror written in parallel holds."""
+read what a raw mirror written in parallel holds.
 
+The shim composes most such blocks itself from a layered answer (Disk.map_layer: the
+block's bitmap, read in C, over the parent's pieces): compose() below is that composition
+sector by sector, checked against map_runs; the C one is checked by dd through the
+library over parents of every kind (dynamic, fixed, differencing, none, smaller than the
+child) and bitmaps rewritten at random, against a model read of the files' bytes."""
+
+import hashlib
 import os
 import random
 import shutil
+import struct
 import sys
 
 import pytest
 
 import mapcheck
 from vdiskio.disk import Disk
-from vdiskio.entries import KIND_DATA, KIND_RUNS, decode
+from vdiskio.entries import FD_SHIFT, KIND_DATA, KIND_RUNS, KIND_SHIFT, MAX_FD, decode
 from vdiskio.formats import open_image
 from vdiskio.image import DATA
+from vdiskio.errors import CorruptImage, VdError
 from vdiskio.vhd import create as vhd_create
 from helpers import (KiB, MiB, compile_c, random_raw, require_tool, run_plain,
                      run_preloaded)
@@ -24,16 +33,17 @@ SECTOR = 512
 LAYOUTS = 24
 
 
-def make_parent(rng, d, size):
-    """A dynamic VHD made by qemu-img from random bytes with holes; returns (path, bytes)."""
+def make_parent(rng, d, size, subformat="dynamic", name="parent"):
+    """A dynamic (or fixed) VHD made by qemu-img from random bytes with holes; returns
+    (path, bytes)."""
     holes = []
     for _ in range(rng.randrange(4)):
         off = rng.randrange(size // SECTOR) * SECTOR
         holes.append((off, min(size - off, rng.randrange(1, 2 * MiB // SECTOR) * SECTOR)))
-    raw = random_raw(d / "parent.raw", size, seed=rng.randrange(1 << 30), holes=holes)
-    path = d / "parent.vhd"
+    raw = random_raw(d / f"{name}.raw", size, seed=rng.randrange(1 << 30), holes=holes)
+    path = d / f"{name}.vhd"
     run_plain(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vpc", "-o",
-               "subformat=dynamic,force_size=on", str(raw), str(path)])
+               f"subformat={subformat},force_size=on", str(raw), str(path)])
     return path, bytearray(raw.read_bytes())
 
 
@@ -70,6 +80,113 @@ def make_chain(rng, d):
         write_runs(rng, child, mirror, rng.randrange(1, 60))
         top = child
     return top, bytes(mirror)
+
+
+PARENTS = ("dynamic", "fixed", "differencing", "none", "smaller")
+
+
+def read_model(path, parent_view):
+    """What a differencing VHD made by vhd_create reads, worked out from its file's bytes
+    alone: per sector, the child's data where the block's bitmap bit is set, else
+    `parent_view` (zeros past its end)."""
+    raw = path.read_bytes()
+    size = struct.unpack_from(">Q", raw, len(raw) - 512 + 48)[0]
+    bs = struct.unpack_from(">I", raw, 512 + 32)[0]
+    table = struct.unpack_from(">Q", raw, 512 + 16)[0]
+    bitmap_size = -(-(bs // 512 // 8) // 512) * 512
+    out = bytearray(parent_view[:size].ljust(size, b"\0"))
+    for block in range(-(-size // bs)):
+        entry = struct.unpack_from(">I", raw, table + 4 * block)[0]
+        if entry == 0xFFFFFFFF:
+            continue
+        bm, data = entry * 512, entry * 512 + bitmap_size
+        for s in range(min(bs, size - block * bs) // 512):
+            if raw[bm + (s >> 3)] & (0x80 >> (s & 7)):
+                at = block * bs + s * 512
+                out[at:at + 512] = raw[data + s * 512:data + s * 512 + 512]
+    return bytes(out)
+
+
+def rewrite_bitmaps(rng, path):
+    """Give some allocated blocks a random, full or empty bitmap, in place."""
+    raw = path.read_bytes()
+    size = struct.unpack_from(">Q", raw, len(raw) - 512 + 48)[0]
+    bs = struct.unpack_from(">I", raw, 512 + 32)[0]
+    table = struct.unpack_from(">Q", raw, 512 + 16)[0]
+    n = -(-bs // 512 // 8)
+    with open(path, "r+b") as f:
+        for block in range(-(-size // bs)):
+            entry = struct.unpack_from(">I", raw, table + 4 * block)[0]
+            if entry != 0xFFFFFFFF and rng.random() < 0.5:
+                f.seek(entry * 512)
+                f.write(rng.choice([rng.randbytes(n), b"\xff" * n, bytes(n),
+                                    bytes(rng.choice([0, 0xFF, 0x0F, 0x80]) for _ in range(n))]))
+
+
+def make_kind_chain(rng, d, kind, monkeypatch):
+    """A differencing child over a parent of `kind` (PARENTS), written in runs and with
+    bitmaps rewritten at random; returns (child path, what it reads)."""
+    size = rng.randrange(1, 6 * MiB // SECTOR) * SECTOR
+    base, mirror = make_parent(rng, d, size, "fixed" if kind == "fixed" else "dynamic")
+    if kind == "differencing":
+        middle = d / "middle.vhd"
+        vhd_create.create_dynamic(str(middle), 0, block_size=rng.choice([64 * KiB, 2 * MiB]),
+                                  parent=str(base))
+        write_runs(rng, middle, mirror, rng.randrange(1, 40))
+        base = middle
+    child = d / "child.vhd"
+    vhd_create.create_dynamic(str(child), 0, block_size=rng.choice(
+        [4 * KiB, 64 * KiB, 512 * KiB, 2 * MiB]), parent=str(base))
+    write_runs(rng, child, bytearray(size), rng.randrange(1, 60))
+    rewrite_bitmaps(rng, child)
+    if kind == "none":
+        monkeypatch.setenv("VDISKIO_IGNORE_PARENT", "1")
+        mirror = b""
+    elif kind == "smaller":
+        # The parent replaced by a smaller, different disk (its id no longer matches).
+        base.unlink()
+        small = rng.randrange(1, size // SECTOR) * SECTOR
+        _, mirror = make_parent(rng, d, small)
+        monkeypatch.setenv("VDISKIO_IGNORE_PARENT_ID", "1")
+    return child, read_model(child, bytes(mirror))
+
+
+def compose(flat, bitmap):
+    """The pieces of a layered answer of Disk.map_layer, sector by sector (what
+    shim/io.c compose_layer does run by run): (start, entry) pairs, merged."""
+    sectors = flat[1] & ((1 << FD_SHIFT) - 1)
+    data = flat[3]
+    under = list(zip(flat[4::2], flat[5::2]))
+    out = []
+    j = 0
+    for s in range(sectors):
+        at = s * SECTOR
+        if bitmap[s >> 3] & (0x80 >> (s & 7)):
+            e = data + s if data >> KIND_SHIFT == KIND_DATA else data
+        else:
+            while j + 1 < len(under) and under[j + 1][0] <= at:
+                j += 1
+            start, e = under[j]
+            if e >> KIND_SHIFT == KIND_DATA:
+                e += (at - start) // SECTOR
+        if out:
+            ls, le = out[-1]
+            if e == (le + (at - ls) // SECTOR if le >> KIND_SHIFT == KIND_DATA else le):
+                continue
+        out.append((at, e))
+    return out
+
+
+def assert_layer_is_pieces(disk, blk):
+    """A block's layered answer (if it has one) composes to map_runs's pieces."""
+    flat = disk.map_layer(blk)
+    if len(flat) < 2 or flat[1] >> KIND_SHIFT != KIND_RUNS:
+        assert list(zip(flat[0::2], flat[1::2])) == disk.map_runs(blk), blk
+        return False
+    fd = (flat[1] >> FD_SHIFT) & MAX_FD
+    bitmap = os.pread(fd, -(-(flat[1] & ((1 << FD_SHIFT) - 1)) // 8), flat[0])
+    assert compose(flat, bitmap) == disk.map_runs(blk), blk
+    return True
 
 
 def run_tuples(runs):
@@ -123,10 +240,10 @@ def test_pieces_read_as_the_decoder_reads(group, tmp_path):
             for blk in (b for b, k in enumerate(kinds) if k == KIND_RUNS):
                 pieces = mapcheck.check_pieces(image, disk, blk)
                 assert pieces, (i, blk)
-                # Present and absent sectors alternate in such a block: it has data of
-                # this disk, and the parent's data or zeros.
-                assert len(pieces) > 1, (i, blk, pieces)
-                pieces_seen += 1
+                assert_layer_is_pieces(disk, blk)
+                # Blocks where present and absent sectors alternate (a full one is one
+                # piece: the read-only table does not read bitmaps).
+                pieces_seen += len(pieces) > 1
         finally:
             image.close()
         writable = open_image(str(top), writable=True)
@@ -135,6 +252,200 @@ def test_pieces_read_as_the_decoder_reads(group, tmp_path):
         finally:
             writable.close()
     assert pieces_seen, "no layout of this group had a partly present block"
+
+
+@pytest.mark.parametrize("kind", PARENTS)
+def test_layered_pieces_over_every_parent(kind, tmp_path, monkeypatch):
+    """Parents of every kind, random bitmaps: the decoder reads the model, every block's
+    entry and pieces read as the decoder reads, each layered answer composes to the
+    pieces, and dd through the library (the C composition) reads the model too."""
+    require_tool("qemu-img")
+    layered = 0
+    for i in range(3):
+        rng = random.Random(f"{kind}{i}")
+        d = tmp_path / f"l{i}"
+        d.mkdir()
+        top, expected = make_kind_chain(rng, d, kind, monkeypatch)
+        image = open_image(str(top))
+        try:
+            assert image.read(0, image.size) == expected, i
+            mapcheck.check_table(image, seed=i)
+            disk, kinds = kinds_of(image)
+            for blk in range(len(kinds)):
+                if kinds[blk] == KIND_RUNS:
+                    mapcheck.check_pieces(image, disk, blk)
+                layered += assert_layer_is_pieces(disk, blk)
+        finally:
+            image.close()
+        env = {k: os.environ[k] for k in ("VDISKIO_IGNORE_PARENT", "VDISKIO_IGNORE_PARENT_ID")
+               if k in os.environ}
+        for bs in ("1M", "4k") if i == 0 else ("64k",):
+            got = run_preloaded(["dd", f"if={top}", f"bs={bs}", "status=none"],
+                                extra_env=env).stdout
+            assert got == expected, (i, bs)
+    assert layered, "no block was answered layered"
+
+
+def test_corrupt_bat_entry_is_an_error_not_bytes(tmp_path):
+    """A BAT entry of a differencing disk pointing past its file's end: dd through the
+    library fails with the decoder's one-line message, after the blocks before it."""
+    require_tool("qemu-img")
+    rng = random.Random(3)
+    parent, mirror = make_parent(rng, tmp_path, 4 * MiB)
+    child = tmp_path / "child.vhd"
+    vhd_create.create_dynamic(str(child), 0, block_size=64 * KiB, parent=str(parent))
+    image = open_image(str(child), writable=True)
+    for block in (3, 20, 40):
+        image.write(block * 64 * KiB + 1024, b"\x5a" * 2048)
+        mirror[block * 64 * KiB + 1024:block * 64 * KiB + 3072] = b"\x5a" * 2048
+    image.close()
+    raw = child.read_bytes()
+    table = struct.unpack_from(">Q", raw, 512 + 16)[0]
+    with open(child, "r+b") as f:
+        f.seek(table + 4 * 20)
+        f.write(struct.pack(">I", len(raw) // 512 + 100))
+    p = run_preloaded(["dd", f"if={child}", "bs=64k", "status=none"], check=False)
+    assert p.returncode != 0
+    err = p.stderr.decode()
+    assert "BAT entry 20" in err and "beyond the end of the file" in err, err
+    assert "Traceback" not in err
+    assert p.stdout == bytes(mirror[:20 * 64 * KiB])
+    image = open_image(str(child))
+    try:
+        with pytest.raises(CorruptImage):
+            image.read(20 * 64 * KiB, 4096)
+        disk = Disk(1, image, (0, 0), False)
+        assert disk.map_layer(20) == [] and disk.map_runs(20) == []
+    finally:
+        image.close()
+
+
+def test_block_of_too_many_pieces_is_read_through_python(tmp_path):
+    """A 4 MiB block whose bitmap alternates sector by sector (8192 pieces, more than the
+    C stage keeps): the shim reads it through Python, and dd reads the model."""
+    require_tool("qemu-img")
+    rng = random.Random(11)
+    parent, _ = make_parent(rng, tmp_path, 8 * MiB)
+    base = open_image(str(parent))
+    view = base.read(0, 8 * MiB)
+    base.close()
+    child = tmp_path / "child.vhd"
+    vhd_create.create_dynamic(str(child), 0, block_size=4 * MiB, parent=str(parent))
+    image = open_image(str(child), writable=True)
+    image.write(4 * MiB, rng.randbytes(4 * MiB))
+    image.close()
+    raw = child.read_bytes()
+    table = struct.unpack_from(">Q", raw, 512 + 16)[0]
+    with open(child, "r+b") as f:
+        f.seek(struct.unpack_from(">I", raw, table + 4)[0] * 512)
+        f.write(b"\xaa" * 1024)
+    expected = read_model(child, view)
+    image = open_image(str(child))
+    try:
+        disk = Disk(1, image, (0, 0), False)
+        assert disk.map_runs(1) == [] and len(disk.map_runs(1, limit=8192)) == 8192
+        # Layered: the C stage composes it and finds it too many.
+        assert disk.map_layer(1)[1] >> KIND_SHIFT == KIND_RUNS
+    finally:
+        image.close()
+    p = run_preloaded(["dd", f"if={child}", "bs=1M", "status=none"],
+                      extra_env={"VDISKIO_DEBUG": "1"})
+    assert p.stdout == expected
+    assert "python read" in p.stderr.decode()
+
+
+BLOCKWISE = """
+import hashlib, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+bs = int(sys.argv[2])
+size = os.lseek(fd, 0, os.SEEK_END)
+for off in range(0, size, bs):
+    try:
+        print(hashlib.sha256(os.pread(fd, bs, off)).hexdigest()[:16])
+    except OSError as e:
+        print("error", e.errno)
+"""
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hostile_bat_and_bitmaps_read_as_the_decoder_or_fail(seed, tmp_path):
+    """A child whose BAT entries and bitmaps are overwritten at random (past the file's
+    end, on its metadata, zero, random bits): block by block, a Python host through the
+    library reads what the decoder reads, or fails where it fails; every layered answer
+    composes to map_runs's pieces."""
+    require_tool("qemu-img")
+    rng = random.Random(seed)
+    bs = 64 * KiB
+    parent, mirror = make_parent(rng, tmp_path, 4 * MiB)
+    child = tmp_path / "child.vhd"
+    vhd_create.create_dynamic(str(child), 0, block_size=bs, parent=str(parent))
+    write_runs(rng, child, mirror, 80)
+    rewrite_bitmaps(rng, child)
+    raw = child.read_bytes()
+    table = struct.unpack_from(">Q", raw, 512 + 16)[0]
+    with open(child, "r+b") as f:
+        for block in rng.sample(range(64), 12):
+            f.seek(table + 4 * block)
+            f.write(struct.pack(">I", rng.choice([
+                0, 1, 2, len(raw) // 512 - 1, len(raw) // 512 + rng.randrange(1, 1 << 20),
+                rng.randrange(len(raw) // 512), rng.randrange(1 << 32)])))
+    want = []
+    image = open_image(str(child))
+    try:
+        disk = Disk(1, image, (0, 0), False)
+        for block in range(64):
+            try:
+                want.append(hashlib.sha256(image.read(block * bs, bs)).hexdigest()[:16])
+            except VdError as e:
+                want.append(f"error {e.errno}")
+        _, entries = mapcheck.all_entries(image)
+        for block in range(64):
+            if decode(entries[block])[0] == KIND_RUNS:
+                assert_layer_is_pieces(disk, block)
+    finally:
+        image.close()
+    p = run_preloaded([sys.executable, "-c", BLOCKWISE, str(child), str(bs)], check=False)
+    assert p.stdout.decode().splitlines() == want, p.stderr.decode()[-2000:]
+    assert "Traceback" not in p.stderr.decode()
+
+
+TRUNCATED = """
+import errno, os, subprocess, sys
+path, block, cut, bs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+fd = os.open(path, os.O_RDONLY)
+before = os.pread(fd, 4096, 0)
+env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+subprocess.run(["truncate", "-s", str(cut), path], env=env, check=True)
+try:
+    got = os.pread(fd, 4096, block * bs)
+except OSError as e:
+    print("error", errno.errorcode[e.errno])
+else:
+    print("read", len(got))
+"""
+
+
+def test_bitmap_past_a_truncated_end_is_an_error(tmp_path):
+    """The file shrinks under an open image (another program truncates it) before a
+    block's first read: the C stage's read of its bitmap finds no bytes and fails the
+    read with EIO, saying why; no bytes are made up."""
+    require_tool("qemu-img")
+    rng = random.Random(8)
+    parent, _ = make_parent(rng, tmp_path, 4 * MiB)
+    child = tmp_path / "child.vhd"
+    vhd_create.create_dynamic(str(child), 0, block_size=64 * KiB, parent=str(parent))
+    image = open_image(str(child), writable=True)
+    for block in (0, 30):
+        image.write(block * 64 * KiB + 512, b"\x77" * 1024)
+    image.close()
+    raw = child.read_bytes()
+    table = struct.unpack_from(">Q", raw, 512 + 16)[0]
+    last = struct.unpack_from(">I", raw, table + 4 * 30)[0] * 512
+    assert last > struct.unpack_from(">I", raw, table)[0] * 512    # block 30 is the last
+    p = run_preloaded([sys.executable, "-c", TRUNCATED, str(child), "30", str(last),
+                       str(64 * KiB)], check=False)
+    assert p.stdout.split() == [b"error", b"EIO"], (p.stdout, p.stderr)
+    assert b"image truncated?" in p.stderr and b"Traceback" not in p.stderr, p.stderr
 
 
 def test_pieces_merge_and_cover_the_block(tmp_path):

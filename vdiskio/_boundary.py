@@ -139,11 +139,11 @@ def install(ffi, lib):
 
     @export(ffi)
     def vdpy_runs(handle, block, count, runs):
-        pieces = registry.get(handle).map_runs(block)
-        if len(pieces) <= count:
-            flat = [v for piece in pieces for v in piece]
-            ffi.memmove(runs, struct.pack(f"{len(flat)}Q", *flat), 8 * len(flat))
-        return len(pieces)
+        flat = registry.get(handle).map_layer(block)
+        n = len(flat)
+        if n <= 2 * count:
+            ffi.memmove(runs, struct.pack(f"{n}Q", *flat), 8 * n)
+        return n >> 1
 
     @export(ffi)
     def vdpy_read(handle, buf, length, offset):

@@ -17,8 +17,8 @@ import sys
 from _thread import RLock, allocate_lock, get_ident
 
 from . import log
-from .entries import (ENTRY_RUNS, ENTRY_SLOW, ENTRY_ZERO, KIND_DATA, KIND_OWNED, MAX_PHYS,
-                      data_base)
+from .entries import (ENTRY_RUNS, ENTRY_SLOW, ENTRY_ZERO, FD_SHIFT, KIND_DATA, KIND_OWNED,
+                      MAX_PHYS, data_base)
 from .errors import BadHandle, Busy, MissingFile, NoMoreData, NoSuchDevice, NotAnImage, VdError
 from .formats import open_image, sniff
 from .image import DATA, ZERO
@@ -76,6 +76,43 @@ def _file_seek(run, offset, whence):
         return None if whence == os.SEEK_DATA else offset
     virtual = run.offset + (found - run.phys)
     return max(offset, virtual) if virtual < run.end else None
+
+
+def _pieces(runs, start, limit, bases):
+    """Runs as (start - `start`, entry) pairs, those that continue each other merged;
+    [] when more than `limit`. bases: fd -> data entry bits (None: not encodable)."""
+    pieces = []
+    append = pieces.append
+    last_entry = last_phys = last_start = None       # the piece before, for merging
+    for ext in runs:
+        kind = ext.kind
+        if kind == DATA:
+            fd = ext.file.fd
+            base = bases.get(fd, 0)
+            if base == 0:
+                base = bases[fd] = data_base(KIND_DATA, fd)
+            phys = ext.phys
+            if base is None or phys % 512 or phys + ext.length > MAX_PHYS:
+                e = ENTRY_SLOW
+            else:
+                e = base | (phys >> 9)
+                if last_phys == phys and e == last_entry + ((ext.offset - last_start) >> 9):
+                    last_phys = phys + ext.length
+                    continue
+                if len(pieces) == limit:
+                    return []
+                append((ext.offset - start, e))
+                last_entry, last_start, last_phys = e, ext.offset, phys + ext.length
+                continue
+        else:
+            e = ENTRY_ZERO if kind == ZERO else ENTRY_SLOW
+        if e == last_entry and last_phys is None:
+            continue
+        if len(pieces) == limit:
+            return []
+        append((ext.offset - start, e))
+        last_entry, last_phys = e, None
+    return pieces
 
 
 MAX_TABLE_BLOCKS_SHIFT = 30        # at most 2^30 translation blocks (2 MiB of C chunk pointers)
@@ -182,47 +219,62 @@ class Disk:
         bsize = 1 << self.shift
         start = block * bsize
         end = min(start + bsize, self.image.size)
-        pieces = []
-        append = pieces.append
-        bases = {}                          # fd -> data entry bits (None: not encodable)
-        last_entry = last_phys = None       # the piece before, for merging
         # A format may answer a range's runs at once (DifferencingVHD.runs_in); walk
         # asks run_at run by run.
         runs_in = getattr(self.image, "runs_in", None)
         try:
             runs = runs_in(start, end) if runs_in is not None else \
                 self.image.walk(start, end - start)
-            for ext in runs:
-                kind = ext.kind
-                if kind == DATA:
-                    fd = ext.file.fd
-                    base = bases.get(fd, 0)
-                    if base == 0:
-                        base = bases[fd] = data_base(KIND_DATA, fd)
-                    phys = ext.phys
-                    if base is None or phys % 512 or phys + ext.length > MAX_PHYS:
-                        e = ENTRY_SLOW
-                    else:
-                        e = base | (phys >> 9)
-                        if last_phys == phys and e == last_entry + ((ext.offset - last_start) >> 9):
-                            last_phys = phys + ext.length
-                            continue
-                        if len(pieces) == limit:
-                            return []
-                        append((ext.offset - start, e))
-                        last_entry, last_start, last_phys = e, ext.offset, phys + ext.length
-                        continue
-                else:
-                    e = ENTRY_ZERO if kind == ZERO else ENTRY_SLOW
-                if e == last_entry and last_phys is None:
-                    continue
-                if len(pieces) == limit:
-                    return []
-                append((ext.offset - start, e))
-                last_entry, last_phys = e, None
+            return _pieces(runs, start, limit, {})
         except VdError:
             return []
-        return pieces
+
+    def map_layer(self, block, limit=MAX_PIECES):
+        """What the shim asks for a block that maps in pieces (vdpy_runs), flat: start,
+        entry, start, entry... When the image tells the block as a sector bitmap over the
+        pieces below it (DifferencingVHD.bitmap_layer), a layered answer the C stage
+        composes itself, reading the bitmap (shim/io.c compose_layer; the same pieces as
+        map_runs, without a Python object per piece):
+            bitmap's offset in its file, ENTRY_RUNS | fd << FD_SHIFT | sectors,
+            0, the entry of the data of the block's first sector (data or slow),
+        then the pieces of what the clear bits read (the parent's), as map_runs gives
+        them. Otherwise map_runs's pieces. [] as for map_runs."""
+        bsize = 1 << self.shift
+        start = block * bsize
+        end = min(start + bsize, self.image.size)
+        layer = getattr(self.image, "bitmap_layer", None)
+        try:
+            got = layer(start, end) if layer is not None else None
+            if got is not None:
+                file, bitmap, data, under = got
+                fd = file.fd
+                base = data_base(KIND_DATA, fd)
+                if base is not None:
+                    sectors = (end - start + 511) >> 9
+                    if data % 512 == 0 and data + sectors * 512 <= MAX_PHYS:
+                        head = base | (data >> 9)
+                    else:
+                        head = ENTRY_SLOW
+                    flat = [bitmap, ENTRY_RUNS | (fd << FD_SHIFT) | sectors, 0, head]
+                    if len(under) == 1:             # the common shapes, at once
+                        u = under[0]
+                        if u.kind == ZERO:
+                            flat += (0, ENTRY_ZERO)
+                            return flat
+                        ubase = data_base(KIND_DATA, u.file.fd) if u.kind == DATA else None
+                        if ubase is not None and u.phys % 512 == 0 and \
+                                u.phys + u.length <= MAX_PHYS:
+                            flat += (0, ubase | (u.phys >> 9))
+                            return flat
+                    pieces = _pieces(under, start, limit, {fd: base})
+                    if not pieces:
+                        return []
+                    for piece in pieces:
+                        flat += piece
+                    return flat
+        except VdError:
+            return []
+        return [v for piece in self.map_runs(block, limit) for v in piece]
 
     @staticmethod
     def _data_base(file):

@@ -12,7 +12,8 @@ from ..backing import BackingFile
 from ..cache import LRU
 from ..errors import CorruptImage, NotAnImage, ReadOnlyImage, Unsupported
 from ..image import DATA, ZERO, Run, Image
-from ..tables import Table, decode_entries
+from ..entries import ENTRY_RUNS, MAX_PHYS
+from ..tables import SLICE_ENTRIES, Table, decode_entries
 from .structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED,
                       DISK_TYPE_NAMES, DYNAMIC_COOKIE, DYNAMIC_HEADER, FILE_FORMAT_VERSION,
                       FOOTER, FOOTER_COOKIE, MAX_GEOMETRY, SECTOR, UNUSED_BAT_ENTRY, checksum)
@@ -29,6 +30,7 @@ BITMAP_CACHE_BLOCKS = 1024
 ZERO_RUN_SCAN = 4096                # unallocated BAT entries merged into one zero extent
 STREAM_ENTRIES = 1 << 18            # BAT entries read at once when counting
 MAX_COUNTED_BLOCKS = 1 << 22        # info counts allocated blocks of BATs up to 16 MiB
+FAST_BAT_SLICES = 64                # BAT slices a read-only image keeps for bat_entry
 
 
 def is_vhd(head, tail):
@@ -196,16 +198,30 @@ class DynamicVHD(DynamicWriter, VHD):
         self.bitmap_size = -(-(bs // SECTOR // 8) // SECTOR) * SECTOR
         self.bitmap_bytes = -(-bs // SECTOR // 8)
         self._bitmaps = LRU(BITMAP_CACHE_BLOCKS)      # block -> its sector bitmap
+        self._bat_slices = None if f.writable else {}  # bat_entry's: slice number -> entries
         self.next_free = None       # where the next block goes (the trailing footer's place)
 
     def refresh(self):
         super().refresh()
         self.bat.clear()
         self._bitmaps.clear()
+        if self._bat_slices is not None:
+            self._bat_slices.clear()
         self.next_free = None
 
     def bat_entry(self, block):
-        return self.bat[block]
+        slices = self._bat_slices
+        if slices is None or not 0 <= block < self.block_count:
+            return self.bat[block]
+        # A read-only image's BAT slices, kept here too: the shim's first touch of a block
+        # asks for an entry or two, and the Table's LRU costs as much as the rest of it.
+        k, i = divmod(block, SLICE_ENTRIES)
+        entries = slices.get(k)
+        if entries is None:
+            if len(slices) >= FAST_BAT_SLICES:
+                slices.clear()
+            entries = slices[k] = self.bat._slice(k)
+        return entries[i]
 
     def block_data_offset(self, block):
         """Physical offset of block's data, None if unallocated; validated on every use."""
@@ -244,6 +260,56 @@ class DynamicVHD(DynamicWriter, VHD):
 
     def unallocated(self, start, length, offset):
         return Run(start, length, ZERO)
+
+    def map_table(self, offset, count, block_bytes, base_of, zero):
+        """Translation entries of up to `count` blocks from `offset` (read-only disks,
+        Image.map_table) from a BAT slice: an allocated block is its data (reads ignore
+        the bitmap), an unallocated one `zero`. None unless the shim's blocks are this
+        disk's; short before a BAT entry that is not plainly inside the file (run_at
+        then reports it)."""
+        return self._map_bat(offset, count, block_bytes, base_of, zero, None)
+
+    def _map_bat(self, offset, count, block_bytes, base_of, zero, allocated):
+        """map_table's loop; `allocated` is the entry of an allocated block (None: its
+        data), and unallocated blocks read as unallocated_entries says."""
+        bs = self.block_size
+        if block_bytes != bs or offset % bs:
+            return None
+        base = base_of(self.file)
+        if base is None:
+            return None
+        block = offset // bs
+        n = min(count, self.block_count - block)
+        if n <= 0:
+            return None
+        bat = self.bat[block:block + n]
+        file_size = self.file.size
+        bitmap_size = self.bitmap_size
+        out = []
+        i = 0
+        while i < n:
+            entry = bat[i]
+            if entry == UNUSED_BAT_ENTRY:
+                j = i + 1
+                while j < n and bat[j] == UNUSED_BAT_ENTRY:
+                    j += 1
+                got = self.unallocated_entries(offset + i * bs, j - i, bs, base_of, zero)
+                out.extend(got)
+                if len(got) < j - i:
+                    break
+                i = j
+                continue
+            # As block_data_offset checks it; and the entry must encode the whole block.
+            data = entry * SECTOR + bitmap_size
+            need = min(bs, self.size - (block + i) * bs)
+            if entry < 1 or data + need > file_size or data + bs > MAX_PHYS:
+                break
+            out.append(allocated if allocated is not None else base | (data >> 9))
+            i += 1
+        return out or None
+
+    def unallocated_entries(self, offset, count, block_bytes, base_of, zero):
+        return [zero] * count
 
     # -- sector bitmaps ------------------------------------------------------------------
     def bitmap(self, block):
@@ -304,15 +370,7 @@ class DifferencingVHD(DifferencingWriter, DynamicVHD):
         sectors = (end - start + SECTOR - 1) // SECTOR
         s = (offset - start) // SECTOR
         present = _bit(bm, s)
-        # Extend the run of sectors with the same bitmap bit; whole 0x00/0xFF bytes at once.
-        e = s + 1
-        while e < sectors:
-            if e % 8 == 0 and e + 8 <= sectors and bm[e // 8] == (0xFF if present else 0):
-                e += 8
-            elif _bit(bm, e) == present:
-                e += 1
-            else:
-                break
+        e = _run_end(bm, s, sectors, present)
         run_start = start + s * SECTOR
         run_end = min(start + e * SECTOR, end)
         if present:
@@ -320,11 +378,49 @@ class DifferencingVHD(DifferencingWriter, DynamicVHD):
                        data + s * SECTOR, owned=True)
         return self.unallocated(run_start, run_end - run_start, offset)
 
+    def map_table(self, offset, count, block_bytes, base_of, zero):
+        """As DynamicVHD's, but an allocated block is ENTRY_RUNS, its bitmap not read
+        here: the shim composes its pieces from the bitmap when the block is first read
+        (Disk.map_layer; a full bitmap makes one piece). Unallocated blocks are the
+        parent's entries (zeros past its end or without one)."""
+        return self._map_bat(offset, count, block_bytes, base_of, zero, ENTRY_RUNS)
+
+    def unallocated_entries(self, offset, count, block_bytes, base_of, zero):
+        """The entries of blocks this disk does not hold: the parent's, as far as it
+        answers whole blocks."""
+        parent = self.parent
+        if parent is None:
+            return [zero] * count
+        inside = max(0, min(count, (parent.size - offset) // block_bytes))
+        if inside == 0:
+            return [zero] * count if offset >= parent.size else []
+        got = parent.map_table(offset, inside, block_bytes, base_of, zero)
+        if got is None:
+            ext = parent.run_at(offset)
+            whole = (min(ext.end, parent.size) - offset) // block_bytes
+            k = min(inside, whole)
+            if k <= 0:
+                return []
+            if ext.kind == ZERO:
+                got = [zero] * k
+            elif ext.kind == DATA:
+                base = base_of(ext.file)
+                phys = ext.phys + (offset - ext.offset)
+                if base is None or phys % SECTOR or phys + k * block_bytes > MAX_PHYS:
+                    return []
+                got = [base | (p >> 9) for p in range(phys, phys + k * block_bytes, block_bytes)]
+            else:
+                return []
+        if len(got) == inside < count and inside * block_bytes + offset == parent.size:
+            got = got + [zero] * (count - inside)     # past a smaller parent's end
+        return got
+
     def runs_in(self, start, end):
         """The Runs covering [start, end) in order, as walk() gives them, each block's
         bitmap read as a whole (a string of its bits searched at C speed) and the parent
-        asked once per run of its own: the shim's pieces of partly present blocks
-        (Disk.map_runs), at a fraction of a run_at per piece."""
+        asked once per run of its own: the pieces of partly present blocks in Python
+        (Disk.map_runs; the shim's own come from bitmap_layer), at a fraction of a run_at
+        per piece."""
         out = []
         bs = self.block_size
         parent_run = [None]
@@ -355,6 +451,38 @@ class DifferencingVHD(DifferencingWriter, DynamicVHD):
                 s = nxt
             start = bend
         return out
+
+    def bitmap_layer(self, start, end):
+        """[start, end) as the shim may compose it itself (Disk.map_layer): (file, bitmap
+        offset, data offset, under) when the range is one allocated block of this disk
+        (or, where this disk holds nothing, of a differencing parent) from the block's
+        start: sector i of the range is at data offset + 512 i in `file` where bit i of
+        the bitmap there is set, and reads as the Runs `under` say (the parent's, zeros
+        past its end) where it is clear. None when the range is not told so."""
+        bs = self.block_size
+        if start % bs or end - start > bs:
+            return None
+        data = self.block_data_offset(start // bs)
+        if data is None:
+            parent = self.parent
+            if isinstance(parent, DifferencingVHD) and end <= parent.size:
+                return parent.bitmap_layer(start, end)
+            return None
+        parent = self.parent
+        kind = type(parent)
+        if kind is DynamicVHD and end <= parent.size and \
+                start // parent.block_size == (end - 1) // parent.block_size:
+            # The common parent, inside one of its blocks: its BAT entry says it all.
+            pbs = parent.block_size
+            pdata = parent.block_data_offset(start // pbs)
+            under = [Run(start, end - start, ZERO) if pdata is None else
+                     Run(start, end - start, DATA, parent.file, pdata + start % pbs)]
+        elif kind is FixedVHD and end <= parent.size:
+            under = [Run(start, end - start, DATA, parent.file, start)]
+        else:
+            under = []
+            self._parent_runs(start, end, under, [None])
+        return self.file, data - self.bitmap_size, data, under
 
     def _parent_runs(self, lo, hi, out, last):
         """Append the Runs of [lo, hi) this disk does not hold (the parent's, zeros past
@@ -389,6 +517,23 @@ class DifferencingVHD(DifferencingWriter, DynamicVHD):
 
 def _bit(bm, sector):
     return (bm[sector >> 3] >> (7 - (sector & 7))) & 1
+
+
+def _run_end(bm, s, sectors, present):
+    """The first sector after s (at most `sectors`) whose bit is not `present` (s's);
+    the whole 0x00 or 0xFF bytes between are skipped at C speed (lstrip)."""
+    e = s + 1
+    while e < sectors and e & 7:
+        if _bit(bm, e) != present:
+            return e
+        e += 1
+    if e < sectors:
+        i = e >> 3
+        rest = bm[i:(sectors + 7) >> 3]
+        e = (i + len(rest) - len(rest.lstrip(b"\xff" if present else b"\0"))) << 3
+        while e < sectors and _bit(bm, e) == present:
+            e += 1
+    return min(e, sectors)
 
 
 def open_vhd(path, writable=False, fd=None, links=()):
