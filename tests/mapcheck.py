@@ -7,8 +7,9 @@ the fuzzers (tests/fuzz)."""
 import os
 import random
 
-from vdiskio.disk import Disk
-from vdiskio.entries import KIND_DATA, KIND_OWNED, KIND_RUNS, KIND_SLOW, KIND_ZERO, decode
+from vdiskio.disk import MAX_PIECES, Disk
+from vdiskio.entries import (FD_SHIFT, KIND_DATA, KIND_OWNED, KIND_RUNS, KIND_SHIFT, KIND_SLOW,
+                             KIND_ZERO, MAX_FD, decode)
 from vdiskio.errors import VdError
 
 BATCH = 512                 # the shim's fill batch (shim/io.c VD_FILL_BATCH)
@@ -92,6 +93,7 @@ def check_pieces(image, disk, blk):
     block_start = blk * bsize
     block_len = min(bsize, image.size - block_start)
     pieces = disk.map_runs(blk)
+    check_layer(disk, blk)
     if not pieces:
         return pieces               # the shim reads the block through Python
     starts = [s for s, _ in pieces]
@@ -104,6 +106,55 @@ def check_pieces(image, disk, blk):
             raise Mismatch(f"block {blk}: piece at {start} has entry {pe:#x}")
         _check_piece(image, disk, blk, pe, block_start + start, end - start, phys_into=0)
     return pieces
+
+
+def compose_layer(flat, bitmap):
+    """The pieces of a layered answer of Disk.map_layer, sector by sector (what
+    shim/io.c compose_layer does run by run): (start, entry) pairs, merged."""
+    sectors = flat[1] & ((1 << FD_SHIFT) - 1)
+    data = flat[3]
+    under = list(zip(flat[4::2], flat[5::2]))
+    out = []
+    j = 0
+    for s in range(sectors):
+        at = s * 512
+        if bitmap[s >> 3] & (0x80 >> (s & 7)):
+            e = data + s if data >> KIND_SHIFT == KIND_DATA else data
+        else:
+            while j + 1 < len(under) and under[j + 1][0] <= at:
+                j += 1
+            start, e = under[j]
+            if e >> KIND_SHIFT == KIND_DATA:
+                e += (at - start) // 512
+        if out:
+            ls, le = out[-1]
+            if e == (le + (at - ls) // 512 if le >> KIND_SHIFT == KIND_DATA else le):
+                continue
+        out.append((at, e))
+    return out
+
+
+def check_layer(disk, blk):
+    """A block's layered answer (Disk.map_layer, what the shim asks) composes to
+    map_runs's pieces (shim/io.c compose_layer does it run by run). Returns whether the
+    answer was layered."""
+    flat = disk.map_layer(blk)
+    if len(flat) < 2 or flat[1] >> KIND_SHIFT != KIND_RUNS:
+        if list(zip(flat[0::2], flat[1::2])) != disk.map_runs(blk):
+            raise Mismatch(f"block {blk}: map_layer's pieces are not map_runs's")
+        return False
+    fd = (flat[1] >> FD_SHIFT) & MAX_FD
+    need = -(-(flat[1] & ((1 << FD_SHIFT) - 1)) // 8)
+    bitmap = os.pread(fd, need, flat[0])
+    want = disk.map_runs(blk)
+    if len(bitmap) < need:          # the shim fails the read (EIO): so must the decoder
+        if want:
+            raise Mismatch(f"block {blk}: the layered answer's bitmap is past its file's end")
+        return True
+    got = compose_layer(flat, bitmap)
+    if got != want and not (not want and len(got) > MAX_PIECES):  # more: read through Python
+        raise Mismatch(f"block {blk}: the layered answer composes to other pieces than map_runs's")
+    return True
 
 
 def _check_piece(image, disk, blk, e, start, n, phys_into):

@@ -5,8 +5,9 @@ length, chains two deep), and real programs reading and writing through the libr
 read what a raw mirror written in parallel holds.
 
 The shim composes most such blocks itself from a layered answer (Disk.map_layer: the
-block's bitmap, read in C, over the parent's pieces): compose() below is that composition
-sector by sector, checked against map_runs; the C one is checked by dd through the
+block's bitmap, read in C, over the parent's pieces): tests/mapcheck.py compose_layer()
+is that composition sector by sector, checked against map_runs (check_pieces does it for
+every block it checks, the fuzzers' included); the C one is checked by dd through the
 library over parents of every kind (dynamic, fixed, differencing, none, smaller than the
 child) and bitmaps rewritten at random, against a model read of the files' bytes."""
 
@@ -21,7 +22,7 @@ import pytest
 
 import mapcheck
 from vdiskio.disk import Disk
-from vdiskio.entries import FD_SHIFT, KIND_DATA, KIND_RUNS, KIND_SHIFT, MAX_FD, decode
+from vdiskio.entries import KIND_DATA, KIND_RUNS, KIND_SHIFT, decode
 from vdiskio.formats import open_image
 from vdiskio.image import DATA
 from vdiskio.errors import CorruptImage, VdError
@@ -151,44 +152,6 @@ def make_kind_chain(rng, d, kind, monkeypatch):
     return child, read_model(child, bytes(mirror))
 
 
-def compose(flat, bitmap):
-    """The pieces of a layered answer of Disk.map_layer, sector by sector (what
-    shim/io.c compose_layer does run by run): (start, entry) pairs, merged."""
-    sectors = flat[1] & ((1 << FD_SHIFT) - 1)
-    data = flat[3]
-    under = list(zip(flat[4::2], flat[5::2]))
-    out = []
-    j = 0
-    for s in range(sectors):
-        at = s * SECTOR
-        if bitmap[s >> 3] & (0x80 >> (s & 7)):
-            e = data + s if data >> KIND_SHIFT == KIND_DATA else data
-        else:
-            while j + 1 < len(under) and under[j + 1][0] <= at:
-                j += 1
-            start, e = under[j]
-            if e >> KIND_SHIFT == KIND_DATA:
-                e += (at - start) // SECTOR
-        if out:
-            ls, le = out[-1]
-            if e == (le + (at - ls) // SECTOR if le >> KIND_SHIFT == KIND_DATA else le):
-                continue
-        out.append((at, e))
-    return out
-
-
-def assert_layer_is_pieces(disk, blk):
-    """A block's layered answer (if it has one) composes to map_runs's pieces."""
-    flat = disk.map_layer(blk)
-    if len(flat) < 2 or flat[1] >> KIND_SHIFT != KIND_RUNS:
-        assert list(zip(flat[0::2], flat[1::2])) == disk.map_runs(blk), blk
-        return False
-    fd = (flat[1] >> FD_SHIFT) & MAX_FD
-    bitmap = os.pread(fd, -(-(flat[1] & ((1 << FD_SHIFT) - 1)) // 8), flat[0])
-    assert compose(flat, bitmap) == disk.map_runs(blk), blk
-    return True
-
-
 def run_tuples(runs):
     """Runs as tuples, those that continue each other merged (walk() merges unallocated
     blocks into one run of the parent, runs_in answers block by block)."""
@@ -240,7 +203,7 @@ def test_pieces_read_as_the_decoder_reads(group, tmp_path):
             for blk in (b for b, k in enumerate(kinds) if k == KIND_RUNS):
                 pieces = mapcheck.check_pieces(image, disk, blk)
                 assert pieces, (i, blk)
-                assert_layer_is_pieces(disk, blk)
+                mapcheck.check_layer(disk, blk)
                 # Blocks where present and absent sectors alternate (a full one is one
                 # piece: the read-only table does not read bitmaps).
                 pieces_seen += len(pieces) > 1
@@ -274,7 +237,7 @@ def test_layered_pieces_over_every_parent(kind, tmp_path, monkeypatch):
             for blk in range(len(kinds)):
                 if kinds[blk] == KIND_RUNS:
                     mapcheck.check_pieces(image, disk, blk)
-                layered += assert_layer_is_pieces(disk, blk)
+                layered += mapcheck.check_layer(disk, blk)
         finally:
             image.close()
         env = {k: os.environ[k] for k in ("VDISKIO_IGNORE_PARENT", "VDISKIO_IGNORE_PARENT_ID")
@@ -401,7 +364,7 @@ def test_hostile_bat_and_bitmaps_read_as_the_decoder_or_fail(seed, tmp_path):
         _, entries = mapcheck.all_entries(image)
         for block in range(64):
             if decode(entries[block])[0] == KIND_RUNS:
-                assert_layer_is_pieces(disk, block)
+                mapcheck.check_layer(disk, block)
     finally:
         image.close()
     p = run_preloaded([sys.executable, "-c", BLOCKWISE, str(child), str(bs)], check=False)

@@ -4,14 +4,15 @@ One uint64 per block (shim/calls.h defines the same, and a test compares the two
 known yet, else the kind in the top 3 bits; a data entry holds the backing fd in bits
 40-60 and the physical offset / 512 in bits 0-39. A block that maps in pieces (a
 differencing disk's partly present block) is KIND_RUNS: the shim then asks for its pieces
-(Disk.map_runs), each a start in the block and an entry of its own.
+(Disk.map_layer: the pieces of Disk.map_runs, each a start in the block and an entry of
+its own, or a sector bitmap over the pieces below it, which the shim composes itself).
 """
 
 KIND_ZERO = 1       # reads as zeros
 KIND_SLOW = 2       # only the Python decoder can read or write it
 KIND_DATA = 3       # raw at fd/offset; writes go through Python
 KIND_OWNED = 4      # raw at fd/offset and owned by the top image: written in place
-KIND_RUNS = 5       # the block maps in pieces (Disk.map_runs says which)
+KIND_RUNS = 5       # the block maps in pieces (Disk.map_layer says which)
 
 KIND_SHIFT = 61
 FD_SHIFT = 40

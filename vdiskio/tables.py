@@ -65,7 +65,8 @@ class Table:
         values = self._read(first, min(SLICE_ENTRIES, self.count - first))
         return self.check(first, values) if self.check is not None else values
 
-    def _slice(self, k):
+    def slice(self, k):
+        """Entries k * SLICE_ENTRIES... of slice k (loaded and checked once, then cached)."""
         return self._slices.get_or_load(k, lambda: self._load(k))
 
     def __getitem__(self, i):
@@ -74,7 +75,7 @@ class Table:
             return self.values(start, stop)
         if not 0 <= i < self.count:
             raise IndexError(f"{self.what} entry {i} of {self.count}")
-        return self._slice(i // SLICE_ENTRIES)[i % SLICE_ENTRIES]
+        return self.slice(i // SLICE_ENTRIES)[i % SLICE_ENTRIES]
 
     def values(self, start, stop):
         """Entries [start, stop) as a list."""
@@ -82,7 +83,7 @@ class Table:
         while start < stop:
             k, into = divmod(start, SLICE_ENTRIES)
             n = min(SLICE_ENTRIES - into, stop - start)
-            part = self._slice(k)[into:into + n]
+            part = self.slice(k)[into:into + n]
             out += part.tolist() if hasattr(part, "tolist") else list(part)
             start += n
         return out
@@ -94,7 +95,7 @@ class Table:
         while start + count < stop:
             k, into = divmod(start + count, SLICE_ENTRIES)
             n = min(SLICE_ENTRIES - into, stop - start - count)
-            part = self._slice(k)[into:into + n]
+            part = self.slice(k)[into:into + n]
             raw = part.tobytes() if hasattr(part, "tobytes") else \
                 struct.pack(f"<{len(part)}{self.fmt[1]}", *part)
             same = (len(raw) - len(raw.lstrip(byte))) // self.entry_size

@@ -220,7 +220,7 @@ class DynamicVHD(DynamicWriter, VHD):
         if entries is None:
             if len(slices) >= FAST_BAT_SLICES:
                 slices.clear()
-            entries = slices[k] = self.bat._slice(k)
+            entries = slices[k] = self.bat.slice(k)
         return entries[i]
 
     def block_data_offset(self, block):
