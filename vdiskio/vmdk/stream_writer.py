@@ -212,7 +212,7 @@ class Window:
         self.work()
         while not self.done.acquire(False):
             other = workers.queued() if workers is not None else None
-            if other is None:
+            if other is None:                   # the last grains are a worker's
                 self.done.acquire()
                 break
             other.run()
@@ -510,7 +510,7 @@ def create(path, source, size, level=None):
         for off, data in windows:
             window = Window(compress, data, off // GRAIN_BYTES)
             if workers is None:
-                window.work()
+                window.wait(None)               # one CPU: the grains compressed here
                 window.write(out)
                 continue
             workers.submit(window.work)
