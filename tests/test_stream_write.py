@@ -320,3 +320,77 @@ def test_convert_writes_stream_optimized_like_create(tmp_path):
         check_oracles(tmp_path / name, raw, tmp_path)
         # The same grains and tables; only the descriptor's random CID differs.
         assert walk(tmp_path / name)[:3] == walk(tmp_path / "made.vmdk")[:3]
+
+
+def test_one_core_and_every_core_write_the_same_stream(tmp_path):
+    """The work shared between the pool and the writer's thread (2 CPUs and more) gives
+    byte for byte the stream one CPU writes with no thread (taskset -c 0): the same
+    grains in the same places, tables, directory and footer; only the descriptor's random
+    ids differ. The source spans many windows, with holes, zero grains and a short end."""
+    require_tool("taskset")
+    from vdiskio.vmdk import pool
+    if pool.cpus() < 2:
+        pytest.fail("this test needs 2 CPUs or more (the threaded path)")
+    raw = mixed_raw(tmp_path / "src.raw", 11 * MiB + 64 * KiB + 9 * SECTOR, seed=21)
+    with open(raw, "r+b") as f:                     # a hole of whole windows
+        f.seek(3 * MiB)
+        f.write(bytes(2 * MiB))
+    run_plain(["fallocate", "--dig-holes", str(raw)])
+    one, every = tmp_path / "one.vmdk", tmp_path / "every.vmdk"
+    p = subprocess.run(["taskset", "-c", "0"] + VDISKIO + ["create", "-t", "streamOptimized",
+                       "--from", str(raw), str(one)], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    create("-t", "streamOptimized", "--from", raw, every)
+    check_oracles(every, raw, tmp_path)
+    a, b = one.read_bytes(), every.read_bytes()
+    head = walk(every)[0]
+    desc_end = (head[5] + head[6]) * SECTOR
+    assert len(a) == len(b) and a[:SECTOR] == b[:SECTOR] and a[desc_end:] == b[desc_end:]
+    assert walk(one)[1] == walk(every)[1]
+
+
+def test_window_grains_compressed_once_in_order(monkeypatch):
+    """The pool's workers and the writer's thread claim a window's grains one at a time:
+    each grain is compressed exactly once, the results land in grain order, zero grains
+    are skipped, and an error a worker meets is raised in the writer's thread."""
+    import threading
+    from vdiskio.vmdk import pool, stream_writer as sw
+    workers = pool.get()
+    if workers is None:
+        pytest.fail("this test needs 2 CPUs or more (the pool)")
+    seen, lock = [], threading.Lock()
+
+    def compress(grain):
+        with lock:
+            seen.append(bytes(grain[:8]))
+        time.sleep(0.001)                          # long enough for the worker to join in
+        return b"z" + bytes(grain[:8])
+
+    windows = []
+    for w in range(6):
+        data = bytearray(sw.WINDOW)
+        for g in range(16):
+            if (w + g) % 5:                          # every fifth grain stays zero
+                data[g * sw.GRAIN_BYTES:g * sw.GRAIN_BYTES + 8] = struct.pack("<II", w, g)
+        windows.append(sw.Window(compress, data, w * 16))
+        workers.submit(windows[-1].work)
+    for w, window in enumerate(windows):
+        window.wait(workers)
+        want = [None if not (w + g) % 5 else b"z" + struct.pack("<II", w, g)
+                for g in range(16)]
+        assert window.out == want
+    assert sorted(seen) == sorted(o[1:] for w in windows for o in w.out if o)
+
+    def fail(grain):
+        if grain[:8] == struct.pack("<II", 1, 9):
+            raise MemoryError("grain 9")
+        return b"ok"
+    data = bytearray(sw.WINDOW)
+    for g in range(16):
+        data[g * sw.GRAIN_BYTES:g * sw.GRAIN_BYTES + 8] = struct.pack("<II", 1, g)
+    window = sw.Window(fail, data, 0)
+    workers.submit(window.work)
+    with pytest.raises(MemoryError, match="grain 9"):
+        window.wait(workers)
+    assert window.out.count(b"ok") == 15

@@ -1,6 +1,7 @@
 """Writing: sequential writes and mkfs.ext4 into new empty images against the same into a
 new empty raw file, and streamOptimized VMDK written by vdiskio against qemu-img."""
 
+import resource
 import shutil
 
 from bench.config import MiB, TARGETS, VDISKIO
@@ -83,7 +84,11 @@ def stream_write(b):
     """streamOptimized VMDK from a raw disk of mixed content: `vdiskio create -t
     streamOptimized --from` against `qemu-img convert -O vmdk -o subformat=streamOptimized`
     (speed and output size), and vdiskio on every core against on one (taskset -c 0).
-    vdiskio's output is checked once with qemu-img compare."""
+    vdiskio's output is checked once with qemu-img compare. Two information rows tell a
+    slow 2-core run on a busy machine from a design that does not scale: the CPU time
+    (user + sys, from the bench's children's rusage around each run) on 2 cores against
+    on 1 (the threads' overhead), and the cores the 2-core run kept busy (CPU time / wall
+    time: near 2 on a quiet machine, lower when other processes take a core)."""
     with mixed_source(b) as (d, src):
         what = f"streamOptimized write ({human(b.scale.stream_source)}, mixed content)"
         speed_row = b.row(what, "vdiskio create -t streamOptimized --from",
@@ -94,6 +99,10 @@ def stream_write(b):
                          target=TARGETS["stream-size"], judged=False)
         cores_row = b.row(f"{what}: on 2 cores", "vdiskio create -t streamOptimized --from",
                           "the same on 1 core (taskset -c 0)", target=TARGETS["stream-cores"])
+        cpu_row = b.row(f"{what}: CPU time on 2 cores", "vdiskio create (user + sys)",
+                        "the same on 1 core (taskset -c 0)", judged=False)
+        busy_row = b.row(f"{what}: cores busy on 2 cores", "vdiskio create",
+                         "CPU time / wall time", unit="cores", judged=False)
         checked = d / "checked.vmdk"
         mine = [VDISKIO, "create", "-t", "streamOptimized", "--from", src]
         run(mine + [checked])
@@ -103,21 +112,37 @@ def stream_write(b):
                              "(qemu-img compare)")
         checked.unlink()
         warm([src])
+        marks = {}
+
+        def children_cpu():
+            r = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return r.ru_utime + r.ru_stime
+
+        def mark(path):
+            def before():
+                marks[path] = children_cpu()
+            return before
 
         def output(path):
+            """After a run: (its output's size, the CPU seconds the run took)."""
             def after():
                 size = path.stat().st_size if path.exists() else None
                 path.unlink(missing_ok=True)
-                return size
+                return size, children_cpu() - marks.pop(path)
             return after
 
         q, v, v1 = d / "q.vmdk", d / "v.vmdk", d / "v1.vmdk"
         b.measure({"qemu": Cmd(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", "-o",
-                                "subformat=streamOptimized", src, q], after=output(q)),
-                   "vdiskio": Cmd(mine + [v], after=output(v)),
-                   "vdiskio 1 core": Cmd(["taskset", "-c", "0"] + mine + [v1], after=output(v1))},
+                                "subformat=streamOptimized", src, q], before=mark(q),
+                               after=output(q)),
+                   "vdiskio": Cmd(mine + [v], before=mark(v), after=output(v)),
+                   "vdiskio 1 core": Cmd(["taskset", "-c", "0"] + mine + [v1], before=mark(v1),
+                                         after=output(v1))},
                   [Compare(speed_row, ("qemu", "vdiskio"), speed()),
                    Compare(size_row, ("qemu", "vdiskio"),
-                           lambda qs, vs: (vs.extra / qs.extra - 1) * 100),
-                   Compare(cores_row, ("vdiskio 1 core", "vdiskio"), speed())])
+                           lambda qs, vs: (vs.extra[0] / qs.extra[0] - 1) * 100),
+                   Compare(cores_row, ("vdiskio 1 core", "vdiskio"), speed()),
+                   Compare(cpu_row, ("vdiskio 1 core", "vdiskio"),
+                           lambda one, two: one.extra[1] / two.extra[1]),
+                   Compare(busy_row, ("vdiskio",), lambda two: two.extra[1] / two.seconds)])
     b.publish()

@@ -21,19 +21,29 @@ whose grains are all zero is not written (its directory entry stays 0), as VMwar
 The disk's last grain, when the disk ends inside it, is compressed padded with zeros
 to a whole grain, as QEMU reads it.
 
-Compression runs on every core (vmdk/pool.py: zlib and ISA-L release the GIL); the
-results are written in order, a bounded number of 1 MiB windows in flight, so memory
-does not grow with the image. The file is written under a temporary name in the
-destination's directory and linked to its name at the end (never over an existing
-file): an error or an interruption leaves no partial image behind.
+Compression runs on every core (vmdk/pool.py: zlib and ISA-L release the GIL). The
+writer's thread reads the source by 1 MiB windows, hands each to the pool (a worker per
+CPU but one), and writes the results in order, a bounded number of windows in flight, so
+memory does not grow with the image; while it would wait for the oldest window it
+compresses that window's unclaimed grains itself (grains are claimed one at a time, see
+Window), so on 2 cores both are busy and a worker the system deschedules holds up at
+most one grain. On one CPU there is no thread at all. Write-back of the output is
+started as it is written (StreamFile._write_back): the fsync at the end waits for the
+last few MiB, not for the whole image once the work is done (on a 256 MiB mixed-content
+disk it took 60 ms, a serial tail on every core count; now under 10 ms).
+
+The file is written under a temporary name in the destination's directory, fsynced, and
+linked to its name at the end (never over an existing file): an error or an
+interruption leaves no partial image behind.
 """
 
 import errno
 import os
 import signal
 import struct
-from _thread import _local
+from _thread import _local, allocate_lock
 from collections import deque
+from itertools import count
 
 from ..backing import sys_open
 from ..errors import AlreadyExists, BadRequest, VdError
@@ -57,6 +67,8 @@ MAX_CAPACITY = 1 << 48               # 256 TiB: what the reader accepts
 DEFAULT_ISAL_LEVEL = 3
 DEFAULT_ZLIB_LEVEL = 6               # zlib's default, and qemu-img's (compress2)
 _ZEROS = bytes(SECTOR)
+WRITEBACK_STEP = 4 << 20             # write-back started every 4 MiB written...
+WRITEBACK_LAG = 1 << 20              # ...up to 1 MiB behind the end
 
 
 def compressor(level=None):
@@ -140,26 +152,80 @@ _ZERO_GRAIN = bytearray(GRAIN_BYTES)
 _scratch = _local()         # per thread: a grain-sized buffer for the zero test
 
 
-def deflate_window(compress, data, first_grain):
-    """[(grain number, compressed grain)] for the grains of `data` that are not all zero
-    (a worker's job: the compression releases the GIL). Each grain is copied into this
+def deflate_grain(compress, grain):
+    """The compressed grain, or None for an all-zero one. The grain is copied into this
     thread's scratch buffer to be compared with zeros at memcmp speed (a fresh copy per
-    grain would be allocated and freed, page faults included, 16 times a window)."""
-    out = []
-    view = memoryview(data)
+    grain would be allocated and freed, page faults included). The disk's last grain,
+    when short, is compressed padded with zeros to a whole grain."""
     scratch = getattr(_scratch, "buf", None)
     if scratch is None:
         scratch = _scratch.buf = bytearray(GRAIN_BYTES)
-    for i in range(0, len(data), GRAIN_BYTES):
-        grain = view[i:i + GRAIN_BYTES]
-        if len(grain) < GRAIN_BYTES:
-            # The disk's last grain: compressed whole, padded with zeros.
-            grain = bytes(grain) + bytes(GRAIN_BYTES - len(grain))
-        scratch[:] = grain
-        if scratch == _ZERO_GRAIN:
-            continue
-        out.append((first_grain + i // GRAIN_BYTES, compress(grain)))
-    return out
+    if len(grain) < GRAIN_BYTES:
+        grain = bytes(grain) + bytes(GRAIN_BYTES - len(grain))
+    scratch[:] = grain
+    if scratch == _ZERO_GRAIN:
+        return None
+    return compress(grain)
+
+
+class Window:
+    """A window's grains, compressed by whoever claims them, one grain at a time: a pool
+    worker (the window's job) and the writer's thread, which helps with the grains of
+    the window it is about to write instead of waiting for them. So the writer never
+    waits for a whole window a descheduled worker has taken (on a busy machine), only for
+    the grain that worker is on. Claims and completions are counted by itertools.count,
+    whose next() is atomic under the GIL; the one that completes the last grain
+    releases `done`."""
+
+    __slots__ = ("compress", "view", "first", "count", "out", "claims", "finished", "done",
+                 "error")
+
+    def __init__(self, compress, data, first):
+        self.compress = compress
+        self.view = memoryview(data)
+        self.first = first                      # the window's first grain number
+        self.count = -(-len(data) // GRAIN_BYTES)
+        self.out = [None] * self.count          # compressed grains; None: all zero
+        self.claims = count()
+        self.finished = count(1)
+        self.done = allocate_lock()
+        self.done.acquire()
+        self.error = None
+
+    def work(self):
+        claims, n = self.claims, self.count
+        while True:
+            i = next(claims)
+            if i >= n:
+                return
+            try:
+                self.out[i] = deflate_grain(self.compress,
+                                            self.view[i * GRAIN_BYTES:(i + 1) * GRAIN_BYTES])
+            except BaseException as e:          # noqa: B902 - raised by the writer
+                self.error = e
+            if next(self.finished) == n:
+                self.done.release()
+
+    def wait(self, workers):
+        """Help with the grains nobody has claimed, then wait for the others (running
+        the pool's queued jobs meanwhile); the exception a grain met is raised."""
+        self.work()
+        while not self.done.acquire(False):
+            other = workers.queued() if workers is not None else None
+            if other is None:                   # the last grains are a worker's
+                self.done.acquire()
+                break
+            other.run()
+        self.view = None
+        if self.error is not None:
+            raise self.error
+
+    def write(self, out):
+        number = self.first
+        for grain in self.out:
+            if grain is not None:
+                out.grain(number, grain)
+            number += 1
 
 
 class StreamFile:
@@ -179,6 +245,8 @@ class StreamFile:
         self.buffered = 0
         self.grains = 0                 # grains stored
         self.desc_sectors = 0
+        self.written = 0                # bytes written to the file
+        self.started = 0                # bytes below which write-back has been started
 
     def start(self, desc):
         desc_sectors = -(-len(desc) // SECTOR)
@@ -248,6 +316,25 @@ class StreamFile:
                     data = data[os.write(self.fd, data):]
         except OSError as e:
             raise VdError(f"write error: {e.strerror}", self.path, e.errno) from None
+        self.written += done + rest
+        self._write_back()
+
+    def _write_back(self):
+        # Start the kernel's write-back of what is written (WRITEBACK_LAG behind the end,
+        # whole pages: the page being filled is not touched), so that the fsync at the end
+        # waits only for the last few MiB instead of the whole image. POSIX_FADV_DONTNEED
+        # on Linux starts the write-back of dirty pages and drops only clean ones: the
+        # pages written here are still dirty, so the page cache keeps them (fincore shows
+        # the whole output cached; pages the kernel's own write-back cleaned first would
+        # be dropped, costing a later reader a disk read, never data). tmpfs ignores it.
+        end = (self.written - WRITEBACK_LAG) & ~(WRITEBACK_STEP - 1)
+        if end - self.started >= WRITEBACK_STEP:
+            try:
+                os.posix_fadvise(self.fd, self.started, end - self.started,
+                                 os.POSIX_FADV_DONTNEED)
+            except (OSError, AttributeError):
+                pass                            # only a hint: the fsync does it all
+            self.started = end
 
 
 # -- reading the source -------------------------------------------------------------------
@@ -420,21 +507,23 @@ def create(path, source, size, level=None):
     try:
         out = StreamFile(fd, path, capacity)
         out.start(descriptor(os.path.basename(path), capacity, _new_cid()))
-        if workers is None:
-            for off, data in windows:
-                for number, grain in deflate_window(compress, data, off // GRAIN_BYTES):
-                    out.grain(number, grain)
-        else:
-            pending = deque()
-            for off, data in windows:
-                pending.append(workers.submit(deflate_window, compress, data,
-                                              off // GRAIN_BYTES))
-                while len(pending) > depth:
-                    for number, grain in pending.popleft().result():
-                        out.grain(number, grain)
-            while pending:
-                for number, grain in pending.popleft().result():
-                    out.grain(number, grain)
+        pending = deque()
+        for off, data in windows:
+            window = Window(compress, data, off // GRAIN_BYTES)
+            if workers is None:
+                window.wait(None)               # one CPU: the grains compressed here
+                window.write(out)
+                continue
+            workers.submit(window.work)
+            pending.append(window)
+            while len(pending) > depth:
+                window = pending.popleft()
+                window.wait(workers)
+                window.write(out)
+        while pending:
+            window = pending.popleft()
+            window.wait(workers)
+            window.write(out)
         out.finish()
         try:
             os.fsync(fd)
