@@ -166,8 +166,10 @@ edits this file: rerun `bench/run.py --write` on a quiet machine to update it.
   compare` first); `mkfs.ext4 -q -F` likewise on {mkfs} (images made with qemu-img
   create, untimed). streamOptimized: `vdiskio create -t streamOptimized --from SRC` vs
   `qemu-img convert -O vmdk -o subformat=streamOptimized` from the mixed-content disk
-  (speed, output size), and vdiskio on both cores vs on one (`taskset -c 0`); vdiskio's
-  output is checked with `qemu-img compare` first.
+  (speed, output size), and vdiskio on both cores vs on one (`taskset -c 0`), with two
+  information rows from the same runs: the CPU time (user + sys) on 2 cores vs on 1, and
+  the cores the 2-core run kept busy (CPU time / wall time: a low figure is a busy
+  machine, not the design); vdiskio's output is checked with `qemu-img compare` first.
 - **Stream reads.** A streamOptimized VMDK of the mixed-content disk written by qemu-img:
   `dd bs=1M of=/dev/null` through the library (the readahead pool inflating on every
   core) against `qemu-img convert` of the same image to null-co with `file.aio=io_uring`,
