@@ -17,9 +17,9 @@ _gc_was_on = gc.isenabled()
 gc.disable()
 
 import errno  # noqa: E402 - after the collector is off
-import os  # noqa: E402
 import struct  # noqa: E402
 
+from ._os import os  # noqa: E402
 from . import backing, log  # noqa: E402
 from .disk import Registry  # noqa: E402
 from .errors import NameTooLong, NotAnImage, VdError  # noqa: E402

@@ -6,10 +6,10 @@ so decoders are safe to use from several threads and from the shim at once.
 
 import errno
 import fcntl
-import os
 import stat
 import struct
 
+from ._os import os
 from . import settings
 from .errors import Busy, CorruptImage, Refused, VdError
 

@@ -9,9 +9,10 @@ In a forked child every LRU gets a new lock: a thread the child does not have ma
 held one at the fork (a program's reader thread, in the middle of a get).
 """
 
-import os
 from _thread import allocate_lock
 from _weakref import ref
+
+from ._os import os
 
 _every = []         # weak references to every LRU, for the fork handler
 

@@ -15,10 +15,10 @@ way it is kept on the child (`parent_problems`) for check and info to report.
 VDISKIO_IGNORE_PARENT=1 opens a child without its parent.
 """
 
-import os
 import stat
 from _thread import _local
 
+from ._os import os
 from . import settings
 from .errors import CorruptImage, MissingFile, NotAnImage, Refused
 

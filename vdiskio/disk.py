@@ -12,10 +12,10 @@ file never has two Images (two allocators), whatever is open on it.
 """
 
 import errno
-import os
 import sys
 from _thread import RLock, allocate_lock, get_ident
 
+from ._os import os
 from . import log
 from .entries import (ENTRY_RUNS, ENTRY_SLOW, ENTRY_ZERO, FD_SHIFT, KIND_DATA, KIND_OWNED,
                       MAX_PHYS, data_base)

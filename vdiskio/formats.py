@@ -1,8 +1,8 @@
 """Which format a file is, and opening it: the one entry point to the decoders."""
 
-import os
 import stat
 
+from ._os import os
 from . import log
 
 from .vhd import image as vhd

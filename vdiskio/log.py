@@ -6,9 +6,9 @@ Nothing is ever written to stdout: in the shim that is the calling program's out
 Inside the library every line carries the pid, as the C stage's do.
 """
 
-import os
 from _thread import _local
 
+from ._os import os
 from . import settings
 
 _fd = None

@@ -2,7 +2,7 @@
 "Environment" table lists the same). Each is read when it is used, never cached, so a
 test or a program may change it between opens."""
 
-import os
+from ._os import os
 
 DEBUG = "VDISKIO_DEBUG"                     # log every call on an image fd and its mapping
 DUMP = "VDISKIO_DUMP"                       # hex-dump data read (the C stage does it)

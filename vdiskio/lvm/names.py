@@ -2,8 +2,8 @@
 image's, a '-' inside the VG or the LV name doubled (what `dmsetup ls` shows:
 vg-data/lv-1 is vg--data-lv--1)."""
 
-import os
 
+from .._os import os
 from .metadata import valid_name
 
 IMAGE_SUFFIXES = (".vhd", ".vmdk", ".vhdx")

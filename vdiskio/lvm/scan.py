@@ -13,9 +13,9 @@ something to choose around; a copy of a lower seqno on a PV the VG no longer lis
 leftover of a removed PV, and ignored.
 """
 
-import os
 import stat
 
+from .._os import os
 from ..errors import CorruptImage, NotAnImage, VdError
 from ..partitions import NoPartitionTable, read_table
 from . import label as labels

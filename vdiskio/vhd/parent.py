@@ -2,8 +2,8 @@
 in the header), the child's record of it (unique id and modification time), through the
 rules every format shares (vdiskio.chain)."""
 
-import os
 
+from .._os import os
 from .. import chain
 from ..errors import CorruptImage
 from .structs import PARENT_LOCATOR, PARENT_LOCATOR_COUNT

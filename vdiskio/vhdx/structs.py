@@ -5,9 +5,9 @@ Every integer is little-endian. GUIDs are stored in Microsoft's binary form (the
 three fields little-endian, the last eight bytes as written).
 """
 
-import os
 import struct
 
+from .._os import os
 from ..structs import Record
 
 KiB = 1 << 10

@@ -20,9 +20,9 @@ Crash safety, in the specification's order:
   a read-only open of a file whose log needs replaying) open the file as it is.
 """
 
-import os
 import struct
 
+from .._os import os
 from ..errors import ReadOnlyImage
 from ..image import forked, is_zero
 from . import log as vlog

@@ -15,10 +15,10 @@ does, the first write after open gives the image a new CID, so that snapshot chi
 made from its earlier state no longer match it.
 """
 
-import os
 
 # cowd and sesparse are imported when an image needs them: this module is
 # imported inside every process on its first image open, and those formats are rare.
+from .._os import os
 from . import descriptor, sparse
 from ..backing import BackingFile
 from ..errors import (CorruptImage, NotAnImage, ReadOnlyImage, Refused,
@@ -589,9 +589,8 @@ def _check_writable_extent(f, descriptor, top):
     if external_allowed():
         return
     base = os.path.realpath(os.path.dirname(os.path.abspath(top)))
-    rel = os.path.relpath(f.path, base)
     why = None
-    if any(part.startswith(".") and part not in (".", "..") for part in rel.split(os.sep)):
+    if any(part.startswith(".") for part in _below(f.path, base)):
         why = "is a hidden file"
     elif f.nlink > 1:
         why = f"has {f.nlink} hard links (writing it would change the other names too)"
@@ -600,6 +599,17 @@ def _check_writable_extent(f, descriptor, top):
     if why is not None:
         raise Refused(f"extent {f.path} {why}: refused for writing (open read-only, or set"
                       f" {ALLOW_EXTERNAL}=1 to trust the files the descriptor names)", top)
+
+
+def _below(path, base):
+    """The names of path's components past what it shares with directory base (both made
+    absolute): os.path.relpath(path, base) without its leading '..'s."""
+    parts = [p for p in os.path.abspath(path).split("/") if p]
+    under = [p for p in os.path.abspath(base).split("/") if p]
+    i = 0
+    while i < min(len(parts), len(under)) and parts[i] == under[i]:
+        i += 1
+    return parts[i:]
 
 
 def _number(text):

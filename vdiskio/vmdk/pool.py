@@ -16,10 +16,10 @@ threads are started with _thread (the threading module is never imported). A wor
 blocks only on the job queue.
 """
 
-import os
 from _queue import Empty, SimpleQueue
 from _thread import allocate_lock, start_new_thread
 from _weakref import ref
+from .._os import os
 
 MAX_WORKERS = 8
 KEEP = 4                    # job values each worker keeps alive (see Pool._work)

@@ -1,0 +1,189 @@
+"""`os` for the decoder, without importing os where nothing else has.
+
+Importing os costs the library's first open about a millisecond (its environ mapping
+pulls in _collections_abc), more than any other module it imports, and the programs run
+under the library (dd, fdisk, sha256sum...) never load it otherwise. The decoder's
+modules take `os` from here: os itself when it is already loaded (a Python program, the
+vdiskio command), else posix's functions and constants with the few pieces os.py adds
+that the decoder uses: SEEK_SET/CUR/END, fsencode/fsdecode, environ (read when this
+module is first imported, as os does), and os.path's basename, dirname, join, isabs,
+normpath, abspath, islink and realpath, written to give os.path's results
+(tests/test_os_subset.py compares them on random paths and symlink trees). Any other
+name is looked up in os itself, imported then.
+"""
+
+import sys
+
+os = sys.modules.get("os")
+
+if os is None:
+    import posix
+    from _stat import S_ISLNK
+
+    def _real_os():
+        import os as real
+        return real
+
+    class _Subset:
+        def __getattr__(self, name):
+            value = getattr(_real_os(), name)
+            setattr(self, name, value)
+            return value
+
+    def _fs_encoding():
+        return sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+
+    def fsencode(filename):
+        filename = posix.fspath(filename)
+        return filename.encode(*_fs_encoding()) if isinstance(filename, str) else filename
+
+    def fsdecode(filename):
+        filename = posix.fspath(filename)
+        return filename.decode(*_fs_encoding()) if isinstance(filename, bytes) else filename
+
+    class _Path(_Subset):
+        """posixpath's functions the decoder uses, on str paths (others: posixpath's)."""
+
+        def __getattr__(self, name):
+            value = getattr(_real_os().path, name)
+            setattr(self, name, value)
+            return value
+
+        @staticmethod
+        def basename(p):
+            p = posix.fspath(p)
+            if not isinstance(p, str):
+                return _real_os().path.basename(p)
+            return p[p.rfind("/") + 1:]
+
+        @staticmethod
+        def dirname(p):
+            p = posix.fspath(p)
+            if not isinstance(p, str):
+                return _real_os().path.dirname(p)
+            head = p[:p.rfind("/") + 1]
+            if head and head != "/" * len(head):
+                head = head.rstrip("/")
+            return head
+
+        @staticmethod
+        def isabs(p):
+            p = posix.fspath(p)
+            if not isinstance(p, str):
+                return _real_os().path.isabs(p)
+            return p.startswith("/")
+
+        @staticmethod
+        def join(a, *rest):
+            a = posix.fspath(a)
+            if not isinstance(a, str) or any(not isinstance(posix.fspath(b), str) for b in rest):
+                return _real_os().path.join(a, *rest)
+            path = a
+            for b in map(posix.fspath, rest):
+                if b.startswith("/"):
+                    path = b
+                elif not path or path.endswith("/"):
+                    path += b
+                else:
+                    path += "/" + b
+            return path
+
+        @staticmethod
+        def normpath(p):
+            p = posix.fspath(p)
+            if not isinstance(p, str):
+                return _real_os().path.normpath(p)
+            if not p:
+                return "."
+            # POSIX keeps exactly two leading slashes; one, or three and more, are one.
+            lead = 2 if p.startswith("//") and not p.startswith("///") else \
+                1 if p.startswith("/") else 0
+            parts = []
+            for part in p.split("/"):
+                if part in ("", "."):
+                    continue
+                if part != ".." or (not lead and not parts) or (parts and parts[-1] == ".."):
+                    parts.append(part)
+                elif parts:
+                    parts.pop()
+            p = "/" * lead + "/".join(parts)
+            return p or "."
+
+        @classmethod
+        def abspath(cls, p):
+            p = posix.fspath(p)
+            if not isinstance(p, str):
+                return _real_os().path.abspath(p)
+            if not p.startswith("/"):
+                p = cls.join(posix.getcwd(), p)
+            return cls.normpath(p)
+
+        @staticmethod
+        def islink(p):
+            try:
+                return S_ISLNK(posix.lstat(p).st_mode)
+            except (OSError, ValueError):
+                return False
+
+        @classmethod
+        def realpath(cls, filename, *, strict=False):
+            filename = posix.fspath(filename)
+            if strict or not isinstance(filename, str):
+                return _real_os().path.realpath(filename, strict=strict)
+            return cls.abspath(cls._resolve("", filename, {})[0])
+
+        @classmethod
+        def _resolve(cls, path, rest, seen):
+            """path (resolved) joined with rest, each symbolic link in rest followed; seen:
+            the links being or already followed (None while being: a loop). Returns (the
+            path, False when a loop stopped it: the rest then joined unresolved)."""
+            if rest.startswith("/"):
+                path, rest = "/", rest[1:]
+            while rest:
+                name, _, rest = rest.partition("/")
+                if name in ("", "."):
+                    continue
+                if name == "..":
+                    if not path:
+                        path = ".."
+                    else:
+                        head, tail = cls._split(path)
+                        path = cls.join(head, "..", "..") if tail == ".." else head
+                    continue
+                candidate = cls.join(path, name)
+                try:
+                    link = S_ISLNK(posix.lstat(candidate).st_mode)
+                except OSError:
+                    link = False
+                if not link:
+                    path = candidate
+                    continue
+                if candidate in seen:
+                    if seen[candidate] is not None:
+                        path = seen[candidate]
+                        continue
+                    return cls.join(candidate, rest), False
+                seen[candidate] = None
+                path, ok = cls._resolve(path, posix.readlink(candidate), seen)
+                if not ok:
+                    return cls.join(path, rest), False
+                seen[candidate] = path
+            return path, True
+
+        @staticmethod
+        def _split(p):
+            i = p.rfind("/") + 1
+            head, tail = p[:i], p[i:]
+            if head and head != "/" * len(head):
+                head = head.rstrip("/")
+            return head, tail
+
+    os = _Subset()
+    for _name in dir(posix):
+        if not _name.startswith("__"):
+            setattr(os, _name, getattr(posix, _name))
+    os.SEEK_SET, os.SEEK_CUR, os.SEEK_END = 0, 1, 2
+    os.fsencode, os.fsdecode = fsencode, fsdecode
+    os.environ = {fsdecode(k): fsdecode(v) for k, v in posix.environ.items()}
+    os.path = _Path()
+    del _name
