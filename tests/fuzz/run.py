@@ -23,6 +23,12 @@ def targets():
 
 
 def main(argv):
+    try:
+        import atheris  # noqa: F401 - without it a target only runs its corpus once
+    except ImportError:
+        print("tests/fuzz/run.py: atheris is not installed, so nothing would be fuzzed"
+              " (make fuzz installs it)", file=sys.stderr)
+        return 2
     seconds = int(os.environ.get("FUZZ_SECONDS", "60"))
     work = Path(os.environ.get("FUZZ_DIR", "/tmp/vdiskio-fuzz"))
     names = argv or targets()
@@ -53,6 +59,9 @@ def main(argv):
         last = [line for line in text.splitlines() if re.search(r"#\d+\s+(pulse|REDUCE|NEW|DONE|INITED)", line)]
         runs = re.search(r"stat::number_of_executed_units:\s*(\d+)", text)
         speed = re.search(r"stat::average_exec_per_sec:\s*(\d+)", text)
+        if rc == 0 and not runs:
+            rc = 3      # libFuzzer never reported its runs: this was no fuzzing
+            text += "\nno libFuzzer statistics: the target did not fuzz\n"
         cov = re.findall(r"cov: (\d+) ft: (\d+)", text)
         print(f"{name}: {time.monotonic() - started:.0f} s, runs {runs.group(1) if runs else '?'},"
               f" {speed.group(1) if speed else '?'} exec/s, cov {cov[-1][0] if cov else '?'}"
