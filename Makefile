@@ -49,7 +49,7 @@ test: build
 # images, the boundary and one pass through the library; `make test` before committing.
 CHECK_TESTS := test_startup_imports test_boundary test_vhd test_vmdk_structs test_vhdx_structs \
 	test_partitions test_lvm_metadata test_api test_disk_table test_fuzz_targets test_hostile \
-	test_trust test_shim_vhd
+	test_trust test_shim_vhd test_os_subset
 check: build
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(CHECK_TESTS:%=tests/%.py)
 
