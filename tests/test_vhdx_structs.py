@@ -141,6 +141,19 @@ def test_crc32c_vectors():
     assert S.crc32c(data) == W.crc32c(data)             # the zero-run shortcut
 
 
+def test_known_zero_run_operators_are_the_computed_ones():
+    saved = dict(S._ZERO_OPS)
+    try:
+        S._ZERO_OPS.clear()
+        S.crc32c(b"x")                                  # the byte table, built
+        computed = [S._zero_op(k) for k in range(len(S._ZERO_OPS_KNOWN))]
+    finally:
+        S._ZERO_OPS.clear()
+        S._ZERO_OPS.update(saved)
+    assert [tuple(op) for op in computed] == [tuple(op) for op in S._ZERO_OPS_KNOWN]
+    assert S.crc32c(bytes(1 << 20)) == W.crc32c(bytes(1 << 20))     # past the known ones
+
+
 def test_guids_in_microsoft_byte_order():
     import uuid
     text = "2DC27766-F623-4200-9D64-115E9BFD4A08"
