@@ -25,8 +25,11 @@ if os is None:
         return real
 
     class _Subset:
+        """Names not set here are _source()'s (os itself, or os.path), kept once looked up."""
+        _source = staticmethod(_real_os)
+
         def __getattr__(self, name):
-            value = getattr(_real_os(), name)
+            value = getattr(self._source(), name)
             setattr(self, name, value)
             return value
 
@@ -41,45 +44,47 @@ if os is None:
         filename = posix.fspath(filename)
         return filename.decode(*_fs_encoding()) if isinstance(filename, bytes) else filename
 
+    def _on_str(fn):
+        """fn over str paths (os.PathLike ones made str first); any other path goes to
+        posixpath's function of the same name, which answers or raises as os does."""
+        name = fn.__name__
+
+        def call(*paths):
+            paths = tuple(map(posix.fspath, paths))
+            if all(isinstance(p, str) for p in paths):
+                return fn(*paths)
+            return getattr(_real_os().path, name)(*paths)
+        call.__name__ = name
+        return staticmethod(call)
+
     class _Path(_Subset):
         """posixpath's functions the decoder uses, on str paths (others: posixpath's)."""
-
-        def __getattr__(self, name):
-            value = getattr(_real_os().path, name)
-            setattr(self, name, value)
-            return value
+        _source = staticmethod(lambda: _real_os().path)
 
         @staticmethod
-        def basename(p):
-            p = posix.fspath(p)
-            if not isinstance(p, str):
-                return _real_os().path.basename(p)
-            return p[p.rfind("/") + 1:]
-
-        @staticmethod
-        def dirname(p):
-            p = posix.fspath(p)
-            if not isinstance(p, str):
-                return _real_os().path.dirname(p)
-            head = p[:p.rfind("/") + 1]
+        def _split(p):
+            i = p.rfind("/") + 1
+            head, tail = p[:i], p[i:]
             if head and head != "/" * len(head):
                 head = head.rstrip("/")
-            return head
+            return head, tail
 
-        @staticmethod
+        @_on_str
+        def basename(p):
+            return p[p.rfind("/") + 1:]
+
+        @_on_str
+        def dirname(p):
+            return _Path._split(p)[0]
+
+        @_on_str
         def isabs(p):
-            p = posix.fspath(p)
-            if not isinstance(p, str):
-                return _real_os().path.isabs(p)
             return p.startswith("/")
 
-        @staticmethod
+        @_on_str
         def join(a, *rest):
-            a = posix.fspath(a)
-            if not isinstance(a, str) or any(not isinstance(posix.fspath(b), str) for b in rest):
-                return _real_os().path.join(a, *rest)
             path = a
-            for b in map(posix.fspath, rest):
+            for b in rest:
                 if b.startswith("/"):
                     path = b
                 elif not path or path.endswith("/"):
@@ -88,11 +93,8 @@ if os is None:
                     path += "/" + b
             return path
 
-        @staticmethod
+        @_on_str
         def normpath(p):
-            p = posix.fspath(p)
-            if not isinstance(p, str):
-                return _real_os().path.normpath(p)
             if not p:
                 return "."
             # POSIX keeps exactly two leading slashes; one, or three and more, are one.
@@ -109,14 +111,11 @@ if os is None:
             p = "/" * lead + "/".join(parts)
             return p or "."
 
-        @classmethod
-        def abspath(cls, p):
-            p = posix.fspath(p)
-            if not isinstance(p, str):
-                return _real_os().path.abspath(p)
+        @_on_str
+        def abspath(p):
             if not p.startswith("/"):
-                p = cls.join(posix.getcwd(), p)
-            return cls.normpath(p)
+                p = _Path.join(posix.getcwd(), p)
+            return _Path.normpath(p)
 
         @staticmethod
         def islink(p):
@@ -169,14 +168,6 @@ if os is None:
                     return cls.join(path, rest), False
                 seen[candidate] = path
             return path, True
-
-        @staticmethod
-        def _split(p):
-            i = p.rfind("/") + 1
-            head, tail = p[:i], p[i:]
-            if head and head != "/" * len(head):
-                head = head.rstrip("/")
-            return head, tail
 
     os = _Subset()
     for _name in dir(posix):
