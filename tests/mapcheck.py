@@ -93,7 +93,7 @@ def check_pieces(image, disk, blk):
     block_start = blk * bsize
     block_len = min(bsize, image.size - block_start)
     pieces = disk.map_runs(blk)
-    check_layer(disk, blk)
+    check_layer(disk, blk, pieces)
     if not pieces:
         return pieces               # the shim reads the block through Python
     starts = [s for s, _ in pieces]
@@ -134,19 +134,20 @@ def compose_layer(flat, bitmap):
     return out
 
 
-def check_layer(disk, blk):
+def check_layer(disk, blk, want=None):
     """A block's layered answer (Disk.map_layer, what the shim asks) composes to
-    map_runs's pieces (shim/io.c compose_layer does it run by run). Returns whether the
-    answer was layered."""
+    map_runs's pieces (`want`, when the caller has them; shim/io.c compose_layer does it
+    run by run). Returns whether the answer was layered."""
+    if want is None:
+        want = disk.map_runs(blk)
     flat = disk.map_layer(blk)
     if len(flat) < 2 or flat[1] >> KIND_SHIFT != KIND_RUNS:
-        if list(zip(flat[0::2], flat[1::2])) != disk.map_runs(blk):
+        if list(zip(flat[0::2], flat[1::2])) != want:
             raise Mismatch(f"block {blk}: map_layer's pieces are not map_runs's")
         return False
     fd = (flat[1] >> FD_SHIFT) & MAX_FD
     need = -(-(flat[1] & ((1 << FD_SHIFT) - 1)) // 8)
     bitmap = os.pread(fd, need, flat[0])
-    want = disk.map_runs(blk)
     if len(bitmap) < need:          # the shim fails the read (EIO): so must the decoder
         if want:
             raise Mismatch(f"block {blk}: the layered answer's bitmap is past its file's end")

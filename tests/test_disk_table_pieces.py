@@ -68,6 +68,31 @@ def write_runs(rng, path, mirror, runs):
         image.close()
 
 
+def layout(raw):
+    """A dynamic VHD's (virtual size, block size, block table offset), from its bytes: the
+    footer at the end, the dynamic header at 512."""
+    return (struct.unpack_from(">Q", raw, len(raw) - 512 + 48)[0],
+            struct.unpack_from(">I", raw, 512 + 32)[0],
+            struct.unpack_from(">Q", raw, 512 + 16)[0])
+
+
+def make_child(parent, d, block_size, writes=(), mirror=None, name="child.vhd"):
+    """d/name, a differencing VHD of parent, with the writes [(offset, bytes)] made
+    through the decoder (and in mirror, when given)."""
+    child = d / name
+    vhd_create.create_dynamic(str(child), 0, block_size=block_size, parent=str(parent))
+    if writes:
+        image = open_image(str(child), writable=True)
+        try:
+            for off, data in writes:
+                image.write(off, data)
+                if mirror is not None:
+                    mirror[off:off + len(data)] = data
+        finally:
+            image.close()
+    return child
+
+
 def make_chain(rng, d):
     """parent (qemu-img) <- child [<- grandchild], children of random block sizes written
     in part; returns (top path, expected bytes)."""
@@ -75,9 +100,8 @@ def make_chain(rng, d):
     parent, mirror = make_parent(rng, d, size)
     top = parent
     for depth in range(rng.choice([1, 1, 2])):
-        child = d / f"child{depth}.vhd"
-        vhd_create.create_dynamic(str(child), 0, block_size=rng.choice(
-            [4 * KiB, 64 * KiB, 512 * KiB, 2 * MiB]), parent=str(top))
+        child = make_child(top, d, rng.choice([4 * KiB, 64 * KiB, 512 * KiB, 2 * MiB]),
+                           name=f"child{depth}.vhd")
         write_runs(rng, child, mirror, rng.randrange(1, 60))
         top = child
     return top, bytes(mirror)
@@ -91,9 +115,7 @@ def read_model(path, parent_view):
     alone: per sector, the child's data where the block's bitmap bit is set, else
     `parent_view` (zeros past its end)."""
     raw = path.read_bytes()
-    size = struct.unpack_from(">Q", raw, len(raw) - 512 + 48)[0]
-    bs = struct.unpack_from(">I", raw, 512 + 32)[0]
-    table = struct.unpack_from(">Q", raw, 512 + 16)[0]
+    size, bs, table = layout(raw)
     bitmap_size = -(-(bs // 512 // 8) // 512) * 512
     out = bytearray(parent_view[:size].ljust(size, b"\0"))
     for block in range(-(-size // bs)):
@@ -111,9 +133,7 @@ def read_model(path, parent_view):
 def rewrite_bitmaps(rng, path):
     """Give some allocated blocks a random, full or empty bitmap, in place."""
     raw = path.read_bytes()
-    size = struct.unpack_from(">Q", raw, len(raw) - 512 + 48)[0]
-    bs = struct.unpack_from(">I", raw, 512 + 32)[0]
-    table = struct.unpack_from(">Q", raw, 512 + 16)[0]
+    size, bs, table = layout(raw)
     n = -(-bs // 512 // 8)
     with open(path, "r+b") as f:
         for block in range(-(-size // bs)):
@@ -130,14 +150,10 @@ def make_kind_chain(rng, d, kind, monkeypatch):
     size = rng.randrange(1, 6 * MiB // SECTOR) * SECTOR
     base, mirror = make_parent(rng, d, size, "fixed" if kind == "fixed" else "dynamic")
     if kind == "differencing":
-        middle = d / "middle.vhd"
-        vhd_create.create_dynamic(str(middle), 0, block_size=rng.choice([64 * KiB, 2 * MiB]),
-                                  parent=str(base))
+        middle = make_child(base, d, rng.choice([64 * KiB, 2 * MiB]), name="middle.vhd")
         write_runs(rng, middle, mirror, rng.randrange(1, 40))
         base = middle
-    child = d / "child.vhd"
-    vhd_create.create_dynamic(str(child), 0, block_size=rng.choice(
-        [4 * KiB, 64 * KiB, 512 * KiB, 2 * MiB]), parent=str(base))
+    child = make_child(base, d, rng.choice([4 * KiB, 64 * KiB, 512 * KiB, 2 * MiB]))
     write_runs(rng, child, bytearray(size), rng.randrange(1, 60))
     rewrite_bitmaps(rng, child)
     if kind == "none":
@@ -201,9 +217,8 @@ def test_pieces_read_as_the_decoder_reads(group, tmp_path):
             mapcheck.check_table(image, seed=i)
             disk, kinds = kinds_of(image)
             for blk in (b for b, k in enumerate(kinds) if k == KIND_RUNS):
-                pieces = mapcheck.check_pieces(image, disk, blk)
+                pieces = mapcheck.check_pieces(image, disk, blk)     # and its layered answer
                 assert pieces, (i, blk)
-                mapcheck.check_layer(disk, blk)
                 # Blocks where present and absent sectors alternate (a full one is one
                 # piece: the read-only table does not read bitmaps).
                 pieces_seen += len(pieces) > 1
@@ -255,15 +270,11 @@ def test_corrupt_bat_entry_is_an_error_not_bytes(tmp_path):
     require_tool("qemu-img")
     rng = random.Random(3)
     parent, mirror = make_parent(rng, tmp_path, 4 * MiB)
-    child = tmp_path / "child.vhd"
-    vhd_create.create_dynamic(str(child), 0, block_size=64 * KiB, parent=str(parent))
-    image = open_image(str(child), writable=True)
-    for block in (3, 20, 40):
-        image.write(block * 64 * KiB + 1024, b"\x5a" * 2048)
-        mirror[block * 64 * KiB + 1024:block * 64 * KiB + 3072] = b"\x5a" * 2048
-    image.close()
+    child = make_child(parent, tmp_path, 64 * KiB,
+                       [(block * 64 * KiB + 1024, b"\x5a" * 2048) for block in (3, 20, 40)],
+                       mirror)
     raw = child.read_bytes()
-    table = struct.unpack_from(">Q", raw, 512 + 16)[0]
+    table = layout(raw)[2]
     with open(child, "r+b") as f:
         f.seek(table + 4 * 20)
         f.write(struct.pack(">I", len(raw) // 512 + 100))
@@ -292,13 +303,9 @@ def test_block_of_too_many_pieces_is_read_through_python(tmp_path):
     base = open_image(str(parent))
     view = base.read(0, 8 * MiB)
     base.close()
-    child = tmp_path / "child.vhd"
-    vhd_create.create_dynamic(str(child), 0, block_size=4 * MiB, parent=str(parent))
-    image = open_image(str(child), writable=True)
-    image.write(4 * MiB, rng.randbytes(4 * MiB))
-    image.close()
+    child = make_child(parent, tmp_path, 4 * MiB, [(4 * MiB, rng.randbytes(4 * MiB))])
     raw = child.read_bytes()
-    table = struct.unpack_from(">Q", raw, 512 + 16)[0]
+    table = layout(raw)[2]
     with open(child, "r+b") as f:
         f.seek(struct.unpack_from(">I", raw, table + 4)[0] * 512)
         f.write(b"\xaa" * 1024)
@@ -340,12 +347,11 @@ def test_hostile_bat_and_bitmaps_read_as_the_decoder_or_fail(seed, tmp_path):
     rng = random.Random(seed)
     bs = 64 * KiB
     parent, mirror = make_parent(rng, tmp_path, 4 * MiB)
-    child = tmp_path / "child.vhd"
-    vhd_create.create_dynamic(str(child), 0, block_size=bs, parent=str(parent))
+    child = make_child(parent, tmp_path, bs)
     write_runs(rng, child, mirror, 80)
     rewrite_bitmaps(rng, child)
     raw = child.read_bytes()
-    table = struct.unpack_from(">Q", raw, 512 + 16)[0]
+    table = layout(raw)[2]
     with open(child, "r+b") as f:
         for block in rng.sample(range(64), 12):
             f.seek(table + 4 * block)
@@ -395,14 +401,10 @@ def test_bitmap_past_a_truncated_end_is_an_error(tmp_path):
     require_tool("qemu-img")
     rng = random.Random(8)
     parent, _ = make_parent(rng, tmp_path, 4 * MiB)
-    child = tmp_path / "child.vhd"
-    vhd_create.create_dynamic(str(child), 0, block_size=64 * KiB, parent=str(parent))
-    image = open_image(str(child), writable=True)
-    for block in (0, 30):
-        image.write(block * 64 * KiB + 512, b"\x77" * 1024)
-    image.close()
+    child = make_child(parent, tmp_path, 64 * KiB,
+                       [(block * 64 * KiB + 512, b"\x77" * 1024) for block in (0, 30)])
     raw = child.read_bytes()
-    table = struct.unpack_from(">Q", raw, 512 + 16)[0]
+    table = layout(raw)[2]
     last = struct.unpack_from(">I", raw, table + 4 * 30)[0] * 512
     assert last > struct.unpack_from(">I", raw, table)[0] * 512    # block 30 is the last
     p = run_preloaded([sys.executable, "-c", TRUNCATED, str(child), "30", str(last),
@@ -417,12 +419,9 @@ def test_pieces_merge_and_cover_the_block(tmp_path):
     require_tool("qemu-img")
     rng = random.Random(5)
     parent, mirror = make_parent(rng, tmp_path, 4 * MiB)
-    child = tmp_path / "child.vhd"
-    vhd_create.create_dynamic(str(child), 0, block_size=64 * KiB, parent=str(parent))
-    image = open_image(str(child), writable=True)
-    image.write(2 * MiB + 8 * SECTOR, b"\x11" * 8 * SECTOR)
-    image.write(2 * MiB + 100 * SECTOR, b"\x22" * SECTOR)
-    image.close()
+    child = make_child(parent, tmp_path, 64 * KiB,
+                       [(2 * MiB + 8 * SECTOR, b"\x11" * 8 * SECTOR),
+                        (2 * MiB + 100 * SECTOR, b"\x22" * SECTOR)])
     image = open_image(str(child))
     try:
         disk = Disk(1, image, (0, 0), False)
@@ -448,8 +447,7 @@ def chain(tmp_path_factory):
     d = tmp_path_factory.mktemp("pieces")
     rng = random.Random(77)
     parent, mirror = make_parent(rng, d, 6 * MiB)
-    child = d / "child.vhd"
-    vhd_create.create_dynamic(str(child), 0, block_size=64 * KiB, parent=str(parent))
+    child = make_child(parent, d, 64 * KiB)
     write_runs(rng, child, mirror, 300)
     raw = d / "child.raw"
     raw.write_bytes(mirror)
