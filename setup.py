@@ -15,7 +15,7 @@ SHIM = "shim"
 C_STAGE = [os.path.join(SHIM, f) for f in (
     "real.c", "fdtable.c", "disk.c", "log.c", "inherit.c", "stage.c", "io.c", "open.c",
     "rw.c", "fd.c", "stat.c", "ioctl.c", "sync.c", "stdio.c", "path.c", "refuse.c", "exec.c",
-    "pyfind.c")]
+    "pyfind.c", "grain.c")]
 STAGE_FILE = "_stage" + sysconfig.get_config_var("EXT_SUFFIX")
 
 
@@ -52,7 +52,7 @@ class BuildExt(build_ext):
 preload = Extension(
     "vdiskio.libvdiskio",
     sources=C_STAGE,
-    depends=[os.path.join(SHIM, f) for f in ("vd.h", "calls.h", "libvdiskio.map")],
+    depends=[os.path.join(SHIM, f) for f in ("vd.h", "calls.h", "adler32.h", "stored.h", "libvdiskio.map")],
     include_dirs=[SHIM],
     define_macros=[("VD_STAGE_FILE", f'"{STAGE_FILE}"')] + build_defines(),
     extra_compile_args=["-O2", "-fvisibility=hidden", "-U_FORTIFY_SOURCE", "-std=gnu11",

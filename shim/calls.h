@@ -30,6 +30,10 @@
 #define VD_KIND_RUNS 5   /* the block maps in pieces (a differencing disk's partly present
                             block): vdpy_runs lists them; the C stage then keeps the list
                             and the entry's low bits point to it */
+#define VD_KIND_GRAIN 6  /* one whole grain of a streamOptimized VMDK at fd/offset (its grain
+                            marker; the block is the grain): the C stage reads it when
+                            deflate stored it (shim/grain.c), Python otherwise */
+#define VD_GRAIN_MAX 1048576 /* bytes: larger grains are never VD_KIND_GRAIN */
 #define VD_KIND_SHIFT 61
 #define VD_FD_SHIFT 40
 #define VD_FD_BITS 21

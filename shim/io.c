@@ -147,15 +147,15 @@ static void log_mapping(const char *what, struct vd_disk *d, uint64_t pos, size_
     if (vd_log_quiet)
         return;
     static const char *const kinds[] = {"unknown", "zeros", "python", "data", "data (owned)",
-                                        "pieces"};
+                                        "pieces", "stored grain"};
     unsigned kind = E_KIND(e);
-    if (kind == VD_KIND_DATA || kind == VD_KIND_OWNED)
+    if (kind == VD_KIND_DATA || kind == VD_KIND_OWNED || kind == VD_KIND_GRAIN)
         vd_log("  %s %s @%llu +%zu -> %s: fd %d @%llu", what, d->path, (unsigned long long)pos,
                run, kinds[kind], E_FD(e), (unsigned long long)E_PHYS(e) +
-               (pos & ((1ULL << d->block_shift) - 1)));
+               (kind == VD_KIND_GRAIN ? 0 : pos & ((1ULL << d->block_shift) - 1)));
     else
         vd_log("  %s %s @%llu +%zu -> %s", what, d->path, (unsigned long long)pos, run,
-               kind < 6 ? kinds[kind] : "?");
+               kind < 7 ? kinds[kind] : "?");
 }
 
 /* A Python read or write of `want` bytes: all of them, or -1 with errno. */
@@ -435,6 +435,21 @@ static ssize_t disk_read(struct vd_disk *d, char *p, size_t n, uint64_t pos)
         }
         uint64_t inblk = pos & bmask;
         size_t run = (size_t)((bmask + 1) - inblk);
+        if (E_KIND(e) == VD_KIND_GRAIN) {
+            /* A grain: read here when deflate stored it, else by Python (which then gets
+             * the block as slow: its neighbours join its reads, and none is tried again). */
+            if (run > n - done)
+                run = n - done;
+            if (vd_grain_read(d, e, p + done, run, inblk)) {
+                if (VD_UNLIKELY(vd_debug))
+                    log_mapping("read", d, pos, run, e);
+                done += run;
+                pos += run;
+                continue;
+            }
+            vd_map_replace(d, blk, e, ENTRY_SLOW);
+            e = ENTRY_SLOW;
+        }
         run = extend_run(d, blk, e, run, n - done, 0);
         ssize_t r;
         if (VD_UNLIKELY(vd_debug))

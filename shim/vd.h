@@ -361,6 +361,10 @@ off_t vd_lseek(int fd, struct vd_ofd *o, off_t off, int whence);
 int vd_discard(struct vd_ofd *o, uint64_t off, uint64_t len, int mode);
 int vd_flush(struct vd_ofd *o, int datasync);
 
+/* Read [inblk, inblk+n) of the grain of entry e (VD_KIND_GRAIN) when deflate stored it and
+ * its checksum holds: n, or 0 when the Python decoder must read it (grain.c). */
+size_t vd_grain_read(struct vd_disk *d, uint64_t e, char *p, size_t n, uint64_t inblk);
+
 /* ---- metadata answers (stat.c) --------------------------------------------------------------- */
 int vd_fstat_ofd(struct vd_ofd *o, struct stat64 *st);
 

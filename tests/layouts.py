@@ -1,5 +1,6 @@
 """Random VMDK layouts for the property tests and the fuzzers' seeds: descriptors whose
-extents (hosted sparse of any grain and grain-table size, flat, zero) start at odd
+extents (hosted sparse of any grain and grain-table size, stream-compressed ones whose
+random grains deflate to stored blocks, flat, zero) start at odd
 sectors, chains of such disks, children written in part, disk sizes that are no
 multiple of a block. Built with tests/vmdk_writer (independent of vdiskio's own
 declarations). Each layout's content is known: `expected` is the disk's raw bytes."""
@@ -18,10 +19,11 @@ def _grain_data(rng, nbytes):
     return rng.randbytes(nbytes)
 
 
-def _sparse_extent(rng, path, sectors, grain, gtes, below, zeroed_ok):
+def _sparse_extent(rng, path, sectors, grain, gtes, below, zeroed_ok, compressed=False):
     """A hosted sparse extent of `sectors`; grains written at random. `below` gives the
     extent's bytes as the layer under it reads them (a parent's, or zeros); returns the
-    extent's bytes as the disk reads them."""
+    extent's bytes as the disk reads them. compressed: grains deflated behind markers (a
+    stream's, read-only: bottom layers only), the directory at the end half the time."""
     gb = grain * SECTOR
     content = bytearray(below)
     grains = {}
@@ -40,9 +42,13 @@ def _sparse_extent(rng, path, sectors, grain, gtes, below, zeroed_ok):
         grains[g] = data
         content[lo:hi] = data
     version = 2 if zeroed_ok else rng.choice([1, 2])
+    extra = {}
+    if compressed:
+        version = 3
+        extra = dict(compress="zlib", markers=True, stream=rng.random() < 0.5)
     W.write_sparse(path, sectors, grains, version=version, grain=grain, gtes=gtes,
                    redundant=rng.random() < 0.5, zeroed_flag=zeroed_ok or None,
-                   all_tables=rng.random() < 0.3)
+                   all_tables=rng.random() < 0.3, **extra)
     return bytes(content)
 
 
@@ -64,7 +70,8 @@ def make_layout(rng, d, name, total_sectors=None, parent=None, one_grain=None):
             gtes = rng.choice([1, 2, 3, 4, 8, 16, 512])
             fname = f"{name}-s{i}.vmdk"
             data = _sparse_extent(rng, d / fname, n, grain, gtes, part_below,
-                                  zeroed_ok=parent is not None and rng.random() < 0.3)
+                                  zeroed_ok=parent is not None and rng.random() < 0.3,
+                                  compressed=parent is None and rng.random() < 0.25)
             lines.append(f'RW {n} SPARSE "{fname}"')
         elif kind == "FLAT":
             fname = f"{name}-f{i}.bin"

@@ -1,15 +1,19 @@
 """The translation table's answers held against the Python decoder, as the C library
 reads them: for a block whose entry (Disk.map_blocks) is KIND_DATA or KIND_OWNED, a pread
-of the entry's fd at its offset; KIND_ZERO, zeros; KIND_SLOW, the Python read; KIND_RUNS,
-each piece Disk.map_runs lists, read by its own entry so. Shared by the property tests and
+of the entry's fd at its offset; KIND_ZERO, zeros; KIND_SLOW, the Python read; KIND_GRAIN,
+the zlib stream behind the grain marker at the entry's offset (when zlib inflates it: the
+shim reads only stored streams, which zlib inflates, and leaves the rest to Python);
+KIND_RUNS, each piece Disk.map_runs lists, read by its own entry so. Shared by the property tests and
 the fuzzers (tests/fuzz)."""
 
 import os
 import random
+import struct
+import zlib
 
 from vdiskio.disk import MAX_PIECES, Disk
-from vdiskio.entries import (FD_SHIFT, KIND_DATA, KIND_OWNED, KIND_RUNS, KIND_SHIFT, KIND_SLOW,
-                             KIND_ZERO, MAX_FD, decode)
+from vdiskio.entries import (FD_SHIFT, KIND_DATA, KIND_GRAIN, KIND_OWNED, KIND_RUNS, KIND_SHIFT,
+                             KIND_SLOW, KIND_ZERO, MAX_FD, decode)
 from vdiskio.errors import VdError
 
 BATCH = 512                 # the shim's fill batch (shim/io.c VD_FILL_BATCH)
@@ -178,10 +182,24 @@ def _check_piece(image, disk, blk, e, start, n, phys_into):
             got = None          # the shim fails such a read (EIO)
     elif kind == KIND_SLOW:
         return                  # the decoder itself answers
+    elif kind == KIND_GRAIN:
+        bsize = 1 << disk.shift
+        if blk * bsize != start - phys_into or start - phys_into + bsize > image.size:
+            raise Mismatch(f"block {blk}: a grain entry for a block that is not a whole grain")
+        head = os.pread(fd, 12, phys)
+        size = struct.unpack("<QI", head.ljust(12, b"\0"))[1]
+        try:
+            grain = zlib.decompress(os.pread(fd, size, phys + 12))
+        except zlib.error:
+            return              # the shim hands the grain to the decoder
+        if len(grain) != bsize:
+            return              # so too one that inflates to another size
+        got = grain[phys_into:phys_into + n]
     else:
         raise Mismatch(f"block {blk}: entry {e:#x} of unknown kind {kind}")
     if got != want:
-        where = f"fd {fd} @{phys + phys_into}" if kind in (KIND_DATA, KIND_OWNED) else "zeros"
+        where = {KIND_ZERO: "zeros", KIND_GRAIN: f"the grain at fd {fd} @{phys}"}.get(
+            kind, f"fd {fd} @{phys + phys_into}")
         raise Mismatch(f"block {blk} (bytes {start}+{n}, {where}, entry {e:#x}): the table"
                        f" reads {'an error' if got is None else got[:16].hex()}..., the"
                        f" decoder {'an error' if want is None else want[:16].hex()}...")

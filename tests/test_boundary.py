@@ -17,8 +17,9 @@ def c_defines():
 def test_entry_encoding_matches_the_c_header():
     d = c_defines()
     assert (entries.KIND_ZERO, entries.KIND_SLOW, entries.KIND_DATA, entries.KIND_OWNED,
-            entries.KIND_RUNS) == (d["VD_KIND_ZERO"], d["VD_KIND_SLOW"], d["VD_KIND_DATA"],
-                                   d["VD_KIND_OWNED"], d["VD_KIND_RUNS"])
+            entries.KIND_RUNS, entries.KIND_GRAIN, entries.GRAIN_MAX) == (
+        d["VD_KIND_ZERO"], d["VD_KIND_SLOW"], d["VD_KIND_DATA"], d["VD_KIND_OWNED"],
+        d["VD_KIND_RUNS"], d["VD_KIND_GRAIN"], d["VD_GRAIN_MAX"])
     assert (entries.KIND_SHIFT, entries.FD_SHIFT, entries.FD_BITS, entries.PHYS_BITS,
             entries.PHYS_UNIT) == (d["VD_KIND_SHIFT"], d["VD_FD_SHIFT"], d["VD_FD_BITS"],
                                    d["VD_PHYS_BITS"], d["VD_PHYS_UNIT"])

@@ -67,7 +67,8 @@ def write_sparse(path, capacity, grains, *, version=1, grain=128, gtes=512, comp
     """A hosted sparse extent ("KDMV") of `capacity` sectors. Returns layout offsets.
 
     Compressed grains are zero-padded to a grain (to the disk's end for the last one)
-    before compression, unless pad_compressed is False.
+    before compression, unless pad_compressed is False. compress: "zlib", "deflate" (raw),
+    or a function (grain number, data) -> the stream to store as it is.
     """
     gb = grain * SECTOR
     gd_entries = -(-capacity // (gtes * grain))
@@ -116,7 +117,7 @@ def write_sparse(path, capacity, grains, *, version=1, grain=128, gtes=512, comp
             data = bytes(data)
             if pad_compressed:
                 data = data.ljust(min(gb, capacity * SECTOR - g * gb), b"\0")
-            blob = _compress(data, compress)
+            blob = compress(g, data) if callable(compress) else _compress(data, compress)
             if markers:
                 blob = struct.pack("<QI", g * grain, len(blob)) + blob
             out[sector] = pad(blob)

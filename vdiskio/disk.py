@@ -17,11 +17,11 @@ from _thread import RLock, allocate_lock, get_ident
 
 from ._os import os
 from . import log
-from .entries import (ENTRY_RUNS, ENTRY_SLOW, ENTRY_ZERO, FD_SHIFT, KIND_DATA, KIND_OWNED,
-                      MAX_PHYS, data_base)
+from .entries import (ENTRY_RUNS, ENTRY_SLOW, ENTRY_ZERO, FD_SHIFT, GRAIN_MAX, KIND_DATA,
+                      KIND_GRAIN, KIND_OWNED, MAX_PHYS, data_base)
 from .errors import BadHandle, Busy, MissingFile, NoMoreData, NoSuchDevice, NotAnImage, VdError
 from .formats import open_image, sniff
-from .image import DATA, ZERO
+from .image import DATA, SPECIAL, ZERO
 
 MAP_LOOKUPS = 64            # extent lookups per map call: bounds the time one call takes
 MAX_PIECES = 4096           # pieces of one block the C table keeps (more: read in Python)
@@ -205,6 +205,10 @@ class Disk:
                                     range(phys, phys + covered * bsize, bsize)])
                 else:
                     entries.extend([ENTRY_SLOW] * covered)
+            elif ext.kind == SPECIAL and ext.grain and ext.offset == start and \
+                    ext.length == bsize <= GRAIN_MAX and ext.phys % 512 == 0 and \
+                    ext.phys <= MAX_PHYS and data_base(KIND_GRAIN, ext.file.fd) is not None:
+                entries.append(data_base(KIND_GRAIN, ext.file.fd) | (ext.phys >> 9))
             else:
                 entries.extend([ENTRY_SLOW] * covered)
             b += covered
@@ -277,9 +281,10 @@ class Disk:
         return [v for piece in self.map_runs(block, limit) for v in piece]
 
     @staticmethod
-    def _data_base(file):
-        """Entry bits of read-only raw data in `file`, None if its fd cannot be encoded."""
-        return data_base(KIND_DATA, file.fd)
+    def _data_base(file, kind=KIND_DATA):
+        """Entry bits of read-only raw data (or stream grains: KIND_GRAIN) in `file`, None
+        if its fd cannot be encoded."""
+        return data_base(kind, file.fd)
 
     # -- data -----------------------------------------------------------------------------
     def read_into(self, view, offset):

@@ -13,6 +13,9 @@ KIND_SLOW = 2       # only the Python decoder can read or write it
 KIND_DATA = 3       # raw at fd/offset; writes go through Python
 KIND_OWNED = 4      # raw at fd/offset and owned by the top image: written in place
 KIND_RUNS = 5       # the block maps in pieces (Disk.map_layer says which)
+KIND_GRAIN = 6      # one whole stream grain at fd/offset (its grain marker, then a zlib
+                    # stream of the block): the shim reads it when deflate stored it
+GRAIN_MAX = 1 << 20  # bytes: a bigger grain is never KIND_GRAIN
 
 KIND_SHIFT = 61
 FD_SHIFT = 40
@@ -43,6 +46,6 @@ def encodable(phys):
 def decode(entry):
     """(kind, fd, phys) of an entry (fd and phys 0 unless a data kind)."""
     kind = entry >> KIND_SHIFT
-    if kind in (KIND_DATA, KIND_OWNED):
+    if kind in (KIND_DATA, KIND_OWNED, KIND_GRAIN):
         return kind, (entry >> FD_SHIFT) & MAX_FD, (entry & ((1 << PHYS_BITS) - 1)) * PHYS_UNIT
     return kind, 0, 0

@@ -49,11 +49,15 @@ class Run:
 
     owned: the bytes belong to the top image of the chain and are stored raw, so a
     write may replace them in place without touching any metadata.
+    grain: a SPECIAL run that is one whole grain of a stream: a 12-byte grain marker at
+    `phys`, then a zlib stream of exactly these bytes (streamOptimized VMDK). The shim
+    reads such a grain itself when deflate stored it (entries.KIND_GRAIN).
     """
 
-    __slots__ = ("offset", "length", "kind", "file", "phys", "owned", "layer")
+    __slots__ = ("offset", "length", "kind", "file", "phys", "owned", "layer", "grain")
 
-    def __init__(self, offset, length, kind, file=None, phys=0, owned=False, layer=None):
+    def __init__(self, offset, length, kind, file=None, phys=0, owned=False, layer=None,
+                 grain=False):
         self.offset = offset
         self.length = length
         self.kind = kind
@@ -61,6 +65,7 @@ class Run:
         self.phys = phys
         self.owned = owned
         self.layer = layer
+        self.grain = grain
 
     @property
     def end(self):
@@ -72,7 +77,8 @@ class Run:
         e = min(self.end, end)
         phys = self.phys + (s - self.offset) if self.kind == DATA else self.phys
         return Run(s, e - s, self.kind, self.file, phys,
-                   self.owned if owned is None else owned, self.layer)
+                   self.owned if owned is None else owned, self.layer,
+                   self.grain and s == self.offset and e == self.end)
 
     def __repr__(self):
         where = f" {self.file.path}@{self.phys}" if self.kind == DATA else ""
@@ -120,7 +126,8 @@ class Image:
     def map_table(self, offset, count, block_bytes, base_of, zero):
         """Translation table entries (vdiskio.entries) for up to `count` blocks of
         `block_bytes` from `offset`, for a read-only disk, many at a time: base_of(file) |
-        sector for raw data, `zero` for zeros. None when this image cannot answer this
+        sector for raw data (base_of(file, KIND_GRAIN) | sector for a Run.grain),
+        `zero` for zeros. None when this image cannot answer this
         range so (the caller then asks run_at block by block). The answer must equal
         run_at's: tests/test_disk_table_property.py checks it."""
         return None

@@ -1,5 +1,7 @@
 """Run every fuzz target (or those named) for FUZZ_SECONDS each, one after another on
-one core: seeds first (seeds.py), then `python fuzz_<name>.py CORPUS -max_total_time=...`.
+one core: seeds first (seeds.py), then `python fuzz_<name>.py CORPUS -max_total_time=...`
+(atheris), or for a target written in C (fuzz_<name>.c, the library's own parsers) the
+libFuzzer binary clang builds of it (build_c), with the same options.
 Findings (crash-*, timeout-*, oom-* inputs) land in FUZZ_DIR/artifacts; a summary line
 per target (runs, executions per second, coverage) is printed for FUZZING.md.
 
@@ -22,16 +24,30 @@ def targets():
     return sorted(p.stem[len("fuzz_"):] for p in HERE.glob("fuzz_*.py"))
 
 
+def build_c(name, out_dir):
+    """The libFuzzer binary of fuzz_<name>.c (clang, AddressSanitizer and UBSan), or None
+    when the target is a Python one. Raises CalledProcessError when it does not build."""
+    source = HERE / f"fuzz_{name}.c"
+    if not source.exists():
+        return None
+    binary = Path(out_dir) / f"fuzz_{name}"
+    subprocess.run(["clang", "-g", "-O1", "-fsanitize=fuzzer,address,undefined",
+                    "-fno-sanitize-recover=undefined", "-o", str(binary), str(source), "-lz"],
+                   check=True)
+    return binary
+
+
 def main(argv):
+    names = argv or targets()
     try:
-        import atheris  # noqa: F401 - without it a target only runs its corpus once
+        if any(not (HERE / f"fuzz_{name}.c").exists() for name in names):
+            import atheris  # noqa: F401 - without it a target only runs its corpus once
     except ImportError:
         print("tests/fuzz/run.py: atheris is not installed, so nothing would be fuzzed"
               " (make fuzz installs it)", file=sys.stderr)
         return 2
     seconds = int(os.environ.get("FUZZ_SECONDS", "60"))
     work = Path(os.environ.get("FUZZ_DIR", "/tmp/vdiskio-fuzz"))
-    names = argv or targets()
     sys.path.insert(0, str(HERE))
     import seeds
     seeds.write_corpus(work / "corpus", names)
@@ -45,9 +61,11 @@ def main(argv):
         started = time.monotonic()
         scratch = tempfile.mkdtemp(prefix=f"vdiskio-fuzz-{name}-",
                                    dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        binary = build_c(name, work)
+        command = [str(binary)] if binary else [sys.executable, str(HERE / f"fuzz_{name}.py")]
         try:
             with open(log, "wb") as out:
-                rc = subprocess.run([sys.executable, str(HERE / f"fuzz_{name}.py"), str(corpus),
+                rc = subprocess.run(command + [str(corpus),
                                      f"-max_total_time={seconds}", "-timeout=10",
                                      "-rss_limit_mb=1024", "-max_len=1048576",
                                      f"-artifact_prefix={artifacts}/{name}-",

@@ -205,6 +205,7 @@ class GrainTableExtent(VmdkExtent):
 
     entry_typecode = "I"
     compressed = False
+    markers = False         # compressed grains behind grain markers (a stream): Run.grain
 
     def __init__(self, line, start, size, file, access, grain_bytes, gt_entries):
         super().__init__(line, start, size, file, access)
@@ -265,6 +266,18 @@ class GrainTableExtent(VmdkExtent):
         """Bytes of grain `grain` inside the extent (less than a grain only for the last)."""
         return min(self.grain_bytes, self.size - grain * self.grain_bytes)
 
+    def may_be_stored(self, entry, next_entry):
+        """Whether the compressed grain at table entry `entry` may hold deflate's stored
+        blocks (incompressible data), which the shim reads itself (Run.grain): not when
+        the next grain (`next_entry`, 0 unknown) starts too soon after it to leave room
+        for a grain's bytes. Entries are sector numbers (hosted sparse extents)."""
+        return not 0 < next_entry - entry < self.stored_sectors
+
+    @property
+    def stored_sectors(self):
+        # grain marker, zlib header, one stored block's header, the checksum
+        return -(-(12 + 2 + 5 + 4 + self.grain_bytes) // SECTOR)
+
     def check_grain(self, kind, phys, index, slot, grain):
         """Raise CorruptImage unless the grain of entry `slot` of table `index` is in the file."""
         if kind == INVALID:
@@ -309,7 +322,10 @@ class GrainTableExtent(VmdkExtent):
             return Run(self.start + run_start, run_end - run_start, DATA, self.file, phys,
                        owned=self.owned)
         if kind == SPECIAL:
-            return Run(self.start + run_start, run_end - run_start, SPECIAL, self.file, phys)
+            return Run(self.start + run_start, run_end - run_start, SPECIAL, self.file, phys,
+                       grain=self.markers and run_end - run_start == self.grain_bytes and
+                       self.may_be_stored(table[slot], table[slot + 1]
+                                          if slot + 1 < self.gt_entries else 0))
         return Run(self.start + run_start, run_end - run_start, kind)
 
     # Entries that are sector numbers (hosted sparse, COWD) are compared a table slice at

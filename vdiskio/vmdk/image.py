@@ -21,6 +21,7 @@ made from its earlier state no longer match it.
 from .._os import os
 from . import descriptor, sparse
 from ..backing import BackingFile
+from ..entries import ENTRY_SLOW, GRAIN_MAX, KIND_DATA, KIND_GRAIN
 from ..errors import (CorruptImage, NotAnImage, ReadOnlyImage, Refused,
                       Unsupported, VdError)
 from ..image import PARENT, SPECIAL, ZERO, Image, Run
@@ -403,10 +404,12 @@ class VMDK(Image):
     def map_table(self, offset, count, grain_bytes, base_of, zero):
         """Translation table entries for up to `count` grains from `offset`, a grain table
         slice at a time, for the common shape of a sparse chain: every layer a hosted
-        sparse extent with `grain_bytes` grains, uncompressed, the range inside one grain
+        sparse extent with `grain_bytes` grains, uncompressed or a stream's (compressed
+        grains behind markers: their entries are KIND_GRAIN), the range inside one grain
         table of each and inside every layer's disk, and `offset` the start of a grain in
         each (an extent may start at any sector: then its grains are not where the blocks
-        are). An entry is base_of(file) | sector (sectors are what the tables hold) or
+        are). An entry is base_of(file) | sector (sectors are what the tables hold),
+        ENTRY_SLOW for a stream's grain that cannot be stored blocks (extents.may_be_stored), or
         `zero`. None for any other shape, or a table entry that is not plainly inside its
         file: the caller then maps extent by extent, where such entries are reported."""
         layers = []
@@ -415,13 +418,13 @@ class VMDK(Image):
             if not isinstance(layer, VMDK) or offset + grain_bytes > layer.size:
                 return None
             ext = layer.vmdk_extent_at(offset)
-            if (not isinstance(ext, sparse.HostedSparseExtent) or ext.compressed or
-                    ext.grain_bytes != grain_bytes):
+            if (not isinstance(ext, sparse.HostedSparseExtent) or ext.grain_bytes != grain_bytes
+                    or (ext.compressed and not (ext.markers and grain_bytes <= GRAIN_MAX))):
                 return None
             grain, into = divmod(offset - ext.start, grain_bytes)
             if into:
                 return None
-            base = base_of(ext.file)
+            base = base_of(ext.file, KIND_GRAIN if ext.compressed else KIND_DATA)
             if base is None:
                 return None
             index, slot = divmod(grain, ext.gt_entries)
@@ -435,18 +438,26 @@ class VMDK(Image):
             table = ext.grain_table(index)
             if table is None:
                 continue
-            values = table_values(table, slot, slot + n)
-            top = max(values)
-            if top * SECTOR + grain_bytes > ext.file.size:
+            # (one more for a stream: the next grain's start)
+            values = table_values(table, slot, slot + n + ext.compressed)
+            top = max(values[:n])
+            # (A compressed grain needs its marker in the file; the shim reads the rest.)
+            if top * SECTOR + (1 if ext.compressed else grain_bytes) > ext.file.size:
                 return None
-            columns.append((values, base, 1 if ext.zeroed_grains else -1))
+            gap = ext.stored_sectors if ext.compressed else 0
+            columns.append((values, base, 1 if ext.zeroed_grains else -1, gap))
         out = []
         append = out.append
         for i in range(n):
-            for values, base, zeroed in columns:
+            for values, base, zeroed, gap in columns:
                 e = values[i]
                 if e:
-                    append(zero if e == zeroed else base | e)
+                    if e == zeroed:
+                        append(zero)
+                    elif gap and i + 1 < len(values) and 0 < values[i + 1] - e < gap:
+                        append(ENTRY_SLOW)
+                    else:
+                        append(base | e)
                     break
             else:
                 append(zero)
