@@ -122,8 +122,9 @@ edits this file: rerun `bench/run.py --write` on a quiet machine to update it.
   15%, random 4 KiB preads within 20%, for every variant whose data is stored raw (all
   but streamOptimized, whose rows are information; its targets are against qemu-img);
   reads are judged against the same pages (next item), writes against a raw file.
-  streamOptimized, decoded in Python read by read, reads an eighth of the bytes at 4096
-  and 512 and does a tenth of the preads. Bytes are checked: the sequential driver's
+  streamOptimized reads an eighth of the bytes at 4096 and 512 and does a tenth of the
+  preads (its grains are inflated in Python, but for the stored ones of the random
+  disk, which the library reads in C, `shim/grain.c`). Bytes are checked: the sequential driver's
   checksum of {seq_1m} of the image, of the raw file and through the map before the
   timed rounds, the pread driver's in every run; any disagreement makes the rows ERROR.
 - **Same pages.** Written alike, two files' page-cache pages still do not read alike

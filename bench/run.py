@@ -130,10 +130,11 @@ def main(argv=None):
                  "(use --tmpdir)")
     work = Path(tempfile.mkdtemp(prefix="vdiskio-bench-", dir=args.tmpdir))
     b = Bench(scale, work, args.rounds, args.max_rounds, args.peer_rounds)
+    # (the peers first: the machine's record names the versions the bench then runs)
+    peers.install(b, allowed=not args.smoke)
     meta = record.machine()
     try:
         b.say(f"working in {work}")
-        peers.install(b, allowed=not args.smoke)
         b.compile_tools()
         images.build_source(b)
         run_cases(b, [c for c in CASES if c.name in only],

@@ -176,7 +176,8 @@ def stream_read(b):
     same dd on one core (taskset -c 0: no pool). The bytes are checked once
     (bench/drivers/seq.c's checksum, against the raw source's). The per-variant peer
     rows read the streamOptimized variant of the random disk: there every grain is
-    stored, and both inflate by copying."""
+    stored, which the library reads in C (shim/grain.c) and qemu-img inflates by
+    copying."""
     with mixed_source(b) as (d, src):
         image = d / "stream.vmdk"
         run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", "-o",
