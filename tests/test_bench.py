@@ -55,6 +55,7 @@ def has(lines, case):
     return any(all(p in line for p in parts) for line in lines)
 
 
+@pytest.mark.slow
 def test_smoke_prints_every_row(tmp_path):
     for tool in ("gcc", "qemu-img", "qemu-io", "mkfs.ext4", "taskset"):
         require_tool(tool)

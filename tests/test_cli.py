@@ -239,6 +239,7 @@ def test_check_reports_corruption(img, tmp_path):
     assert p.returncode == 1 and b"overlap" in p.stdout
 
 
+@pytest.mark.slow
 def test_pip_install_into_a_fresh_venv(img, tmp_path):
     """pip install . into a new venv: the library finds its Python and package by itself,
     from any directory, with no PYTHONPATH and another venv active."""
