@@ -27,7 +27,7 @@ static struct vd_disk *vd_disks; /* under the table lock */
  * so a fork in the middle leaves nothing held. */
 static int is_runs_list(uint64_t e)
 {
-    return (e >> VD_KIND_SHIFT) == VD_KIND_RUNS && VD_RUNS_PTR(e) != NULL;
+    return E_KIND(e) == VD_KIND_RUNS && VD_RUNS_PTR(e) != NULL;
 }
 
 static void push_retired(struct vd_disk *d, struct vd_runs *first, struct vd_runs *last)

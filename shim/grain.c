@@ -56,23 +56,6 @@ static int ensure_buffer(size_t cap)
     return 0;
 }
 
-/* Bytes of fd from off into p, up to n (fewer at the file's end): the count, or -1. */
-static ssize_t read_upto(int fd, uint8_t *p, size_t n, uint64_t off)
-{
-    size_t done = 0;
-    while (done < n) {
-        ssize_t r = PASS(pread64, fd, p + done, n - done, (off_t)(off + done));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -1;
-        if (r == 0)
-            break;
-        done += (size_t)r;
-    }
-    return (ssize_t)done;
-}
-
 size_t vd_grain_read(struct vd_disk *d, uint64_t e, char *p, size_t n, uint64_t inblk)
 {
     size_t grain = (size_t)1 << d->block_shift;
@@ -84,12 +67,12 @@ size_t vd_grain_read(struct vd_disk *d, uint64_t e, char *p, size_t n, uint64_t 
         return n;
     }
     last.disk = NULL;
-    int fd = (int)((e >> VD_FD_SHIFT) & ((1u << VD_FD_BITS) - 1));
-    uint64_t phys = (e & ((1ULL << VD_PHYS_BITS) - 1)) * VD_PHYS_UNIT;
+    int fd = E_FD(e);
+    uint64_t phys = E_PHYS(e);
     size_t cap = MARKER_BYTES + grain + 4096;
     if (ensure_buffer(cap) < 0)
         return 0;
-    ssize_t got = read_upto(fd, last.buf, MARKER_BYTES + grain + SLACK, phys);
+    ssize_t got = vd_backing_read(fd, last.buf, MARKER_BYTES + grain + SLACK, phys);
     if (got < MARKER_BYTES)
         return 0;
     uint8_t *m = last.buf;
@@ -97,8 +80,8 @@ size_t vd_grain_read(struct vd_disk *d, uint64_t e, char *p, size_t n, uint64_t 
     if (size > cap - MARKER_BYTES)
         return 0;
     if (MARKER_BYTES + size > (size_t)got) {
-        ssize_t more = read_upto(fd, last.buf + got, MARKER_BYTES + size - (size_t)got,
-                                 phys + (uint64_t)got);
+        ssize_t more = vd_backing_read(fd, last.buf + got,
+                                       MARKER_BYTES + size - (size_t)got, phys + (uint64_t)got);
         if (more < 0 || (size_t)got + (size_t)more < MARKER_BYTES + size)
             return 0;
     }

@@ -16,9 +16,6 @@
 #define VD_RUNS_ASK 256 /* pieces asked for at first; a block with more is asked again */
 #define ENTRY_SLOW ((uint64_t)VD_KIND_SLOW << VD_KIND_SHIFT)
 #define ENTRY_RUNS ((uint64_t)VD_KIND_RUNS << VD_KIND_SHIFT) /* pieces not asked for yet */
-#define E_KIND(e) ((unsigned)((e) >> VD_KIND_SHIFT))
-#define E_FD(e) ((int)(((e) >> VD_FD_SHIFT) & ((1u << VD_FD_BITS) - 1)))
-#define E_PHYS(e) (((e) & ((1ULL << VD_PHYS_BITS) - 1)) * VD_PHYS_UNIT)
 
 /* Ask Python for the entries of the aligned batch of blocks holding blk: batches never
  * overlap, so random reads over a disk fill each entry once. An invalidation racing the
@@ -104,24 +101,33 @@ static size_t extend_run(struct vd_disk *d, uint64_t blk, uint64_t e, size_t run
     return run < want ? run : want;
 }
 
-static ssize_t backing_pread(int fd, char *p, size_t n, uint64_t phys)
+ssize_t vd_backing_read(int fd, void *p, size_t n, uint64_t phys)
 {
     size_t done = 0;
     while (done < n) {
-        ssize_t r = PASS(pread64, fd, p + done, n - done, (off_t)(phys + done));
+        ssize_t r = PASS(pread64, fd, (char *)p + done, n - done, (off_t)(phys + done));
         if (r < 0) {
             if (errno == EINTR)
                 continue;
             return -1;
         }
-        if (r == 0) {
-            vd_log("backing file (fd %d) ends before offset %llu: image truncated?", fd,
-                   (unsigned long long)(phys + done));
-            return vd_fail(EIO);
-        }
+        if (r == 0)
+            break;
         done += (size_t)r;
     }
     return (ssize_t)done;
+}
+
+/* All n bytes, or -1 (EIO when the file ends first). */
+static ssize_t backing_pread(int fd, char *p, size_t n, uint64_t phys)
+{
+    ssize_t r = vd_backing_read(fd, p, n, phys);
+    if (r >= 0 && (size_t)r < n) {
+        vd_log("backing file (fd %d) ends before offset %llu: image truncated?", fd,
+               (unsigned long long)(phys + (uint64_t)r));
+        return vd_fail(EIO);
+    }
+    return r;
 }
 
 static ssize_t backing_pwrite(int fd, const char *p, size_t n, uint64_t phys)

@@ -237,6 +237,10 @@ int vd_internal_move(int fd);           /* move an internal fd away: 0 or -1 */
 
 /* ---- disks, their translation tables, coherence across processes (disk.c) ----------------- */
 #define VD_MAP_CHUNK_SHIFT 12 /* 4096 entries per chunk of the table */
+/* The fields of a translation table entry (calls.h). */
+#define E_KIND(e) ((unsigned)((e) >> VD_KIND_SHIFT))
+#define E_FD(e) ((int)(((e) >> VD_FD_SHIFT) & ((1u << VD_FD_BITS) - 1)))
+#define E_PHYS(e) (((e) & ((1ULL << VD_PHYS_BITS) - 1)) * VD_PHYS_UNIT)
 
 /* The pieces of a block whose entry is VD_KIND_RUNS (calls.h), once vdpy_runs told them:
  * immutable once published. An entry that stops pointing to a list (invalidated,
@@ -351,6 +355,8 @@ int vd_is_image_link(const char *path);   /* a link the library opens as a part 
 int vd_ensure_disk(struct vd_ofd *o);     /* inherited fd: open its disk now */
 
 /* ---- the data plane (io.c) ----------------------------------------------------------------- */
+/* Up to n bytes of backing fd from phys (fewer where the file ends): the count, or -1. */
+ssize_t vd_backing_read(int fd, void *p, size_t n, uint64_t phys);
 ssize_t vd_pread(struct vd_ofd *o, void *buf, size_t n, uint64_t off);
 ssize_t vd_pwrite(struct vd_ofd *o, const void *buf, size_t n, uint64_t off);
 ssize_t vd_preadv(struct vd_ofd *o, const struct iovec *iov, int cnt, uint64_t off);
