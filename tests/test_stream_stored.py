@@ -8,13 +8,13 @@ qemu-img writes, with the debug log showing which path read each grain."""
 import hashlib
 import json
 import random
-import struct
 import subprocess
 import zlib
 
 import pytest
 
 import vmdk_writer as W
+from vmdk_writer import stored
 from helpers import (KiB, MiB, compile_c, qemu_convert_raw, random_raw, require_tool,
                      run_plain, run_preloaded, sha256)
 from vdiskio.errors import VdError
@@ -22,25 +22,6 @@ from vdiskio.formats import open_image
 
 GRAIN = 64 * KiB
 GRAINS = 3                           # grain 0 is the one under test; 1 and 2 are plain
-
-
-def stored(data, sizes=(16384,), header=b"\x78\x01", adler=None, trailer=b"", pad_bits=0,
-           final=True):
-    """A zlib stream of `data` in stored blocks of the given sizes (cycled; a size of 0
-    is an empty block), as deflate writes incompressible data."""
-    blocks = []
-    pos, i = 0, 0
-    while True:
-        n = min(sizes[i % len(sizes)], len(data) - pos)
-        i += 1
-        last = pos + n == len(data) and (n or i > len(sizes))
-        flag = (1 if last and final else 0) | pad_bits
-        blocks.append(struct.pack("<BHH", flag, n, n ^ 0xFFFF) + data[pos:pos + n])
-        pos += n
-        if last:
-            break
-    check = zlib.adler32(data) if adler is None else adler
-    return header + b"".join(blocks) + struct.pack(">I", check) + trailer
 
 
 def mixed(data):

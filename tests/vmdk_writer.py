@@ -1,8 +1,9 @@
 """A test-only VMDK writer for what qemu-img cannot make.
 
 COWD and seSparse extents, hosted sparse headers of versions 2 and 3, compressed grains
-with and without markers (zlib or raw deflate), grain sizes and table sizes other than
-128 and 512, streams that end with a footer (GD_AT_END), and hand-written descriptors.
+with and without markers (zlib or raw deflate, or any stream given, such as `stored`'s:
+deflate's stored blocks, as it writes incompressible data), grain sizes and table sizes
+other than 128 and 512, streams that end with a footer (GD_AT_END), and hand-written descriptors.
 It packs with struct from the format documents, independently of vdiskio's declarations,
 so a misread field in vdiskio does not cancel out here.
 
@@ -59,6 +60,25 @@ def _compress(data, method):
         c = zlib.compressobj(6, zlib.DEFLATED, -15)
         return c.compress(data) + c.flush()
     return zlib.compress(data)
+
+
+def stored(data, sizes=(16384,), header=b"\x78\x01", adler=None, trailer=b"", pad_bits=0,
+           final=True):
+    """A zlib stream of `data` in stored blocks of the given sizes (cycled; a size of 0
+    is an empty block), as deflate writes incompressible data."""
+    blocks = []
+    pos, i = 0, 0
+    while True:
+        n = min(sizes[i % len(sizes)], len(data) - pos)
+        i += 1
+        last = pos + n == len(data) and (n or i > len(sizes))
+        flag = (1 if last and final else 0) | pad_bits
+        blocks.append(struct.pack("<BHH", flag, n, n ^ 0xFFFF) + data[pos:pos + n])
+        pos += n
+        if last:
+            break
+    check = zlib.adler32(data) if adler is None else adler
+    return header + b"".join(blocks) + struct.pack(">I", check) + trailer
 
 
 def write_sparse(path, capacity, grains, *, version=1, grain=128, gtes=512, compress=None,

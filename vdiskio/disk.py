@@ -207,8 +207,9 @@ class Disk:
                     entries.extend([ENTRY_SLOW] * covered)
             elif ext.kind == SPECIAL and ext.grain and ext.offset == start and \
                     ext.length == bsize <= GRAIN_MAX and ext.phys % 512 == 0 and \
-                    ext.phys <= MAX_PHYS and data_base(KIND_GRAIN, ext.file.fd) is not None:
-                entries.append(data_base(KIND_GRAIN, ext.file.fd) | (ext.phys >> 9))
+                    ext.phys <= MAX_PHYS and \
+                    (base := data_base(KIND_GRAIN, ext.file.fd)) is not None:
+                entries.append(base | (ext.phys >> 9))
             else:
                 entries.extend([ENTRY_SLOW] * covered)
             b += covered

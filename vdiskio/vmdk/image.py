@@ -444,17 +444,17 @@ class VMDK(Image):
             # (A compressed grain needs its marker in the file; the shim reads the rest.)
             if top * SECTOR + (1 if ext.compressed else grain_bytes) > ext.file.size:
                 return None
-            gap = ext.stored_sectors if ext.compressed else 0
-            columns.append((values, base, 1 if ext.zeroed_grains else -1, gap))
+            stored = ext.may_be_stored if ext.compressed else None
+            columns.append((values, base, 1 if ext.zeroed_grains else -1, stored))
         out = []
         append = out.append
         for i in range(n):
-            for values, base, zeroed, gap in columns:
+            for values, base, zeroed, stored in columns:
                 e = values[i]
                 if e:
                     if e == zeroed:
                         append(zero)
-                    elif gap and i + 1 < len(values) and 0 < values[i + 1] - e < gap:
+                    elif stored and not stored(e, values[i + 1] if i + 1 < len(values) else 0):
                         append(ENTRY_SLOW)
                     else:
                         append(base | e)
