@@ -236,3 +236,70 @@ def test_qemu_stored_grains_read_in_c(incompressible, bs):
     assert p.stdout.split()[0].decode() == hashlib.sha256(want).hexdigest()
     log = p.stderr.decode(errors="replace")
     assert "-> stored grain" in log and "python read" not in log and "-> python" not in log
+
+
+def _readahead_inflates(path, c_reads_grains, monkeypatch):
+    """The grains (their data's sha256) the decoder inflates when it is asked, in order,
+    only for the blocks its shim table marks ENTRY_SLOW (as the shim asks), with the
+    readahead's jobs waited for; the table's GRAIN and SLOW blocks; the bytes read."""
+    from vdiskio.disk import Disk
+    from vdiskio.entries import ENTRY_SLOW, KIND_GRAIN, decode
+    from vdiskio.vmdk import pool, sparse
+    inflated = []
+    real = sparse.inflate
+
+    def spy(data, limit):
+        out = real(data, limit)
+        inflated.append(sha256(out[0]))
+        return out
+    monkeypatch.setattr(sparse, "inflate", spy)
+    image = open_image(path)
+    try:
+        disk = Disk(1, image, (0, 0), False)
+        assert 1 << disk.shift == GRAIN
+        entries = disk.map_blocks(0, image.size // GRAIN)
+        assert len(entries) == image.size // GRAIN
+        ext = image.vmdk_extent_at(0)
+        assert ext.file.grains_read_in_c
+        ext.file.grains_read_in_c = c_reads_grains
+        slow = [b for b, e in enumerate(entries) if e == ENTRY_SLOW]
+        in_c = [b for b, e in enumerate(entries) if decode(e)[0] == KIND_GRAIN]
+        got = {b: image.read(b * GRAIN, GRAIN) for b in slow}
+        assert pool.started()
+        for stream in ext._readahead.streams:
+            for job, _, _ in list(stream.ahead.values()):
+                job.result()
+        return inflated, slow, in_c, got
+    finally:
+        image.close()
+
+
+def test_readahead_leaves_stored_grains_to_the_shim(tmp_path, monkeypatch):
+    """In the shim, the Python decoder is asked only for grains the C stage cannot read
+    (compressed ones); its readahead then inflates only those, not the stored grains
+    between them, which the shim reads itself (wasted work on the other core). Without
+    the shim's table it reads ahead every grain, as a Python reader needs."""
+    rng = random.Random(11)
+    grains = 96
+    data = {}
+    for g in range(grains):
+        data[g] = (rng.randbytes(GRAIN) if g % 3 == 0 else
+                   b"".join(rng.choice([b"grain ", b"stream ", b"deflate "])
+                            for _ in range(GRAIN // 5))[:GRAIN])
+    path = tmp_path / "mixed.vmdk"
+    W.write_sparse(path, grains * GRAIN // 512, data,
+                   compress=lambda g, raw: stored(raw) if g % 3 == 0 else zlib.compress(raw),
+                   markers=True, version=3, stream=True,
+                   desc=W.descriptor([f'RW {grains * GRAIN // 512} SPARSE "mixed.vmdk"'],
+                                     "streamOptimized"))
+    stored_sums = {sha256(data[g]) for g in range(0, grains, 3)}
+    inflated, slow, in_c, got = _readahead_inflates(path, True, monkeypatch)
+    # (The last grain may be stored for all its table says: nothing follows it.)
+    assert in_c == [g for g in range(grains) if g % 3 == 0 or g == grains - 1]
+    assert slow == [g for g in range(grains) if g not in in_c]
+    assert all(got[b] == data[b] for b in slow)
+    assert sorted(inflated) == sorted(sha256(data[b]) for b in slow)   # each once
+    # The same reads with no shim table behind them: stored grains are read ahead too.
+    inflated, _, _, got = _readahead_inflates(path, False, monkeypatch)
+    assert all(got[b] == data[b] for b in slow)
+    assert stored_sums & set(inflated)

@@ -118,6 +118,11 @@ def lock_holders(dev, ino, offset):
 class BackingFile:
     """One regular file of an image (descriptor, extent, VHD file, parent)."""
 
+    # Set once the shim's table holds KIND_GRAIN entries in this file (Disk.map_blocks,
+    # VMDK.map_table): the shim then reads the file's stored grains itself, and the
+    # Python readahead leaves the grains that may be stored to it.
+    grains_read_in_c = False
+
     def __init__(self, path, writable=False, fd=None):
         self.path = path
         self.writable = writable

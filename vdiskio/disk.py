@@ -210,6 +210,7 @@ class Disk:
                     ext.phys <= MAX_PHYS and \
                     (base := data_base(KIND_GRAIN, ext.file.fd)) is not None:
                 entries.append(base | (ext.phys >> 9))
+                ext.file.grains_read_in_c = True
             else:
                 entries.extend([ENTRY_SLOW] * covered)
             b += covered

@@ -273,6 +273,10 @@ class GrainTableExtent(VmdkExtent):
         for a grain's bytes. Entries are sector numbers (hosted sparse extents)."""
         return not 0 < next_entry - entry < self.stored_sectors
 
+    def stored_at(self, table, slot):
+        """may_be_stored for entry `slot` of grain table `table`."""
+        return self.may_be_stored(table[slot], table[slot + 1] if slot + 1 < self.gt_entries else 0)
+
     @property
     def stored_sectors(self):
         # grain marker, zlib header, one stored block's header, the checksum
@@ -324,8 +328,7 @@ class GrainTableExtent(VmdkExtent):
         if kind == SPECIAL:
             return Run(self.start + run_start, run_end - run_start, SPECIAL, self.file, phys,
                        grain=self.markers and run_end - run_start == self.grain_bytes and
-                       self.may_be_stored(table[slot], table[slot + 1]
-                                          if slot + 1 < self.gt_entries else 0))
+                       self.stored_at(table, slot))
         return Run(self.start + run_start, run_end - run_start, kind)
 
     # Entries that are sector numbers (hosted sparse, COWD) are compared a table slice at

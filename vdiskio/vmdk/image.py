@@ -445,6 +445,8 @@ class VMDK(Image):
             if top * SECTOR + (1 if ext.compressed else grain_bytes) > ext.file.size:
                 return None
             stored = ext.may_be_stored if ext.compressed else None
+            if stored:
+                ext.file.grains_read_in_c = True
             columns.append((values, base, 1 if ext.zeroed_grains else -1, stored))
         out = []
         append = out.append

@@ -336,8 +336,9 @@ class HostedSparseExtent(HostedSparseWriter, GrainTableExtent):
         return self._readahead
 
     def _compressed_grain(self, grain):
-        """File offset of grain `grain` when it is a compressed grain in the file, else
-        None (zeros, the parent's, or an entry that read_compressed will report)."""
+        """File offset of grain `grain` when it is a compressed grain in the file for the
+        readahead to inflate, else None (zeros, the parent's, an entry that
+        read_compressed will report, or a grain the shim may read itself: stored)."""
         index, slot = divmod(grain, self.gt_entries)
         try:
             table = self.grain_table(index)
@@ -349,6 +350,8 @@ class HostedSparseExtent(HostedSparseWriter, GrainTableExtent):
             self.check_grain(kind, phys, index, slot, grain)
         except VdError:
             return None
+        if self.file.grains_read_in_c and self.markers and self.stored_at(table, slot):
+            return None         # the shim reads it itself if it is stored (else asks here)
         return phys
 
     def _inflate_batch(self, items):
