@@ -55,9 +55,9 @@ preload = Extension(
     depends=[os.path.join(SHIM, f) for f in ("vd.h", "calls.h", "adler32.h", "stored.h", "libvdiskio.map")],
     include_dirs=[SHIM],
     define_macros=[("VD_STAGE_FILE", f'"{STAGE_FILE}"')] + build_defines(),
-    extra_compile_args=["-O2", "-fvisibility=hidden", "-U_FORTIFY_SOURCE", "-std=gnu11",
+    extra_compile_args=["-O2", "-flto", "-fvisibility=hidden", "-U_FORTIFY_SOURCE", "-std=gnu11",
                         "-Wall", "-Wextra", "-Wno-unused-parameter"],
-    extra_link_args=["-Wl,--version-script=" + os.path.join(SHIM, "libvdiskio.map"),
+    extra_link_args=["-flto", "-O2", "-Wl,--version-script=" + os.path.join(SHIM, "libvdiskio.map"),
                      "-ldl", "-lpthread"],
 )
 

@@ -96,6 +96,14 @@ struct vd_ofd *vd_get(int fd)
     }
 }
 
+struct vd_ofd *vd_peek(int fd)
+{
+    if (VD_LIKELY(!atomic_load_explicit(&vd_active, memory_order_relaxed)) || vd_guard)
+        return NULL;
+    struct vd_ofd *o = tab_load(fd);
+    return o == INTERNAL ? NULL : o;    /* in the table: the fd's own reference keeps it */
+}
+
 /* ---- ofds ------------------------------------------------------------------------------------ */
 static struct vd_ofd *vd_free_ofds;
 static pthread_mutex_t vd_free_lock = PTHREAD_MUTEX_INITIALIZER;

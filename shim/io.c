@@ -146,7 +146,7 @@ static ssize_t backing_pwrite(int fd, const char *p, size_t n, uint64_t phys)
 }
 
 /* VDISKIO_DEBUG: where a run of the disk was found (the translation table's answer). */
-__thread int vd_log_quiet;
+__thread int vd_log_quiet __attribute__((tls_model("initial-exec")));
 
 static void log_mapping(const char *what, struct vd_disk *d, uint64_t pos, size_t run, uint64_t e)
 {
@@ -532,6 +532,28 @@ static ssize_t disk_write(struct vd_disk *d, const char *p, size_t n, uint64_t p
     return (ssize_t)done;
 }
 
+/* vd_pread's VDISKIO_DEBUG/VDISKIO_DUMP lines, out of the read path. */
+static __attribute__((noinline, cold)) ssize_t pread_logged(struct vd_ofd *o, void *buf, size_t n,
+                                                            uint64_t off)
+{
+    if (vd_debug)       /* mapping lines only where the read line is shown */
+        vd_log_quiet = vd_log_sequential(o->disk, o->part, off, n, (ssize_t)n) == 1;
+    ssize_t r = disk_read(o->disk, buf, n, o->start + off);
+    if (vd_log_quiet && r != (ssize_t)n) {
+        vd_log_sequential_undo(n);
+        vd_log_quiet = 0;
+    }
+    if (vd_debug && !vd_log_quiet)
+        vd_log("read %s part %d @%llu +%zu -> %zd", o->disk->path, o->part,
+               (unsigned long long)off, n, r);
+    vd_log_quiet = 0;
+    if (vd_dump && r > 0) {
+        vd_log("data of %s part %d at %llu:", o->disk->path, o->part, (unsigned long long)off);
+        vd_hexdump(off, buf, (size_t)r);
+    }
+    return r;
+}
+
 ssize_t vd_pread(struct vd_ofd *o, void *buf, size_t n, uint64_t off)
 {
     if (vd_ensure_disk(o) < 0)
@@ -542,22 +564,9 @@ ssize_t vd_pread(struct vd_ofd *o, void *buf, size_t n, uint64_t off)
         return 0;
     if (n > o->len - off)
         n = (size_t)(o->len - off);
-    if (VD_UNLIKELY(vd_debug))      /* mapping lines only where the read line is shown */
-        vd_log_quiet = vd_log_sequential(o->disk, o->part, off, n, (ssize_t)n) == 1;
-    ssize_t r = disk_read(o->disk, buf, n, o->start + off);
-    if (VD_UNLIKELY(vd_log_quiet) && r != (ssize_t)n) {
-        vd_log_sequential_undo(n);
-        vd_log_quiet = 0;
-    }
-    if (VD_UNLIKELY(vd_debug) && !vd_log_quiet)
-        vd_log("read %s part %d @%llu +%zu -> %zd", o->disk->path, o->part,
-               (unsigned long long)off, n, r);
-    vd_log_quiet = 0;
-    if (VD_UNLIKELY(vd_dump) && r > 0) {
-        vd_log("data of %s part %d at %llu:", o->disk->path, o->part, (unsigned long long)off);
-        vd_hexdump(off, buf, (size_t)r);
-    }
-    return r;
+    if (VD_UNLIKELY(vd_debug | vd_dump))
+        return pread_logged(o, buf, n, off);
+    return disk_read(o->disk, buf, n, o->start + off);
 }
 
 ssize_t vd_pwrite(struct vd_ofd *o, const void *buf, size_t n, uint64_t off)
@@ -657,16 +666,19 @@ static void set_pos(int fd, struct vd_ofd *o, uint64_t pos)
         PASS(lseek64, fd, (off_t)pos, SEEK_SET);
 }
 
-ssize_t vd_io_at_position(int fd, struct vd_ofd *o, const struct iovec *iov, int cnt, int write)
+ssize_t vd_io_at_position(int fd, struct vd_ofd *o, const struct iovec *iov, int cnt, int write,
+                          int lock)
 {
     if (vd_ensure_disk(o) < 0)
         return -1;
-    pthread_mutex_lock(&o->lock);
+    if (lock)
+        pthread_mutex_lock(&o->lock);
     uint64_t pos = (write && (o->flags & O_APPEND)) ? o->len : get_pos(fd, o);
     ssize_t r = vector_io(o, iov, cnt, pos, write);
     if (r > 0)
         set_pos(fd, o, pos + (uint64_t)r);
-    pthread_mutex_unlock(&o->lock);
+    if (lock)
+        pthread_mutex_unlock(&o->lock);
     return r;
 }
 

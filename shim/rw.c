@@ -6,18 +6,21 @@ extern void __chk_fail(void) __attribute__((noreturn));
 /* At the description's position (read, readv, write, writev, preadv2 with offset -1). */
 static ssize_t at_position(int fd, const struct iovec *iov, int cnt, int write)
 {
-    struct vd_ofd *o = vd_get(fd);
+    int solo = vd_solo();
+    struct vd_ofd *o = solo ? vd_peek(fd) : vd_get(fd);
     if (VD_LIKELY(!o))
         return VD_NOT_IMAGE;
-    ssize_t r = vd_io_at_position(fd, o, iov, cnt, write);
-    vd_put(o);
+    ssize_t r = vd_io_at_position(fd, o, iov, cnt, write, !solo);
+    if (!solo)
+        vd_put(o);
     return r;
 }
 
 /* At an offset (pread, preadv, pwrite, pwritev). */
 static ssize_t at_offset(int fd, const struct iovec *iov, int cnt, off_t off, int write)
 {
-    struct vd_ofd *o = vd_get(fd);
+    int solo = vd_solo();
+    struct vd_ofd *o = solo ? vd_peek(fd) : vd_get(fd);
     if (VD_LIKELY(!o))
         return VD_NOT_IMAGE;
     ssize_t r;
@@ -25,7 +28,8 @@ static ssize_t at_offset(int fd, const struct iovec *iov, int cnt, off_t off, in
         r = vd_fail(EINVAL);
     else
         r = write ? vd_pwritev(o, iov, cnt, (uint64_t)off) : vd_preadv(o, iov, cnt, (uint64_t)off);
-    vd_put(o);
+    if (!solo)
+        vd_put(o);
     return r;
 }
 

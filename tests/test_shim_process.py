@@ -262,6 +262,25 @@ def test_close_during_reads_never_gives_other_bytes(disk, proccheck):
     run_preloaded([proccheck, "closerace", str(img), str(raw)])
 
 
+@pytest.mark.parametrize("fmt,opts", [("vpc", "subformat=dynamic,force_size=on"),
+                                      ("vmdk", "subformat=monolithicSparse")])
+def test_shared_position_from_one_thread_to_many(fmt, opts, tmp_path):
+    """A single-threaded process reads without the position lock (shim/vd.h: vd_solo);
+    once it starts threads, read() and readv() on one shared fd must each take their own
+    piece: every word of the disk holds its offset, so a lost or doubled position update
+    shows as a piece read twice or never."""
+    require_tool("qemu-img")
+    raw = tmp_path / "offsets.raw"
+    size = 16 * 512000             # a multiple of both chunk sizes and of the sector
+    raw.write_bytes(b"".join(i.to_bytes(8, "little") for i in range(0, size, 8)))
+    img = tmp_path / f"offsets.{'vhd' if fmt == 'vpc' else 'vmdk'}"
+    run_plain(["qemu-img", "convert", "-f", "raw", "-O", fmt, "-o", opts, str(raw), str(img)])
+    exe = compile_c("sharedpos", tmp_path)
+    for chunk in ("4096", "1000"):
+        p = run_preloaded([str(exe), str(img), "4", chunk], check=False)
+        assert p.returncode == 0 and p.stdout.strip() == b"ok", p.stdout + p.stderr
+
+
 # ---- neighbouring preload libraries -------------------------------------------------------------
 def neighbours():
     for path, name in ((FAKEROOT, "fakeroot"), (EATMYDATA, "eatmydata"), (FAKETIME, "faketime")):
