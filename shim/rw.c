@@ -7,11 +7,13 @@ extern void __chk_fail(void) __attribute__((noreturn));
 static ssize_t at_position(int fd, const struct iovec *iov, int cnt, int write)
 {
     int solo = vd_solo();
-    struct vd_ofd *o = solo ? vd_peek(fd) : vd_get(fd);
+    struct vd_ofd *o = solo ? vd_get_solo(fd) : vd_get(fd);
     if (VD_LIKELY(!o))
         return VD_NOT_IMAGE;
     ssize_t r = vd_io_at_position(fd, o, iov, cnt, write, !solo);
-    if (!solo)
+    if (solo)
+        vd_put_solo(o);
+    else
         vd_put(o);
     return r;
 }
@@ -20,7 +22,7 @@ static ssize_t at_position(int fd, const struct iovec *iov, int cnt, int write)
 static ssize_t at_offset(int fd, const struct iovec *iov, int cnt, off_t off, int write)
 {
     int solo = vd_solo();
-    struct vd_ofd *o = solo ? vd_peek(fd) : vd_get(fd);
+    struct vd_ofd *o = solo ? vd_get_solo(fd) : vd_get(fd);
     if (VD_LIKELY(!o))
         return VD_NOT_IMAGE;
     ssize_t r;
@@ -28,7 +30,9 @@ static ssize_t at_offset(int fd, const struct iovec *iov, int cnt, off_t off, in
         r = vd_fail(EINVAL);
     else
         r = write ? vd_pwritev(o, iov, cnt, (uint64_t)off) : vd_preadv(o, iov, cnt, (uint64_t)off);
-    if (!solo)
+    if (solo)
+        vd_put_solo(o);
+    else
         vd_put(o);
     return r;
 }
