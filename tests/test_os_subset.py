@@ -5,6 +5,7 @@ must give what os gives: compared here, in an interpreter started as the stage s
 it (-I -S), on random paths and on random trees of files, directories and symbolic links
 (relative, absolute, dangling, chained, looping)."""
 
+import os
 import subprocess
 import sys
 
@@ -14,8 +15,11 @@ PROBE = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
 from vdiskio._os import os as sub
-assert "os" not in sys.modules, "vdiskio._os imported os"
 assert sub.pread and sub.O_CLOEXEC and sub.SEEK_DATA and sub.SEEK_SET == 0
+assert sub.getenv("PATH") and sub.path.basename("/a/b") == "b"
+assert "os" not in sys.modules, "vdiskio._os imported os"
+import posix
+posix_pread = posix.pread
 import os, posixpath, random, tempfile
 assert sub is not os
 bad = []
@@ -50,8 +54,12 @@ same("fsdecode", sub.fsdecode, os.fsdecode, b"/a/\xff\xfe/b")
 same("fsencode", sub.fsencode, os.fsencode, "/a/\udcff")
 same("join", sub.path.join, posixpath.join, b"/a", b"b")
 same("join", sub.path.join, posixpath.join, "/a", b"b")
-for k in ("PATH", "HOME", "NOPE_NOT_SET"):
+for k in ("PATH", "HOME", "NOPE_NOT_SET", "VD_SUBSET_\u00e9", "VD_SUBSET_RAW"):
+    same("getenv", sub.getenv, os.getenv, k)
+    same("getenv", sub.getenv, os.getenv, k, "default")
     same("environ.get", sub.environ.get, os.environ.get, k)
+same("environ", lambda: sub.environ, lambda: dict(os.environ))
+assert "os" in sys.modules and sub.pread is posix_pread
 
 followed = 0           # realpaths that did follow a link (the trees are worth it)
 # Random trees: names a-f in a few directories, each a file, a directory or a link.
@@ -104,9 +112,11 @@ print(f"{len(bad)} mismatches")
 
 
 def test_subset_gives_what_os_gives():
+    # getenv and environ on a name and a value that are not ASCII, and one not UTF-8.
+    env = dict(os.environ, **{"VD_SUBSET_\u00e9": "caf\u00e9", "VD_SUBSET_RAW": b"\xff\xfe=x"})
     for seed in (1, 2):
         p = subprocess.run([sys.executable, "-I", "-S", "-c", PROBE, str(ROOT), str(seed)],
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=120, env=env)
         assert p.returncode == 0, p.stderr
         assert p.stdout.strip().endswith("0 mismatches"), p.stdout
 

@@ -5,8 +5,8 @@ pulls in _collections_abc), more than any other module it imports, and the progr
 under the library (dd, fdisk, sha256sum...) never load it otherwise. The decoder's
 modules take `os` from here: os itself when it is already loaded (a Python program, the
 vdiskio command), else posix's functions and constants with the few pieces os.py adds
-that the decoder uses: SEEK_SET/CUR/END, fsencode/fsdecode, environ (read when this
-module is first imported, as os does), and os.path's basename, dirname, join, isabs,
+that the decoder uses: SEEK_SET/CUR/END, fsencode/fsdecode, getenv and environ (the
+environment the process started with, as os's; environ is built on first use), and os.path's basename, dirname, join, isabs,
 normpath, abspath, islink and realpath, written to give os.path's results
 (tests/test_os_subset.py compares them on random paths and symlink trees). Any other
 name is looked up in os itself, imported then.
@@ -25,11 +25,19 @@ if os is None:
         return real
 
     class _Subset:
-        """Names not set here are _source()'s (os itself, or os.path), kept once looked up."""
+        """Names not set here are posix's, else _source()'s (os itself, or os.path), kept
+        once looked up (copying posix's 300 names up front cost the first open 1.9 million
+        instructions)."""
         _source = staticmethod(_real_os)
+        _first = posix
 
         def __getattr__(self, name):
-            value = getattr(self._source(), name)
+            if name == "environ":
+                value = {fsdecode(k): fsdecode(v) for k, v in posix.environ.items()}
+            else:
+                value = getattr(self._first, name, _Subset)
+                if value is _Subset or name.startswith("__"):
+                    value = getattr(self._source(), name)
             setattr(self, name, value)
             return value
 
@@ -60,6 +68,7 @@ if os is None:
     class _Path(_Subset):
         """posixpath's functions the decoder uses, on str paths (others: posixpath's)."""
         _source = staticmethod(lambda: _real_os().path)
+        _first = None
 
         @staticmethod
         def _split(p):
@@ -169,12 +178,13 @@ if os is None:
                 seen[candidate] = path
             return path, True
 
+    def getenv(key, default=None):
+        """os.getenv without building environ: one variable of the environment the process
+        started with (environ, built on first use, holds the same)."""
+        value = posix.environ.get(fsencode(key))
+        return default if value is None else fsdecode(value)
+
     os = _Subset()
-    for _name in dir(posix):
-        if not _name.startswith("__"):
-            setattr(os, _name, getattr(posix, _name))
     os.SEEK_SET, os.SEEK_CUR, os.SEEK_END = 0, 1, 2
-    os.fsencode, os.fsdecode = fsencode, fsdecode
-    os.environ = {fsdecode(k): fsdecode(v) for k, v in posix.environ.items()}
+    os.fsencode, os.fsdecode, os.getenv = fsencode, fsdecode, getenv
     os.path = _Path()
-    del _name

@@ -44,7 +44,7 @@ def _library_bypass():
     else None."""
     if not _bypass:
         fn = None
-        if "libvdiskio" in os.environ.get("LD_PRELOAD", ""):
+        if "libvdiskio" in os.getenv("LD_PRELOAD", ""):
             try:
                 import ctypes
                 fn = ctypes.CDLL(None).vdiskio_bypass

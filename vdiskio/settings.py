@@ -17,8 +17,8 @@ ALL = (DEBUG, DUMP, LOG, SHARE_READ, ALLOW_EXTERNAL, IGNORE_PARENT, IGNORE_PAREN
 
 def on(name):
     """Is flag variable `name` set to 1?"""
-    return os.environ.get(name) == "1"
+    return os.getenv(name) == "1"
 
 
 def value(name):
-    return os.environ.get(name) or None
+    return os.getenv(name) or None
