@@ -141,17 +141,37 @@ def test_crc32c_vectors():
     assert S.crc32c(data) == W.crc32c(data)             # the zero-run shortcut
 
 
+def test_crc32c_over_random_zero_runs():
+    """Runs of zeros of every length around the shortcut's threshold, at any position,
+    against the test writer's byte-at-a-time CRC (and continued from a random CRC)."""
+    import random
+    rng = random.Random(15)
+    for _ in range(300):
+        parts = []
+        for _ in range(rng.randrange(1, 6)):
+            parts.append(rng.randbytes(rng.randrange(0, 40)))
+            parts.append(bytes(rng.choice([rng.randrange(0, 600), rng.randrange(0, 9000),
+                                           S._ZERO_RUN - 1, S._ZERO_RUN, S._ZERO_RUN + 1])))
+        data = b"".join(parts)
+        assert S.crc32c(data) == W.crc32c(data)
+        head, tail = data[:len(data) // 3], data[len(data) // 3:]
+        assert S.crc32c(tail, S.crc32c(head)) == W.crc32c(data)
+
+
 def test_known_zero_run_operators_are_the_computed_ones():
     saved = dict(S._ZERO_OPS)
     try:
         S._ZERO_OPS.clear()
-        S.crc32c(b"x")                                  # the byte table, built
         computed = [S._zero_op(k) for k in range(len(S._ZERO_OPS_KNOWN))]
     finally:
         S._ZERO_OPS.clear()
         S._ZERO_OPS.update(saved)
     assert [tuple(op) for op in computed] == [tuple(op) for op in S._ZERO_OPS_KNOWN]
     assert S.crc32c(bytes(1 << 20)) == W.crc32c(bytes(1 << 20))     # past the known ones
+
+
+def test_known_byte_table_is_the_computed_one():
+    assert list(S._CRC_TABLE_KNOWN) == S._table() and S._CRC_TABLE is S._CRC_TABLE_KNOWN
 
 
 def test_guids_in_microsoft_byte_order():
