@@ -262,6 +262,18 @@ def test_close_during_reads_never_gives_other_bytes(disk, proccheck):
     run_preloaded([proccheck, "closerace", str(img), str(raw)])
 
 
+def test_a_python_program_keeps_its_collector(disk):
+    """The stage's start-up turns the collector off while the decoder loads, and freezes
+    what it loaded only in an interpreter of its own: a Python program opening an image
+    keeps its collector on and nothing of its own frozen."""
+    img, raw = disk
+    code = ("import gc, sys\n"
+            "data = open(sys.argv[1], 'rb').read()\n"
+            "print(gc.isenabled(), gc.get_freeze_count(), len(data))\n")
+    p = run_preloaded([sys.executable, "-c", code, str(img)])
+    assert p.stdout.split() == [b"True", b"0", str(raw.stat().st_size).encode()]
+
+
 @pytest.mark.parametrize("fmt,opts", [("vpc", "subformat=dynamic,force_size=on"),
                                       ("vmdk", "subformat=monolithicSparse")])
 def test_shared_position_from_one_thread_to_many(fmt, opts, tmp_path):
