@@ -12,7 +12,8 @@ from pathlib import Path
 
 from bench.harness import BenchError, last_line, run
 
-PACKAGES = {"nbdcopy": "libnbd-bin", "vmdkmount": "libvmdk-utils", "vhdimount": "libvhdi-utils"}
+PACKAGES = {"nbdcopy": "libnbd-bin", "vmdkmount": "libvmdk-utils", "vhdimount": "libvhdi-utils",
+            "valgrind": "valgrind"}
 
 
 def have(tool):

@@ -4,6 +4,7 @@ the interpreter the library embeds, and `qemu-img info` of the same image), and 
 of huge sparse images (time and peak RSS). bench/drivers/spawn.c starts a program N times
 in a row, so one sample lasts tens of milliseconds."""
 
+from bench import peers
 from bench.config import TARGETS, VENV_PYTHON, library_python
 from bench.harness import BenchError, Cmd, Compare, added_ms, speed
 from bench.images import huge_images, warm
@@ -63,6 +64,41 @@ def first_open(b, v):
                       "qemu-img info of the same image (whole processes)"),
                 ("qemu-img info", "image"), speed()),
     ], warmup=True)
+    b.publish()
+    counted_first_open(b, v, python)
+
+
+def callgrind_total(out):
+    """The instructions callgrind counted in the run that wrote `out`."""
+    for line in out.read_text().splitlines():
+        if line.startswith("totals:"):
+            out.unlink()
+            return int(line.split()[1])
+    raise BenchError(f"no totals line in {out.name}")
+
+
+def counted_first_open(b, v, python):
+    """The row above in instructions (valgrind's callgrind: the same count every run, where
+    the times of these short processes drift by ±20% on a shared VM): the first open's
+    added instructions against the bare interpreter's. Information only: the target is
+    on time, and a page fault or a cache miss costs time no count shows."""
+    row = b.row("start-up: first open vs the bare interpreter, instructions", v.name,
+                f"{python.name} -I -S -c pass (callgrind; each minus its baseline)")
+    if not peers.have("valgrind"):
+        row.status = "not installed"
+        b.publish()
+        return
+    def counted(label, argv, lib=False):
+        out = b.work / f"callgrind.{label}"
+        return Cmd(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
+                   lib=lib, after=lambda: callgrind_total(out))
+    cmds = {"true": counted("true", ["/bin/true"]),
+            "python": counted("python", [python, "-I", "-S", "-c", "pass"]),
+            "raw": counted("raw", dd(b.raw, bs=512, count=1)),
+            "image": counted("image", dd(v.path, bs=512, count=1), lib=True)}
+    b.measure(cmds, [Compare(row, ("true", "python", "raw", "image"),
+                             lambda t, p, r, i: (p.extra - t.extra) / (i.extra - r.extra))],
+              rounds=2, max_rounds=2)
     b.publish()
 
 
