@@ -30,9 +30,12 @@ $(LIB): $(STAMP) $(SOURCES)
 	touch $(LIB)
 
 # The Python stage never writes bytecode itself (it runs inside other programs): keep
-# the .pyc files current here, or every first open would compile the package again.
+# the .pyc files current here, or every first open would compile the package again; and
+# the first open's modules in one file per group (vdiskio/_bundle.py: a tenth of a first
+# open's instructions; a source edited since is left to importlib).
 build: $(LIB)
 	$(PY) -m compileall -q vdiskio vdpartx
+	$(PY) -I -m vdiskio._bundle >/dev/null
 	@echo "built: .venv/bin/vdiskio and .venv/bin/vdpartx (make install puts them on PATH)"
 
 # The demo uses fdisk's tools when installed, and what every Debian has otherwise.
@@ -67,6 +70,7 @@ install: | deps
 	$(INSTALL_PYTHON) -m venv --clear $(INSTALL_VENV)
 	$(INSTALL_VENV)/bin/python -m pip install --quiet --upgrade "setuptools>=64" wheel "cffi>=1.16"
 	$(INSTALL_VENV)/bin/python -m pip install --quiet --no-build-isolation .
+	$(INSTALL_VENV)/bin/python -I -m vdiskio._bundle >/dev/null
 	mkdir -p $(PREFIX)/bin
 	ln -sf $(INSTALL_VENV)/bin/vdiskio $(INSTALL_VENV)/bin/vdpartx $(PREFIX)/bin/
 	@echo "installed: $(PREFIX)/bin/vdiskio and $(PREFIX)/bin/vdpartx"

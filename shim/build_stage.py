@@ -72,6 +72,9 @@ import gc, sys
 _collecting = gc.isenabled()
 gc.disable()
 try:
+    if getattr(sys, "_vdiskio_embedded", False):
+        from vdiskio import _bundle
+        _bundle.preload(_bundle.ROOT)
     from vdiskio._stage import ffi, lib
     from vdiskio import _boundary
     _boundary.install(ffi, lib)

@@ -180,6 +180,11 @@ def test_make_install_as_root_serves_every_user(work, image, user):
     prefix = work / "root-prefix"
     p = run_plain(["make", "-C", str(tree), "install", f"PREFIX={prefix}"], text=True)
     assert f"installed: {prefix}/bin/vdiskio and {prefix}/bin/vdpartx" in p.stdout
+    # The first open's group files (vdiskio/_bundle.py), written into the installed package
+    # (not into the source tree the install ran in).
+    assert list(prefix.glob("lib/vdiskio/lib/python3*/site-packages/vdiskio/__pycache__/"
+                            "_bundle.vdiskio._boundary.*.bin"))
+    assert not list(tree.glob("vdiskio/__pycache__/_bundle.*.bin"))
     home = user_home(work, "root-install-user")
     bindir = f"{prefix}/bin:/usr/bin:/bin"
     assert_reads(["vdiskio"], image, home, path=bindir)

@@ -1,0 +1,141 @@
+"""vdiskio._bundle: the first open's modules executed from one file per group. Each module
+must come out as importlib would have made it (same names, files, packages, attributes),
+without importlib finding any of them, and a group whose file does not match its sources
+(edited since, another Python's, damaged, missing) must be left to importlib whole."""
+
+import json
+import marshal
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT, require_tool, run_preloaded
+
+sys.path.insert(0, str(ROOT))
+from vdiskio import _bundle  # noqa: E402
+
+# The state of every vdiskio module after loading a group: by the bundle (preload) or by
+# plain imports. Under preload a finder in front of importlib's records every vdiskio
+# module importlib was asked for.
+PROBE = r"""
+import json, sys
+top, mode, groups = sys.argv[1], sys.argv[2], sys.argv[3:]
+sys.path.insert(0, top)
+asked = []
+class Recorder:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name.startswith("vdiskio.") and name != "vdiskio._bundle":
+            asked.append(name)
+        return None
+done = []
+if mode == "bundle":
+    sys._vdiskio_embedded = True
+    from vdiskio import _bundle
+    sys.meta_path.insert(0, Recorder)
+    done = [_bundle.preload(g) for g in groups]
+    sys.meta_path.remove(Recorder)
+for g in groups:
+    __import__(g)
+state = {}
+for name, m in sorted(sys.modules.items()):
+    if name.split(".")[0] != "vdiskio" or name == "vdiskio._bundle":
+        continue
+    spec = m.__spec__
+    state[name] = [getattr(m, "__file__", None), m.__package__, getattr(m, "__path__", None),
+                   getattr(m, "__cached__", None), spec.name, spec.origin,
+                   type(spec.loader).__name__, spec.submodule_search_locations,
+                   sorted(k for k in vars(m) if not k.startswith("__"))]
+print(json.dumps({"done": done, "asked": asked, "state": state}))
+"""
+
+
+def probe(top, mode, groups):
+    p = subprocess.run([sys.executable, "-I", "-S", "-c", PROBE, str(top), mode, *groups],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+@pytest.fixture
+def package(tmp_path):
+    """A copy of the package (sources only) with its group files written."""
+    dest = tmp_path / "vdiskio"
+    shutil.copytree(ROOT / "vdiskio", dest, ignore=shutil.ignore_patterns(
+        "__pycache__", "*.so"))
+    written = _bundle.write(str(dest))
+    assert written[_bundle.ROOT] >= 15 and all(written.values()), written
+    return dest
+
+
+@pytest.mark.parametrize("group", _bundle.GROUPS)
+def test_a_group_comes_out_as_importlib_makes_it(package, group):
+    groups = [_bundle.ROOT] if group == _bundle.ROOT else [_bundle.ROOT, group]
+    bundled = probe(package.parent, "bundle", groups)
+    plain = probe(package.parent, "plain", groups)
+    assert bundled["done"] == [True] * len(groups)
+    assert bundled["asked"] == []          # every module of the group came from its file
+    assert bundled["state"] == plain["state"]
+    assert f"{group}" in bundled["state"]
+
+
+def test_an_edited_source_leaves_its_group_to_importlib(package):
+    with open(package / "settings.py", "a") as f:
+        f.write("\nEDITED = 1\n")
+    code = (f"import sys; sys.path.insert(0, {str(package.parent)!r}); "
+            "sys._vdiskio_embedded = True; from vdiskio import _bundle; "
+            "print(_bundle.preload(_bundle.ROOT), _bundle.preload('vdiskio.vmdk')); "
+            "import vdiskio._boundary, vdiskio.settings, vdiskio.vmdk; "
+            "print(vdiskio.settings.EDITED)")
+    p = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["False", "True", "1"]    # the other group still bundled
+
+
+@pytest.mark.parametrize("damage", ["magic", "truncated", "garbage", "missing"])
+def test_a_file_that_does_not_match_is_ignored(package, damage):
+    path = _bundle.path_of(_bundle.ROOT, str(package))
+    data = open(path, "rb").read()
+    if damage == "magic":
+        magic, entries = marshal.loads(data)
+        data = marshal.dumps((b"\0\0\r\n", entries))
+    elif damage == "truncated":
+        data = data[:len(data) // 2]
+    elif damage == "garbage":
+        data = b"\x00" * 64
+    if damage == "missing":
+        os.remove(path)
+    else:
+        open(path, "wb").write(data)
+    result = probe(package.parent, "bundle", [_bundle.ROOT])
+    assert result["done"] == [False]
+    assert result["state"] == probe(package.parent, "plain", [_bundle.ROOT])["state"]
+
+
+def test_only_the_stage_interpreter_preloads(package):
+    code = (f"import sys; sys.path.insert(0, {str(package.parent)!r}); "
+            "from vdiskio import _bundle; print(_bundle.preload(_bundle.ROOT))")
+    p = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.split() == ["False"], p.stderr
+
+
+def test_the_library_loads_the_first_open_from_the_group_files(tmp_path):
+    """Under the library, dd's first open reads the group files (make build writes them)
+    and none of the group's .pyc files."""
+    require_tool("strace")
+    for root in _bundle.GROUPS:
+        assert (ROOT / "vdiskio" / "__pycache__" / _bundle.path_of(root).rsplit("/", 1)[1]) \
+            .exists(), "run make build: it writes the group files"
+    img = tmp_path / "d.vmdk"
+    subprocess.run([sys.executable, "-m", "vdiskio", "create", "-s", "8M", str(img)],
+                   cwd=ROOT, check=True, capture_output=True)
+    p = run_preloaded(["strace", "-f", "-e", "trace=openat", "dd", f"if={img}", "count=1",
+                       "status=none", "of=/dev/null"])
+    opened = p.stderr.decode()
+    assert "_bundle.vdiskio._boundary." in opened and "_bundle.vdiskio.vmdk." in opened
+    assert "disk.cpython" not in opened and "sparse.cpython" not in opened, opened

@@ -1,0 +1,195 @@
+"""The modules of a first open, executed from one file per group instead of imported one by
+one: each import through importlib costs about 0.3 million instructions of Python (finding
+the file, checking its .pyc, module locks), and a process's first image open makes 19 to
+26 of them, half of what the library adds to the bare interpreter's start.
+
+A group is a module and what importing it imports (GROUPS: the stage's entry point, and
+each format package the first open of an image of that format loads). `make build` writes
+each group's code objects, in the order a normal import completes the modules (recorded
+with -X importtime), into vdiskio/__pycache__ (python -m vdiskio._bundle). preload(root)
+then executes them in that order, each module set up as importlib sets up a source module
+(SourceFileLoader spec, __file__, __cached__, attribute of its package), so the import
+statements that follow find them done. Only where every source file of the group still
+has the size and mtime it had when the file was written: otherwise (a source edited
+since, a file of another Python, none at all) the group is left to importlib, whole."""
+
+import marshal
+import sys
+
+import posix
+
+ROOT = "vdiskio._boundary"
+GROUPS = (ROOT, "vdiskio.vhdx", "vdiskio.vmdk")
+_TAG = sys.implementation.cache_tag
+_PACKAGE = __file__.rpartition("/")[0]
+_tried = set()
+
+
+def path_of(root, package=_PACKAGE):
+    return f"{package}/__pycache__/_bundle.{root}.{_TAG}.bin"
+
+
+def _magic():
+    return sys.modules["_frozen_importlib_external"].MAGIC_NUMBER
+
+
+def _read(path):
+    try:
+        fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        size = posix.fstat(fd).st_size
+        chunks, got = [], 0
+        while got < size:
+            chunk = posix.read(fd, size - got)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+    finally:
+        posix.close(fd)
+
+
+def _fresh(entries, package):
+    for name, rel, is_pkg, mtime_ns, size, code in entries:
+        try:
+            st = posix.stat(f"{package}/{rel}")
+        except OSError:
+            return False
+        if st.st_mtime_ns != mtime_ns or st.st_size != size:
+            return False
+    return True
+
+
+def preload(root, package=_PACKAGE):
+    """Execute group `root` from its file, once per process and only in the interpreter the
+    library's stage started (sys._vdiskio_embedded); True when it was. Modules already
+    imported are kept, not executed again."""
+    if root in _tried or not getattr(sys, "_vdiskio_embedded", False):
+        return False
+    _tried.add(root)
+    data = _read(path_of(root, package))
+    if data is None:
+        return False
+    try:
+        magic, entries = marshal.loads(data)
+    except (ValueError, EOFError, TypeError):
+        return False
+    if magic != _magic() or not _fresh(entries, package):
+        return False
+    external = sys.modules["_frozen_importlib_external"]
+    spec_type = sys.modules["_frozen_importlib"].ModuleSpec
+    fix_filename = sys.modules["_imp"]._fix_co_filename
+    modules = sys.modules
+
+    def make(name, rel, is_pkg):
+        path = f"{package}/{rel}"
+        head, _, base = path.rpartition("/")
+        loader = external.SourceFileLoader(name, path)
+        spec = spec_type(name, loader, origin=path, is_package=is_pkg)
+        spec.has_location = True
+        spec.cached = f"{head}/__pycache__/{base[:-3]}.{_TAG}.pyc"
+        module = type(sys)(name)
+        module.__spec__, module.__loader__, module.__file__ = spec, loader, path
+        module.__cached__ = spec.cached
+        module.__package__ = name if is_pkg else name.rpartition(".")[0]
+        if is_pkg:
+            module.__path__ = spec.submodule_search_locations = [head]
+        spec._initializing = True
+        modules[name] = module
+        return module
+
+    group = {entry[0]: entry for entry in entries}
+    ahead = {}          # packages made before their submodules run, as importlib has them
+    for name, rel, is_pkg, mtime_ns, size, code in entries:
+        module = ahead.pop(name, None)
+        if module is None:
+            if name in modules:
+                continue
+            parents, parent = [], name.rpartition(".")[0]
+            while parent and parent not in modules and parent in group:
+                parents.append(parent)
+                parent = parent.rpartition(".")[0]
+            for parent in reversed(parents):
+                ahead[parent] = make(parent, group[parent][1], group[parent][2])
+            module = make(name, rel, is_pkg)
+        fix_filename(code, module.__file__)
+        try:
+            exec(code, module.__dict__)
+        except BaseException:
+            # As importlib: a module that failed is not kept (nor the packages made for
+            # it): the import statement that follows runs them again, and raises there.
+            modules.pop(name, None)
+            for parent in ahead:
+                modules.pop(parent, None)
+            return False
+        module.__spec__._initializing = False
+        parent, _, child = name.rpartition(".")
+        if parent in modules:
+            setattr(modules[parent], child, module)
+    return True
+
+
+# ---- writing the files (make build) --------------------------------------------------------
+_ORDER = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+for name in sys.argv[3:]:
+    __import__(name)
+before = set(sys.modules)
+__import__(sys.argv[2])
+for name in sys.argv[2:3] + [m for m in list(sys.modules) if m not in before]:
+    print(name, getattr(sys.modules[name], "__file__", None) or "-", sep="\t")
+"""
+
+
+def completion_order(root, before, package):
+    """[(name, source file)] of the vdiskio modules importing `root` loads (after the
+    `before` ones), in the order their imports complete (-X importtime's lines: children
+    before parents); modules without a source file (the cffi stage) are left out."""
+    import os
+    import subprocess
+    p = subprocess.run([sys.executable, "-X", "importtime", "-I", "-S", "-c", _ORDER,
+                        os.path.dirname(package), root, *before],
+                       capture_output=True, text=True, check=True)
+    files = dict(line.split("\t") for line in p.stdout.splitlines())
+    order = []
+    for line in p.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            path = files.get(name, "-")
+            if (name == "vdiskio" or name.startswith("vdiskio.")) and path.endswith(".py") \
+                    and os.path.dirname(path).startswith(package):
+                order.append((name, path))
+    return order
+
+
+def write(package=_PACKAGE):
+    """Write every group's file; returns {root: number of modules}."""
+    import os
+    magic = _magic()
+    written = {}
+    for root in GROUPS:
+        entries = []
+        for name, path in completion_order(root, [] if root == ROOT else [ROOT], package):
+            st = os.stat(path)
+            with open(path, "rb") as f:
+                code = compile(f.read(), path, "exec", dont_inherit=True)
+            entries.append((name, os.path.relpath(path, package),
+                            os.path.basename(path) == "__init__.py", st.st_mtime_ns,
+                            st.st_size, code))
+        dest = path_of(root, package)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        tmp = f"{dest}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(marshal.dumps((magic, entries)))
+        os.replace(tmp, dest)
+        written[root] = len(entries)
+    return written
+
+
+if __name__ == "__main__":
+    for group, count in write().items():
+        print(f"{path_of(group)}: {count} modules")
