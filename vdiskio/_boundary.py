@@ -17,7 +17,7 @@ _gc_was_on = gc.isenabled()
 gc.disable()
 
 import errno  # noqa: E402 - after the collector is off
-import struct  # noqa: E402
+import _struct as struct  # noqa: E402 (struct.py re-exports it)
 
 from ._os import os  # noqa: E402
 from . import backing, log  # noqa: E402

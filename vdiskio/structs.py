@@ -7,7 +7,7 @@ the test suite declares every structure a second time with construct, from the
 specifications, and checks the two agree.)
 """
 
-import struct
+import _struct as struct       # struct.py re-exports it: 0.4 M instructions of start-up
 from _operator import itemgetter     # operator.py adds 0.2 ms of start-up for nothing
 
 

@@ -9,7 +9,7 @@ trust any metadata. Read-only opens replay into memory only (an Overlay), so the
 is never modified; writable opens replay into the file.
 """
 
-import struct
+import _struct as struct       # struct.py re-exports it: 0.4 M instructions of start-up
 
 from ..errors import CorruptImage, Unsupported
 from .structs import (DATA_DESCRIPTOR, DATA_DESCRIPTOR_SIGNATURE, DATA_SECTOR,
