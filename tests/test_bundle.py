@@ -96,7 +96,7 @@ def test_an_edited_source_leaves_its_group_to_importlib(package):
     assert p.stdout.split() == ["False", "True", "1"]    # the other group still bundled
 
 
-@pytest.mark.parametrize("damage", ["magic", "truncated", "garbage", "missing"])
+@pytest.mark.parametrize("damage", ["magic", "truncated", "garbage", "shape", "missing"])
 def test_a_file_that_does_not_match_is_ignored(package, damage):
     path = _bundle.path_of(_bundle.ROOT, str(package))
     data = open(path, "rb").read()
@@ -107,6 +107,9 @@ def test_a_file_that_does_not_match_is_ignored(package, damage):
         data = data[:len(data) // 2]
     elif damage == "garbage":
         data = b"\x00" * 64
+    elif damage == "shape":                             # valid marshal, not our layout
+        magic, entries = marshal.loads(data)
+        data = marshal.dumps((magic, [entries[0][:3]] + list(entries[1:])))
     if damage == "missing":
         os.remove(path)
     else:

@@ -1,7 +1,7 @@
 """The modules of a first open, executed from one file per group instead of imported one by
 one: each import through importlib costs about 0.3 million instructions of Python (finding
 the file, checking its .pyc, module locks), and a process's first image open makes 19 to
-26 of them, half of what the library adds to the bare interpreter's start.
+26 of them: nearly half of what the library added to the bare interpreter's start.
 
 A group is a module and what importing it imports (GROUPS: the stage's entry point, and
 each format package the first open of an image of that format loads). `make build` writes
@@ -34,6 +34,7 @@ def _magic():
 
 
 def _read(path):
+    """The file's bytes, or None when it cannot be read (missing, unreadable, I/O error)."""
     try:
         fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
     except OSError:
@@ -48,6 +49,8 @@ def _read(path):
             chunks.append(chunk)
             got += len(chunk)
         return b"".join(chunks)
+    except OSError:
+        return None
     finally:
         posix.close(fd)
 
@@ -75,9 +78,9 @@ def preload(root, package=_PACKAGE):
         return False
     try:
         magic, entries = marshal.loads(data)
-    except (ValueError, EOFError, TypeError):
-        return False
-    if magic != _magic() or not _fresh(entries, package):
+        if magic != _magic() or not _fresh(entries, package):
+            return False
+    except (ValueError, EOFError, TypeError):   # not a file this module wrote
         return False
     external = sys.modules["_frozen_importlib_external"]
     spec_type = sys.modules["_frozen_importlib"].ModuleSpec
