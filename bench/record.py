@@ -182,8 +182,11 @@ edits this file: rerun `bench/run.py --write` on a quiet machine to update it.
   baselines run in the same rounds: the bare interpreter the library embeds
   (`python3.X -I -S -c pass` of the venv's base Python, minus `/bin/true`: the design's
   floor; target: the first open within 1.3x of it) and `qemu-img info` of the same image
-  (whole processes: what a user compares with). The huge opens add time and peak RSS
-  (ru_maxrss of the dd, taken by `spawn.c -m`).
+  (whole processes: what a user compares with). The same ratio in instructions
+  (valgrind's callgrind, one process of each, two rounds) is information beside it: it
+  is the same every run where these short processes' times drift by ±20%, but a page
+  fault (about 3 us here) or a cache miss costs time no count shows. The huge opens add
+  time and peak RSS (ru_maxrss of the dd, taken by `spawn.c -m`).
 - **LVM.** A copy of the raw disk with one partition holding an LVM2 PV and one linear
   volume over all of it (lvm2 on a loop device; needs root), as a dynamic VHD and a
   monolithicSparse VMDK: `dd bs=1M` (whole process) and `seq.c` (steady state) of the
