@@ -61,12 +61,13 @@ ffi.set_source(
     # the process, the host's or the one shim/pyfind.c loaded by path just before.
     py_limited_api=False,       # the start-up code uses PyConfig, outside the stable ABI
 )
-# The collector stays off while the decoder's modules load: they allocate thousands of
-# objects that all live on, and the collections they set off cost the first open about
+# The collector is off from here to the end of the first open (vdiskio._boundary.install
+# turns it on again, if it was): the decoder's modules and the first open make thousands
+# of objects that all live on, and the collections they set off cost the first open about
 # 1.7 million instructions (4%) for nothing. In the interpreter the stage started itself
-# (shim/stage_main.c marks it), what is loaded then is frozen: the collector never walks
-# it again, and the count of allocations starts afresh (else the first open pays the
-# collections put off). A Python program's own interpreter is left as it was.
+# (shim/stage_main.c marks it), what start-up loaded is then frozen: the collector never
+# walks it again, and its count of allocations starts afresh. A Python program's own
+# interpreter is left as it was.
 ffi.embedding_init_code("""
 import gc, sys
 _collecting = gc.isenabled()
@@ -77,11 +78,12 @@ try:
         _bundle.preload(_bundle.ROOT)
     from vdiskio._stage import ffi, lib
     from vdiskio import _boundary
-    _boundary.install(ffi, lib)
-finally:
-    if getattr(sys, "_vdiskio_embedded", False):
-        gc.freeze()
+    _boundary.install(ffi, lib, _collecting)
+except BaseException:
     if _collecting:
         gc.enable()
-    del _collecting
+    raise
+if getattr(sys, "_vdiskio_embedded", False):
+    gc.freeze()
+del _collecting
 """)

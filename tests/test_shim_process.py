@@ -272,6 +272,9 @@ def test_a_python_program_keeps_its_collector(disk):
             "print(gc.isenabled(), gc.get_freeze_count(), len(data))\n")
     p = run_preloaded([sys.executable, "-c", code, str(img)])
     assert p.stdout.split() == [b"True", b"0", str(raw.stat().st_size).encode()]
+    # A program that turned its collector off finds it off after its first open too.
+    p = run_preloaded([sys.executable, "-c", "import gc; gc.disable()\n" + code, str(img)])
+    assert p.stdout.split() == [b"False", b"0", str(raw.stat().st_size).encode()]
 
 
 @pytest.mark.parametrize("fmt,opts", [("vpc", "subformat=dynamic,force_size=on"),

@@ -7,22 +7,14 @@ It runs only inside the Python stage of libvdiskio. Adding a call: one line in t
 VD_PY_CALLS list of shim/calls.h and one function here with the same name.
 """
 
+import errno
 import gc
+import _struct as struct       # struct.py re-exports it: 0.4 M instructions of start-up
 
-# Start-up (the import of the decoder, then the first open) makes objects that all stay
-# alive: the garbage collector's passes over them (about ten) would find nothing and cost
-# a tenth of a millisecond each. It is off until the end of this import, and again from
-# install() to the end of the first open; a host program's setting is kept.
-_gc_was_on = gc.isenabled()
-gc.disable()
-
-import errno  # noqa: E402 - after the collector is off
-import _struct as struct  # noqa: E402 (struct.py re-exports it)
-
-from ._os import os  # noqa: E402
-from . import backing, log  # noqa: E402
-from .disk import Registry  # noqa: E402
-from .errors import NameTooLong, NotAnImage, VdError  # noqa: E402
+from ._os import os
+from . import backing, log
+from .disk import Registry
+from .errors import NameTooLong, NotAnImage, VdError
 
 NOT_IMAGE = 1           # VD_PY_NOT_IMAGE
 registry = Registry()
@@ -70,12 +62,14 @@ def _first_open_done():
 _gc_paused = False
 
 
-def install(ffi, lib):
-    """Define the extern "Python" functions of the embedding API on ffi."""
+def install(ffi, lib, collecting):
+    """Define the extern "Python" functions of the embedding API on ffi. The stage's
+    start-up (shim/build_stage.py) has turned the collector off: start-up and the first
+    open make objects that all stay alive, and the collector's passes over them would find
+    nothing. It stays off to the end of the first open, then is on again if `collecting`
+    (the host program's setting)."""
     global _c, _gc_paused
-    if gc.isenabled():
-        gc.disable()
-        _gc_paused = True
+    _gc_paused = collecting
     _c = lib.vdst_cb
     backing.set_stage_hooks(_c.take_fd, _c.drop_fd, _c.bypass)
     log.set_fd(_c.log_fd())
@@ -196,6 +190,3 @@ def invalidate(handle, offset, length):
     if _c is not None:
         _c.invalidate(handle, offset, length)
 
-
-if _gc_was_on:
-    gc.enable()
