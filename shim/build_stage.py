@@ -70,10 +70,10 @@ ffi.set_source(
 # interpreter is left as it was.
 ffi.embedding_init_code("""
 import gc, sys
-_collecting = gc.isenabled()
+_collecting, _own = gc.isenabled(), getattr(sys, "_vdiskio_embedded", False)
 gc.disable()
 try:
-    if getattr(sys, "_vdiskio_embedded", False):
+    if _own:
         from vdiskio import _bundle
         _bundle.preload(_bundle.ROOT)
     from vdiskio._stage import ffi, lib
@@ -83,7 +83,7 @@ except BaseException:
     if _collecting:
         gc.enable()
     raise
-if getattr(sys, "_vdiskio_embedded", False):
+if _own:
     gc.freeze()
-del _collecting
+del _collecting, _own
 """)

@@ -140,14 +140,14 @@ struct vd_ofd *vd_get(int fd)
     return get(fd, 0);
 }
 
-struct vd_ofd *vd_get_solo(int fd)
+struct vd_ofd *vd_call_get(int fd, int solo)
 {
-    return get(fd, 1);
+    return get(fd, solo);
 }
 
-void vd_put_solo(struct vd_ofd *o)
+void vd_call_put(struct vd_ofd *o, int solo)
 {
-    if (refs_drop(&o->refs, 1) == 1)
+    if (refs_drop(&o->refs, solo) == 1)
         release(o);
 }
 
@@ -181,8 +181,7 @@ struct vd_ofd *vd_ofd_new(void)
 
 void vd_put(struct vd_ofd *o)
 {
-    if (atomic_fetch_sub(&o->refs, 1) == 1)
-        release(o);
+    vd_call_put(o, 0);
 }
 
 /* The last reference is gone: back to the free list. */

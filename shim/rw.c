@@ -7,14 +7,11 @@ extern void __chk_fail(void) __attribute__((noreturn));
 static ssize_t at_position(int fd, const struct iovec *iov, int cnt, int write)
 {
     int solo = vd_solo();
-    struct vd_ofd *o = solo ? vd_get_solo(fd) : vd_get(fd);
+    struct vd_ofd *o = vd_call_get(fd, solo);
     if (VD_LIKELY(!o))
         return VD_NOT_IMAGE;
     ssize_t r = vd_io_at_position(fd, o, iov, cnt, write, !solo);
-    if (solo)
-        vd_put_solo(o);
-    else
-        vd_put(o);
+    vd_call_put(o, solo);
     return r;
 }
 
@@ -22,7 +19,7 @@ static ssize_t at_position(int fd, const struct iovec *iov, int cnt, int write)
 static ssize_t at_offset(int fd, const struct iovec *iov, int cnt, off_t off, int write)
 {
     int solo = vd_solo();
-    struct vd_ofd *o = solo ? vd_get_solo(fd) : vd_get(fd);
+    struct vd_ofd *o = vd_call_get(fd, solo);
     if (VD_LIKELY(!o))
         return VD_NOT_IMAGE;
     ssize_t r;
@@ -30,10 +27,7 @@ static ssize_t at_offset(int fd, const struct iovec *iov, int cnt, off_t off, in
         r = vd_fail(EINVAL);
     else
         r = write ? vd_pwritev(o, iov, cnt, (uint64_t)off) : vd_preadv(o, iov, cnt, (uint64_t)off);
-    if (solo)
-        vd_put_solo(o);
-    else
-        vd_put(o);
+    vd_call_put(o, solo);
     return r;
 }
 

@@ -217,15 +217,15 @@ void vd_put(struct vd_ofd *o);
 /* The reads' and writes' lookup, made per call: in a single-threaded process (glibc clears
  * __libc_single_threaded for good at the first pthread_create, before the thread runs) no
  * other thread can close the fd or move its position while the call runs, so the call
- * takes its reference with plain instructions (vd_get_solo, vd_put_solo: a signal handler
- * of the thread still sees it) and no position lock. Worth two locked instructions and
+ * takes its reference with plain instructions (vd_call_get and vd_call_put with solo set:
+ * a signal handler of the thread still sees it) and no position lock. Worth two locked instructions and
  * two lock calls per read() (about 40 ns of a 4 KiB read's 800 on this machine's VM). */
 static inline int vd_solo(void)
 {
     return __libc_single_threaded;
 }
-struct vd_ofd *vd_get_solo(int fd);
-void vd_put_solo(struct vd_ofd *o);
+struct vd_ofd *vd_call_get(int fd, int solo);     /* vd_get, solo: vd_solo() at the call */
+void vd_call_put(struct vd_ofd *o, int solo);     /* vd_put, with the solo of the get */
 int vd_is_image_fd(int fd);
 struct vd_ofd *vd_ofd_new(void);
 void vd_ofd_discard(struct vd_ofd *o);  /* an ofd never published: back to the free list */
