@@ -16,7 +16,8 @@ from ..entries import ENTRY_RUNS, MAX_PHYS
 from ..tables import SLICE_ENTRIES, Table, decode_entries
 from .structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED,
                       DISK_TYPE_NAMES, DYNAMIC_COOKIE, DYNAMIC_HEADER, FILE_FORMAT_VERSION,
-                      FOOTER, FOOTER_COOKIE, MAX_GEOMETRY, SECTOR, UNUSED_BAT_ENTRY, checksum)
+                      FOOTER, FOOTER_COOKIE, MAX_GEOMETRY, SECTOR, UNUSED_BAT_ENTRY, checksum,
+                      is_vhd)
 from .writer import DifferencingWriter, DynamicWriter, FixedWriter
 
 # Creators whose images are sized by their CHS geometry (QEMU 10's rule); every other
@@ -31,12 +32,6 @@ ZERO_RUN_SCAN = 4096                # unallocated BAT entries merged into one ze
 STREAM_ENTRIES = 1 << 18            # BAT entries read at once when counting
 MAX_COUNTED_BLOCKS = 1 << 22        # info counts allocated blocks of BATs up to 16 MiB
 FAST_BAT_SLICES = 64                # BAT slices a read-only image keeps for bat_entry
-
-
-def is_vhd(head, tail):
-    """Does a file starting with `head` and ending with `tail` (>= 512 bytes) look like a VHD?"""
-    return head[:8] == FOOTER_COOKIE or tail[-512:-504] == FOOTER_COOKIE or \
-        tail[-511:-503] == FOOTER_COOKIE
 
 
 def uuid_text(raw):
@@ -285,27 +280,43 @@ class DynamicVHD(DynamicWriter, VHD):
         bat = self.bat[block:block + n]
         file_size = self.file.size
         bitmap_size = self.bitmap_size
+        # A run of allocated entries whose highest block lies whole inside the file is
+        # mapped at once (C loops: a Python loop cost 2.5 K instructions an entry, 2.5 M
+        # in the first open of a 2 GiB disk); else entry by entry, stopping at the first
+        # entry not plainly inside the file.
+        whole_sectors = bitmap_size % SECTOR == 0
         out = []
         i = 0
         while i < n:
-            entry = bat[i]
-            if entry == UNUSED_BAT_ENTRY:
-                j = i + 1
-                while j < n and bat[j] == UNUSED_BAT_ENTRY:
-                    j += 1
-                got = self.unallocated_entries(offset + i * bs, j - i, bs, base_of, zero)
+            if bat[i] == UNUSED_BAT_ENTRY:
+                k = max(1, self.bat.run_of(block + i, block + n, b"\xff"))
+                got = self.unallocated_entries(offset + i * bs, k, bs, base_of, zero)
                 out.extend(got)
-                if len(got) < j - i:
+                if len(got) < k:
                     break
+                i += k
+                continue
+            try:
+                j = bat.index(UNUSED_BAT_ENTRY, i)
+            except ValueError:
+                j = n
+            run = bat[i:j] if i or j < n else bat
+            if whole_sectors and min(run) >= 1 and \
+                    max(run) * SECTOR + bitmap_size + bs <= min(file_size, MAX_PHYS):
+                if allocated is not None:
+                    out.extend([allocated] * len(run))
+                else:
+                    out.extend(map(base.__or__, map((bitmap_size // SECTOR).__add__, run)))
                 i = j
                 continue
-            # As block_data_offset checks it; and the entry must encode the whole block.
-            data = entry * SECTOR + bitmap_size
-            need = min(bs, self.size - (block + i) * bs)
-            if entry < 1 or data + need > file_size or data + bs > MAX_PHYS:
-                break
-            out.append(allocated if allocated is not None else base | (data >> 9))
-            i += 1
+            for entry in run:
+                # As block_data_offset checks it; and the entry must encode the whole block.
+                data = entry * SECTOR + bitmap_size
+                need = min(bs, self.size - (block + i) * bs)
+                if entry < 1 or data + need > file_size or data + bs > MAX_PHYS:
+                    return out or None
+                out.append(allocated if allocated is not None else base | (data >> 9))
+                i += 1
         return out or None
 
     def unallocated_entries(self, offset, count, block_bytes, base_of, zero):
