@@ -19,7 +19,9 @@ import sys
 import posix
 
 ROOT = "vdiskio._boundary"
-GROUPS = (ROOT, "vdiskio.vhdx", "vdiskio.vmdk")
+GROUPS = (ROOT, "vdiskio.vhd.image", "vdiskio.vhdx", "vdiskio.vmdk")
+# What the init code imports before it preloads (importlib loads these two anyway).
+_BEFORE = ("vdiskio._bundle",)
 _TAG = sys.implementation.cache_tag
 _PACKAGE = __file__.rpartition("/")[0]
 _tried = set()
@@ -176,7 +178,8 @@ def write(package=_PACKAGE):
     written = {}
     for root in GROUPS:
         entries = []
-        for name, path in completion_order(root, [] if root == ROOT else [ROOT], package):
+        before = _BEFORE if root == ROOT else (*_BEFORE, ROOT)
+        for name, path in completion_order(root, list(before), package):
             st = os.stat(path)
             with open(path, "rb") as f:
                 code = compile(f.read(), path, "exec", dont_inherit=True)

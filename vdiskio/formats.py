@@ -5,7 +5,7 @@ import _stat as stat           # stat.py re-exports it: 0.25 M instructions of s
 from ._os import os
 from . import _bundle, log
 
-from .vhd import image as vhd
+from .vhd.structs import is_vhd
 from .backing import sys_open
 from .errors import CorruptImage, NotAnImage, VdError
 
@@ -53,7 +53,7 @@ def sniff(path, fd=None):
             os.close(fd)
     if head[:8] == b"vhdxfile":
         return "vhdx"
-    if vhd.is_vhd(head, tail):
+    if is_vhd(head, tail):
         return "vhd"
     _bundle.preload("vdiskio.vmdk")
     from .vmdk import image as vmdk
@@ -84,6 +84,8 @@ def open_image(path, writable=False, fd=None, links=()):
 def _open_image(path, writable, fd, links):
     kind = sniff(path, fd)
     if kind == "vhd":
+        _bundle.preload("vdiskio.vhd.image")
+        from .vhd import image as vhd
         image = vhd.open_vhd(path, writable, fd, links)
     elif kind == "vhdx":
         _bundle.preload("vdiskio.vhdx")

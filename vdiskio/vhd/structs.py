@@ -79,3 +79,9 @@ def checksum(buf, field_offset):
     """One's complement of the byte sum, the 4-byte checksum field taken as zero."""
     total = sum(buf) - sum(buf[field_offset:field_offset + 4])
     return ~total & 0xFFFFFFFF
+
+
+def is_vhd(head, tail):
+    """Does a file starting with `head` and ending with `tail` (>= 512 bytes) look like a VHD?"""
+    return head[:8] == FOOTER_COOKIE or tail[-512:-504] == FOOTER_COOKIE or \
+        tail[-511:-503] == FOOTER_COOKIE
