@@ -70,7 +70,9 @@ ffi.set_source(
 # interpreter is left as it was.
 ffi.embedding_init_code("""
 import gc, sys
-_collecting, _own = gc.isenabled(), getattr(sys, "_vdiskio_embedded", False)
+_own = getattr(sys, "_vdiskio_embedded", False)
+# Our own interpreter starts with the collector off (shim/stage_main.c); it is on after.
+_collecting = _own or gc.isenabled()
 gc.disable()
 try:
     if _own:

@@ -111,8 +111,20 @@ int vdst_start(const struct vd_python_paths *p, const struct vd_callbacks *cb)
         st = PyWideStringList_Append(&config.module_search_paths, w);
         PyMem_RawFree(w);
     }
+#if PY_VERSION_HEX < 0x030D0000
+    /* The collector is off from the end of the core start-up: the main start-up (io,
+     * encodings) made 7 collections of nothing worth 1.3 M instructions. The init code
+     * (shim/build_stage.py) turns it on at the end of the first open. */
+    config._init_main = 0;
+#endif
     if (!PyStatus_Exception(st))
         st = Py_InitializeFromConfig(&config);
+#if PY_VERSION_HEX < 0x030D0000
+    if (!PyStatus_Exception(st)) {
+        PyGC_Disable();
+        st = _Py_InitializeMain();
+    }
+#endif
     PyConfig_Clear(&config);
     if (PyStatus_Exception(st)) {
         char msg[512];

@@ -277,6 +277,17 @@ def test_a_python_program_keeps_its_collector(disk):
     assert p.stdout.split() == [b"False", b"0", str(raw.stat().st_size).encode()]
 
 
+def test_the_stage_interpreter_collects_after_the_first_open(disk, tmp_path):
+    """In a C program the stage's own interpreter starts with its collector off
+    (shim/stage_main.c: from the end of the core start-up) and turns it on at the end of
+    the first open."""
+    img, raw = disk
+    log = tmp_path / "debug.log"
+    run_preloaded(["dd", f"if={img}", "of=/dev/null", "count=1", "status=none"],
+                  extra_env={"VDISKIO_DEBUG": "1", "VDISKIO_LOG": str(log)})
+    assert "first open done: collector on" in log.read_text()
+
+
 @pytest.mark.parametrize("fmt,opts", [("vpc", "subformat=dynamic,force_size=on"),
                                       ("vmdk", "subformat=monolithicSparse")])
 def test_shared_position_from_one_thread_to_many(fmt, opts, tmp_path):

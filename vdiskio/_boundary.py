@@ -57,6 +57,8 @@ def _first_open_done():
     if _gc_paused:
         _gc_paused = False
         gc.enable()
+        if log.DEBUG:
+            log.debug(f"first open done: collector {'on' if gc.isenabled() else 'off'}")
 
 
 _gc_paused = False
