@@ -113,7 +113,15 @@ struct vd_open_result {
     X(void, drop_fd, (int fd))                                                              \
     X(void, invalidate, (int64_t handle, uint64_t off, uint64_t len))                       \
     X(int, log_fd, (void))                                                                  \
-    X(void, bypass, (int on))
+    X(void, bypass, (int on))                                                               \
+    X(int, ofd_lock, (int fd, int op, int64_t offset))
+
+/* ofd_lock's operations on one byte of a backing file (QEMU's image locks): a read lock
+ * taken, the lock dropped, or whether another open file holds a lock that conflicts with
+ * a write lock (1) or none (0). -errno on failure. */
+#define VD_OFD_READ 0
+#define VD_OFD_UNLOCK 1
+#define VD_OFD_TEST_WRITE 2
 
 /* The interpreter the stage starts (shim/pyfind.c finds it at run time). */
 struct vd_python_paths {

@@ -51,6 +51,24 @@ static void cb_bypass(int on)
     vd_guard += on ? 1 : -1;
 }
 
+static int cb_ofd_lock(int fd, int op, int64_t offset)
+{
+    struct flock fl = {.l_whence = SEEK_SET, .l_start = offset, .l_len = 1};
+    int cmd = F_OFD_SETLK;
+    if (op == VD_OFD_READ)
+        fl.l_type = F_RDLCK;
+    else if (op == VD_OFD_UNLOCK)
+        fl.l_type = F_UNLCK;
+    else if (op == VD_OFD_TEST_WRITE) {
+        fl.l_type = F_WRLCK;
+        cmd = F_OFD_GETLK;
+    } else
+        return -EINVAL;
+    if (PASS(fcntl, fd, cmd, &fl) < 0)
+        return -errno;
+    return op == VD_OFD_TEST_WRITE ? fl.l_type != F_UNLCK : 0;
+}
+
 #define VD_CALLBACK_INIT(ret, name, args) .name = cb_##name,
 static struct vd_callbacks callbacks = {VD_C_CALLS(VD_CALLBACK_INIT)};
 

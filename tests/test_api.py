@@ -231,3 +231,35 @@ def test_any_python_version_reads_through_the_api(sparse_vmdk):
         p = run_plain([py, "-c", code, str(img)], text=True,
                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
         assert p.stdout.strip() == hashlib.sha256(want).hexdigest(), v
+
+
+def test_the_api_and_the_library_take_the_same_image_locks(tmp_path):
+    """The API (fcntl's OFD locks, no library) and the library (the C stage's ofd_lock
+    callback) refuse each other's second writer, and both refuse QEMU's."""
+    from helpers import run_preloaded
+    w = writable.make("vmdk-monolithicSparse", tmp_path, size=8 * MiB)
+    probe = ("import os, sys\n"
+             "try:\n    os.close(os.open(sys.argv[1], os.O_RDWR)); print('OPEN')\n"
+             "except OSError as e:\n    print('ERR', e.errno)\n")
+    with vdiskio.open(str(w.path), "r+b"):
+        p = run_preloaded(["python3", "-c", probe, str(w.path)], check=False)
+        assert p.stdout.split() == [b"ERR", str(errno.EBUSY).encode()], p.stderr
+        require_tool("qemu-io")
+        q = run_plain(["qemu-io", "-f", "vmdk", "-c", "write 0 512", str(w.path)], check=False)
+        assert q.returncode != 0 and b"lock" in (q.stdout + q.stderr)
+    hold = subprocess.Popen(["python3", "-c", "import os, sys; fd = os.open(sys.argv[1], "
+                             "os.O_RDWR); print('OPEN', flush=True); sys.stdin.read()",
+                             str(w.path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env=dict(os.environ, LD_PRELOAD=str(ROOT / "vdiskio" /
+                                                                 "libvdiskio.so")))
+    try:
+        assert hold.stdout.readline().split() == [b"OPEN"]
+        for mode in ("r+b", "rb"):                  # a writer shares with no reader
+            with pytest.raises(OSError) as e:
+                vdiskio.open(str(w.path), mode)
+            assert e.value.errno == errno.EBUSY, mode
+    finally:
+        hold.stdin.close()
+        hold.wait(timeout=30)
+    with vdiskio.open(str(w.path), "r+b") as f:      # released: the API opens it again
+        f.write(b"x" * 512)

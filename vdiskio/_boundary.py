@@ -73,7 +73,7 @@ def install(ffi, lib, collecting):
     global _c, _gc_paused
     _gc_paused = collecting
     _c = lib.vdst_cb
-    backing.set_stage_hooks(_c.take_fd, _c.drop_fd, _c.bypass)
+    backing.set_stage_hooks(_c.take_fd, _c.drop_fd, _c.bypass, _c.ofd_lock)
     log.set_fd(_c.log_fd())
     os.register_at_fork(before=registry.before_fork, after_in_parent=registry.after_fork_parent,
                         after_in_child=registry.after_fork)
