@@ -139,3 +139,16 @@ def test_os_itself_where_it_is_loaded():
     import os
     from vdiskio._os import os as taken
     assert taken is os
+
+
+def test_file_types_are_stats():
+    """_os's st_mode types are the stat module's, and tell every kind of file as it does."""
+    import stat
+    from vdiskio import _os
+    assert _os.S_IFMT == stat.S_IFMT(0o177777)
+    for name in ("S_IFSOCK", "S_IFLNK", "S_IFREG", "S_IFBLK", "S_IFDIR", "S_IFCHR",
+                 "S_IFIFO"):
+        assert getattr(_os, name) == getattr(stat, name), name
+    for mode in (0o100644, 0o040755, 0o120777, 0o020666, 0o060660, 0o010600, 0o140755,
+                 0o104755, 0o041777):
+        assert _os.file_type(mode) == stat.S_IFMT(mode)

@@ -5,10 +5,9 @@ so decoders are safe to use from several threads and from the shim at once.
 """
 
 import errno
-import _stat as stat           # stat.py re-exports it: 0.25 M instructions of start-up
 import _struct as struct       # struct.py re-exports it: 0.4 M instructions of start-up
 
-from ._os import os
+from ._os import S_IFREG, file_type, os
 from . import settings
 from .errors import Busy, CorruptImage, Refused, VdError
 
@@ -153,7 +152,7 @@ class BackingFile:
             fd = _take_fd(fd)
         self.fd = fd
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        if file_type(st.st_mode) != S_IFREG:
             self.close()
             raise Refused("not a regular file (device nodes and special files are refused)", path)
         if nonblocking:

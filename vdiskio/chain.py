@@ -15,10 +15,9 @@ way it is kept on the child (`parent_problems`) for check and info to report.
 VDISKIO_IGNORE_PARENT=1 opens a child without its parent.
 """
 
-import _stat as stat           # stat.py re-exports it: 0.25 M instructions of start-up
 from _thread import _local
 
-from ._os import os
+from ._os import S_IFREG, file_type, os
 from . import settings
 from .errors import CorruptImage, MissingFile, NotAnImage, Refused
 
@@ -54,7 +53,7 @@ def resolve_related(base_dir, name, what, referrer):
         raise MissingFile(f"{what} {name!r} not found (looked for {real})", referrer) from None
     except OSError as e:
         raise Refused(f"{what} {name!r} ({real}): {e.strerror}", referrer, e.errno) from None
-    if not stat.S_ISREG(st.st_mode):
+    if file_type(st.st_mode) != S_IFREG:
         raise Refused(f"{what} {name!r} ({real}) is not a regular file; device nodes are refused",
                       referrer)
     return real

@@ -1,8 +1,6 @@
 """Which format a file is, and opening it: the one entry point to the decoders."""
 
-import _stat as stat           # stat.py re-exports it: 0.25 M instructions of start-up
-
-from ._os import os
+from ._os import S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFREG, S_IFSOCK, file_type, os
 from . import _bundle, log
 
 from .vhd.structs import is_vhd
@@ -12,16 +10,16 @@ from .errors import CorruptImage, NotAnImage, VdError
 PROBE_BYTES = 4096
 
 
-FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-              (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-              (stat.S_ISBLK, "a block device"))
+FILE_KINDS = {S_IFDIR: "a directory", S_IFIFO: "a FIFO", S_IFSOCK: "a socket",
+              S_IFCHR: "a character device", S_IFBLK: "a block device"}
 
 
 def not_regular(mode):
     """What a file of st_mode `mode` is when it is not a regular file, else None."""
-    if stat.S_ISREG(mode):
+    kind = file_type(mode)
+    if kind == S_IFREG:
         return None
-    return next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
+    return FILE_KINDS.get(kind, "not a regular file")
 
 
 def sniff(path, fd=None):
