@@ -145,3 +145,34 @@ def test_the_library_loads_the_first_open_from_the_group_files(tmp_path, fmt, gr
     groups = {root for root in _bundle.GROUPS if f"_bundle.{root}.cpython" in opened}
     assert groups == {_bundle.ROOT, group}, opened
     assert "disk.cpython" not in opened and pyc not in opened, opened
+
+
+def test_a_group_has_no_docstrings_and_the_sources_line_numbers(package):
+    """The group files leave out docstrings; every function keeps the line numbers of its
+    source (tracebacks through bundled code point where the source says)."""
+    import ast
+
+    def functions(code):
+        for c in code.co_consts:
+            if hasattr(c, "co_code"):
+                yield c
+                yield from functions(c)
+
+    for root in _bundle.GROUPS:
+        magic, entries = marshal.loads(open(_bundle.path_of(root, str(package)), "rb").read())
+        for name, rel, _pkg, _mtime, _size, code in entries:
+            source = (package / rel).read_text()
+            plain = compile(source, str(package / rel), "exec", dont_inherit=True)
+            # (A class body's lines move where its __doc__ assignment went; a function's
+            # docstring is a constant, not code: its lines are the source's, all of them.)
+            lines = lambda c: {(f.co_qualname, f.co_firstlineno,
+                                tuple(f.co_lines()) if f.co_flags & 2 else ())
+                               for f in functions(c)}
+            assert lines(code) == lines(plain), name
+            strings = {c for f in [code, *functions(code)] for c in f.co_consts
+                       if isinstance(c, str)}
+            docs = [ast.get_docstring(node, clean=False) for node in ast.walk(ast.parse(source))
+                    if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))]
+            docs = [d for d in docs if d and len(d) > 20]
+            assert docs, name
+            assert not strings & set(docs), (name, sorted(strings & set(docs))[:1])
