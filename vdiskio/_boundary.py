@@ -10,6 +10,7 @@ VD_PY_CALLS list of shim/calls.h and one function here with the same name.
 import errno
 import gc
 import _struct as struct       # struct.py re-exports it: 0.4 M instructions of start-up
+import sys
 
 from ._os import os
 from . import backing, log
@@ -77,8 +78,11 @@ def install(ffi, lib, collecting):
     log.set_fd(_c.log_fd())
     os.register_at_fork(before=registry.before_fork, after_in_parent=registry.after_fork_parent,
                         after_in_child=registry.after_fork)
-    import atexit
-    atexit.register(registry.at_exit)       # a Python program; the C stage's atexit else
+    if not getattr(sys, "_vdiskio_embedded", False):
+        # A Python program (its interpreter's exit runs at_exit); in our own interpreter,
+        # never finalized, the C stage's atexit calls vdpy_exit.
+        import atexit
+        atexit.register(registry.at_exit)
 
     @ffi.def_extern(error=0)
     def vdpy_ready():
