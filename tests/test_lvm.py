@@ -17,7 +17,7 @@ from vdiskio.disk import Registry
 from vdiskio import entries as entries_
 from vdiskio.entries import KIND_DATA, KIND_OWNED, KIND_SLOW, KIND_ZERO
 from vdiskio.errors import CorruptImage, MissingFile, OutOfRange, ReadOnlyImage, Unsupported
-from vdiskio.lvm import scan
+from vdiskio.lvm import disk as lvm_disk, scan
 from vdiskio.lvm.volume import ImageSource
 from helpers import MiB, qemu_convert_raw, random_raw, run_plain
 
@@ -92,7 +92,7 @@ def test_one_image_per_file_and_references(built):
     again, *_ = registry.open(str(li.volume_link(images["vhd"], "vg0", "lv1")), False, -1)
     assert again is lv1 and lv1.refs == 2
     # Two image files, two Disks; the volumes reach their Images through them.
-    bases = [d for d in registry.by_handle.values() if not isinstance(d, disk_module.VolumeDisk)]
+    bases = [d for d in registry.by_handle.values() if not isinstance(d, lvm_disk.VolumeDisk)]
     assert sorted(os.path.basename(d.path) for d in bases) == ["disk1.vhd", "disk2.vhd"]
     assert whole in lv2.bases and all(b in bases for b in lv1.bases + lv2.bases)
     assert {id(s.image) for s in lv2.image.sources} == {id(b.image) for b in bases}
@@ -105,7 +105,7 @@ def test_missing_volume_lists_those_that_exist(built, tmp_path):
     raws, layout, images = built
     link = tmp_path / "disk1.vmdk-vg0-nothere"
     os.symlink(images["vmdk"]["disk1"], link)
-    with pytest.raises(disk_module.NoSuchVolume) as e:
+    with pytest.raises(lvm_disk.NoSuchVolume) as e:
         Registry().open(str(link), False, -1)
     assert e.value.errno == errno.ENXIO
     msg = str(e.value)

@@ -120,3 +120,31 @@ def test_first_open_loads_no_other_formats_decoder(images, name, part, mode):
     fmt = name.rsplit(".", 1)[1].rstrip("0123456789")
     loaded = {f for f, module in DECODERS.items() if module in imported}
     assert loaded == {fmt}, sorted(imported)
+
+
+@pytest.mark.parametrize("name,part,mode", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
+def test_first_open_makes_none_of_the_rarer_classes(images, name, part, mode):
+    """Each class costs about 0.1 M instructions to make: the rarer errors (errors._LATER)
+    are made when first named, and a logical volume's disk classes when a link names one."""
+    code = PROBE.replace('print(" ".join(sorted(set(sys.modules) - before)))',
+                         "import vdiskio.errors as e\n"
+                         "print(sorted(set(e._LATER) & set(vars(e))), 'vdiskio.lvm.disk' in"
+                         " sys.modules)")
+    p = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(ROOT), str(images[name]),
+                        str(part), mode], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    # (A partition link reads its table: vdiskio.partitions' errors are NoSuchDevices.)
+    made = "['NoSuchDevice']" if part == -1 else "[]"
+    assert p.stdout.split() == [made, "False"], p.stdout
+
+
+def test_a_rarer_error_is_one_class_however_named():
+    from vdiskio import errors
+    from vdiskio.errors import Busy
+    import pickle
+    assert errors.Busy is Busy and issubclass(Busy, errors.VdError)
+    e = pickle.loads(pickle.dumps(Busy("held", "/x")))
+    assert type(e) is Busy and e.errno == 16 and str(e) == "/x: held"
+    assert errors.NoMoreData.quiet_errnos == (6,) and "Busy" in dir(errors)
+    with pytest.raises(AttributeError):
+        errors.NoSuchThing

@@ -15,7 +15,8 @@ import sys
 from ._os import os
 from . import backing, log
 from .disk import Registry
-from .errors import NameTooLong, NotAnImage, VdError
+from . import errors
+from .errors import NotAnImage, VdError
 
 NOT_IMAGE = 1           # VD_PY_NOT_IMAGE
 registry = Registry()
@@ -106,7 +107,7 @@ def install(ffi, lib, collecting):
         real = os.fsencode(disk.path)
         if len(real) >= 4096:
             registry.release(disk.handle)
-            raise NameTooLong("path too long", name)
+            raise errors.NameTooLong("path too long", name)
         image = disk.image
         res.handle = disk.handle
         res.disk_size = image.size

@@ -9,7 +9,8 @@ import _struct as struct       # struct.py re-exports it: 0.4 M instructions of 
 
 from ._os import S_IFREG, file_type, os
 from . import settings
-from .errors import Busy, CorruptImage, Refused, VdError
+from . import errors
+from .errors import CorruptImage, VdError
 
 # Image locking, byte for byte as QEMU's file-posix does it (OFD read locks on bytes
 # 100 + permission for permissions held, 200 + permission for permissions refused to
@@ -154,7 +155,8 @@ class BackingFile:
         st = os.fstat(fd)
         if file_type(st.st_mode) != S_IFREG:
             self.close()
-            raise Refused("not a regular file (device nodes and special files are refused)", path)
+            raise errors.Refused("not a regular file (device nodes and special files are"
+                                 " refused)", path)
         if nonblocking:
             os.set_blocking(fd, True)
         self.nlink, self.uid = st.st_nlink, st.st_uid
@@ -244,7 +246,7 @@ class BackingFile:
             for offset in conflicts:
                 if _ofd(self.fd, OFD_TEST_WRITE, offset):
                     self.unlock()
-                    raise Busy(self._busy_message(offset, writer), self.path)
+                    raise errors.Busy(self._busy_message(offset, writer), self.path)
         except VdError:
             raise
         except OSError as e:

@@ -19,7 +19,8 @@ from _thread import _local
 
 from ._os import S_IFREG, file_type, os
 from . import settings
-from .errors import CorruptImage, MissingFile, NotAnImage, Refused
+from . import errors
+from .errors import CorruptImage, NotAnImage
 
 MAX_CHAIN_DEPTH = 64
 ALLOW_EXTERNAL = settings.ALLOW_EXTERNAL
@@ -39,23 +40,24 @@ def resolve_related(base_dir, name, what, referrer):
     `what` says what the file is for the error messages ("extent", "parent image").
     """
     if "\0" in name or not name:
-        raise Refused(f"{what} file name {name!r} is not a usable path", referrer)
+        raise errors.Refused(f"{what} file name {name!r} is not a usable path", referrer)
     candidate = os.path.join(base_dir, name)
     real = os.path.realpath(candidate)
     root = os.path.realpath(base_dir)
     inside = real == root or real.startswith(root.rstrip("/") + "/")
     if not inside and not external_allowed():
-        raise Refused(f"{what} {name!r} resolves to {real}, outside the image's directory {root};"
-                      f" set {ALLOW_EXTERNAL}=1 to allow it", referrer)
+        raise errors.Refused(f"{what} {name!r} resolves to {real}, outside the image's"
+                             f" directory {root}; set {ALLOW_EXTERNAL}=1 to allow it", referrer)
     try:
         st = os.stat(real)
     except FileNotFoundError:
-        raise MissingFile(f"{what} {name!r} not found (looked for {real})", referrer) from None
+        raise errors.MissingFile(f"{what} {name!r} not found (looked for {real})",
+                                 referrer) from None
     except OSError as e:
-        raise Refused(f"{what} {name!r} ({real}): {e.strerror}", referrer, e.errno) from None
+        raise errors.Refused(f"{what} {name!r} ({real}): {e.strerror}", referrer, e.errno) from None
     if file_type(st.st_mode) != S_IFREG:
-        raise Refused(f"{what} {name!r} ({real}) is not a regular file; device nodes are refused",
-                      referrer)
+        raise errors.Refused(f"{what} {name!r} ({real}) is not a regular file; device nodes"
+                             f" are refused", referrer)
     return real
 
 
@@ -118,9 +120,9 @@ def open_parent(child, names, open_fn, mismatches, kind, missing_hint=""):
     for name in names:
         try:
             path = resolve_related(base, name, "parent image", child.path)
-        except MissingFile:
+        except errors.MissingFile:
             continue
-        except Refused as e:
+        except errors.Refused as e:
             refusal = refusal or e
             continue
         try:
@@ -149,5 +151,5 @@ def open_parent(child, names, open_fn, mismatches, kind, missing_hint=""):
     if refusal is not None:
         raise refusal
     tried = ", ".join(names) if names else "no name"
-    raise MissingFile(f"parent image not found (tried {tried} in {base}{missing_hint}); set"
-                      f" {IGNORE_PARENT}=1 to read the child alone", child.path)
+    raise errors.MissingFile(f"parent image not found (tried {tried} in {base}{missing_hint}); set"
+                             f" {IGNORE_PARENT}=1 to read the child alone", child.path)

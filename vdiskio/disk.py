@@ -5,7 +5,7 @@ for its C translation table), read or write these bytes (what the table cannot
 describe), and which partition window does this name mean. Partition windows and file
 positions belong to the caller; a Disk only knows the whole virtual disk.
 
-A logical volume (a link named <image>-<VG>-<LV>) is a disk of its own, a VolumeDisk,
+A logical volume (a link named <image>-<VG>-<LV>) is a disk of its own, a VolumeDisk (lvm/disk.py),
 whose image remaps onto the Disks of the image files holding its PVs: it holds a
 reference on each, and reaches their Image through them at every call, so one image
 file never has two Images (two allocators), whatever is open on it.
@@ -19,7 +19,8 @@ from ._os import os
 from . import log
 from .entries import (ENTRY_RUNS, ENTRY_SLOW, ENTRY_ZERO, FD_SHIFT, GRAIN_MAX, KIND_DATA,
                       KIND_GRAIN, KIND_OWNED, MAX_PHYS, data_base)
-from .errors import BadHandle, Busy, MissingFile, NoMoreData, NoSuchDevice, NotAnImage, VdError
+from . import errors
+from .errors import NotAnImage, VdError
 from .formats import open_image, sniff
 from .image import DATA, SPECIAL, ZERO
 
@@ -299,7 +300,7 @@ class Disk:
         """Write through Python. origin: the volume image the write came through (None:
         this disk's own handle, whose cached entries the C library drops itself)."""
         if not self.writable:
-            raise BadHandle("image not opened for writing", self.path)
+            raise errors.BadHandle("image not opened for writing", self.path)
         with self.lock:
             self.image.write(offset, data)
         log.debug(f"python write {self.path} @{offset} +{len(data)}")
@@ -311,7 +312,7 @@ class Disk:
         BLKZEROOUT alike): the image deallocates where its format allows, else writes
         zeros. Nothing here promises preallocation: a sparse image cannot."""
         if not self.writable:
-            raise BadHandle("image not opened for writing", self.path)
+            raise errors.BadHandle("image not opened for writing", self.path)
         with self.lock:
             self.image.discard(offset, length)
         self.changed(offset, length, origin)
@@ -346,7 +347,7 @@ class Disk:
                 return max(offset, ext.offset)
             offset = ext.end
         if want_data:
-            raise NoMoreData("no data after this offset", self.path)
+            raise errors.NoMoreData("no data after this offset", self.path)
         return size
 
     def allocated(self):
@@ -424,58 +425,6 @@ def _volume_request(path):
         return []
     from .lvm.names import volume_request
     return volume_request(path)
-
-
-class VolumeDisk(Disk):
-    """A logical volume: its image (lvm.volume.LogicalVolumeImage) reaches the Disks of
-    the image files holding its PVs, on each of which it holds a reference."""
-
-    def __init__(self, handle, image, key, registry, bases):
-        super().__init__(handle, image, key, False)
-        self.registry = registry
-        self.bases = bases
-        for base in bases:
-            base.layered.append(self)
-
-    def reopen_writable(self):
-        """Writable opens of a volume make the disks under it writable (the caller holds
-        the registry's lock); the volume's image reaches their new Images by itself."""
-        for base in self.bases:
-            if not base.writable:
-                base.reopen_writable()
-        self.writable = True
-
-    def base_changed(self, base, offset, length):
-        for start, n in self.image.volume_ranges(base, offset, length):
-            invalidate(self.handle, start, n)
-
-    def allocated(self):
-        return sum(base.allocated() for base in self.bases)
-
-    def window(self, part):
-        return 0, self.image.size
-
-    def geometry(self):
-        return 0, 0, 0
-
-    def close(self):
-        self._read_trace.flush()
-        try:
-            if self.writable:
-                self.image.flush()
-        finally:
-            for base in self.bases:
-                if self in base.layered:
-                    base.layered.remove(self)
-                self.registry.release(base.handle)
-
-
-class NoSuchVolume(NoSuchDevice):
-    """The link names a volume the image's volume groups do not have."""
-
-    def __init__(self, message, path=None, err=None):
-        super().__init__(message, None, err)
-        self.path = path
 
 
 class VolumeRequest:
@@ -557,8 +506,8 @@ class Registry:
         if number is None or sniff(target) is None:
             return None
         if not 1 <= number <= MAX_PARTITION:
-            raise NoSuchDevice(f"{os.path.basename(path)} names partition {number}; partitions are"
-                               f" numbered 1 to {MAX_PARTITION}", path)
+            raise errors.NoSuchDevice(f"{os.path.basename(path)} names partition {number};"
+                                      f" partitions are numbered 1 to {MAX_PARTITION}", path)
         return target, number
 
     def open(self, path, writable, part):
@@ -607,6 +556,7 @@ class Registry:
         """Open the volume a link names: (VolumeDisk, 0, 0, size, remapped), or None when
         the image has no such volume and the name also means a partition."""
         from .lvm import scan
+        from .lvm.disk import NoSuchVolume, VolumeDisk
         from .lvm.volume import LogicalVolumeImage
         link = os.path.abspath(link)
         with self.lock:
@@ -624,7 +574,7 @@ class Registry:
                     vgf = scan.add_found(vgf, more)
                     if vgf.missing:
                         why = f" (images not read: {'; '.join(notes)})" if notes else ""
-                        raise MissingFile(
+                        raise errors.MissingFile(
                             f"volume group {vgf.name} needs PV {', '.join(vgf.missing)}, found"
                             f" in no image of {os.path.dirname(target) or '.'}{why}", link)
                     lv = vgf.vg.lvs.get(lv.name)
@@ -643,8 +593,8 @@ class Registry:
                 remapped = False
                 if disk is not None:
                     if disk.image.layout != image.layout:
-                        raise Busy(f"volume {vgf.name}/{lv.name} is open here with another"
-                                   f" layout: its metadata changed since", link)
+                        raise errors.Busy(f"volume {vgf.name}/{lv.name} is open here with another"
+                                          f" layout: its metadata changed since", link)
                     if writable and not disk.writable:
                         disk.reopen_writable()
                         remapped = True
@@ -677,8 +627,9 @@ class Registry:
         for vg_name, lv_name in request.candidates:
             named = [v for v in vgs if v.name == vg_name]
             if len(named) > 1:
-                raise NoSuchDevice(f"{base.path} holds {len(named)} volume groups named {vg_name}"
-                                   f" (UUIDs {', '.join(v.vg.uuid for v in named)})", link)
+                raise errors.NoSuchDevice(f"{base.path} holds {len(named)} volume groups named"
+                                          f" {vg_name} (UUIDs"
+                                          f" {', '.join(v.vg.uuid for v in named)})", link)
             lv = named[0].vg.lvs.get(lv_name) if named else None
             if lv is not None and lv.visible:
                 return named[0], lv
@@ -690,6 +641,7 @@ class Registry:
         have = [f"{v.name}/{lv.name}" for v in vgs for lv in v.vg.lvs.values() if lv.visible]
         vg_name, lv_name = request.candidates[0]
         listing = f"volumes {', '.join(have)}" if have else "no logical volumes"
+        from .lvm.disk import NoSuchVolume
         raise NoSuchVolume(f"{base.path} has {listing}; there is no volume {vg_name}/{lv_name}",
                            link)
 
@@ -754,7 +706,7 @@ class Registry:
     def get(self, handle):
         disk = self.by_handle.get(handle)
         if disk is None:
-            raise BadHandle(f"no open disk with handle {handle}", None)
+            raise errors.BadHandle(f"no open disk with handle {handle}", None)
         return disk
 
     def release(self, handle):

@@ -51,71 +51,53 @@ class ReadOnlyImage(VdError):
     default_errno = errno.EROFS
 
 
-class MissingFile(VdError):
-    """A file the image needs (extent, parent) does not exist."""
-
-    default_errno = errno.ENOENT
-
-
-class Refused(VdError):
-    """A request refused by policy (external extent paths, device nodes, truncation)."""
-
-    default_errno = errno.EPERM
-
-
-class Busy(VdError):
-    """Another process holds the image for writing."""
-
-    default_errno = errno.EBUSY
-
-
-class OutOfRange(VdError):
-    """A write beyond the end of the disk or partition, or beyond what the format's
-    tables can address."""
-
-    default_errno = errno.ENOSPC
-
-
-class NoMoreData(VdError):
-    """SEEK_DATA past the last data: an answer (ENXIO), not a problem."""
-
-    default_errno = errno.ENXIO
-    quiet_errnos = (errno.ENXIO,)
-
-
-class BadRequest(VdError):
-    """An option or argument the caller gave is wrong (a size, a flag, a combination)."""
-
-    default_errno = errno.EINVAL
+# The rarer errors are made when first named (the module's __getattr__: `from
+# vdiskio.errors import Busy`, errors.Busy, unpickling), once: an exception class costs
+# about 0.1 M instructions to make, and the library's first open made 16 of them (1.8 M).
+# The modules of the library's first open name these as errors.X where they raise or
+# catch them. name: (default errno, errnos that are answers, not problems; what it means)
+_LATER = {
+    "MissingFile": (errno.ENOENT, (),
+        "A file the image needs (extent, parent) does not exist."),
+    "Refused": (errno.EPERM, (),
+        "A request refused by policy (external extent paths, device nodes, "
+        "truncation)."),
+    "Busy": (errno.EBUSY, (),
+        "Another process holds the image for writing."),
+    "OutOfRange": (errno.ENOSPC, (),
+        "A write beyond the end of the disk or partition, or beyond what the "
+        "format's tables can address."),
+    "NoMoreData": (errno.ENXIO, (errno.ENXIO,),
+        "SEEK_DATA past the last data: an answer (ENXIO), not a problem."),
+    "BadRequest": (errno.EINVAL, (),
+        "An option or argument the caller gave is wrong (a size, a flag, a "
+        "combination)."),
+    "AlreadyExists": (errno.EEXIST, (),
+        "A file to be created exists: vdiskio never overwrites one."),
+    "IsADirectory": (errno.EISDIR, (),
+        "A directory where a file was meant."),
+    "NameTooLong": (errno.ENAMETOOLONG, (),
+        "A path or file name longer than the format or the system allows."),
+    "BadHandle": (errno.EBADF, (),
+        "A handle not open, or not open for this use (a write through a read-only "
+        "open): EBADF, as write(2) answers on an O_RDONLY fd."),
+    "NoSuchDevice": (errno.ENXIO, (),
+        "A link names something the image does not have: a partition or volume "
+        "(ENXIO, as opening a missing block device answers)."),
+}
 
 
-class AlreadyExists(VdError):
-    """A file to be created exists: vdiskio never overwrites one."""
-
-    default_errno = errno.EEXIST
-
-
-class IsADirectory(VdError):
-    """A directory where a file was meant."""
-
-    default_errno = errno.EISDIR
-
-
-class NameTooLong(VdError):
-    """A path or file name longer than the format or the system allows."""
-
-    default_errno = errno.ENAMETOOLONG
+def __getattr__(name):
+    spec = _LATER.get(name)
+    if spec is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    default, quiet, doc = spec
+    made = type(name, (VdError,), {"__doc__": doc, "__module__": __name__,
+                                   "default_errno": default, "quiet_errnos": quiet})
+    # Two threads may both make one: the first kept is every caller's (no lock, which a
+    # fork could leave held).
+    return globals().setdefault(name, made)
 
 
-class BadHandle(VdError):
-    """A handle not open, or not open for this use (a write through a read-only open):
-    EBADF, as write(2) answers on an O_RDONLY fd."""
-
-    default_errno = errno.EBADF
-
-
-class NoSuchDevice(VdError):
-    """A link names something the image does not have: a partition or volume (ENXIO, as
-    opening a missing block device answers)."""
-
-    default_errno = errno.ENXIO
+def __dir__():
+    return sorted(set(globals()) | set(_LATER))

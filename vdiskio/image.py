@@ -13,7 +13,8 @@ is_<format>(head) sniffing rule (mirrored in shim/open.c's name rules when the f
 its own file name), and one line in formats.py.
 """
 
-from .errors import OutOfRange, ReadOnlyImage, VdError
+from . import errors
+from .errors import ReadOnlyImage, VdError
 
 # The run kinds, one set for every decoder (plain ints: enum is not imported at start-up).
 ZERO = 0      # unallocated (in the whole chain): reads as zeros
@@ -186,8 +187,8 @@ class Image:
 
     def check_write_range(self, offset, length):
         if offset < 0 or offset + length > self.size:
-            raise OutOfRange(f"write at {offset} (+{length}) beyond the end of the disk"
-                             f" ({self.size} bytes)", self.path)
+            raise errors.OutOfRange(f"write at {offset} (+{length}) beyond the end of the disk"
+                                    f" ({self.size} bytes)", self.path)
 
     def discard(self, offset, length):
         """Make [offset, offset+length) read as zeros (deallocating where possible)."""

@@ -22,8 +22,8 @@ from .._os import os
 from . import descriptor, sparse
 from ..backing import BackingFile
 from ..entries import ENTRY_SLOW, GRAIN_MAX, KIND_DATA, KIND_GRAIN
-from ..errors import (CorruptImage, NotAnImage, ReadOnlyImage, Refused,
-                      Unsupported, VdError)
+from .. import errors
+from ..errors import CorruptImage, NotAnImage, ReadOnlyImage, Unsupported, VdError
 from ..image import PARENT, SPECIAL, ZERO, Image, Run
 from .. import chain
 from ..chain import IGNORE_PARENT, resolve_related
@@ -183,9 +183,9 @@ class VMDK(Image):
         files = self._open_extent_files(plans)
         self.aliases = self._aliases(plans, files)
         if self.writable and self.aliases:
-            raise Refused(f"{self.aliases[0]}: refused for writing (a write through one line"
-                          f" would change what the other shows, or the descriptor itself);"
-                          f" open it read-only", path)
+            raise errors.Refused(f"{self.aliases[0]}: refused for writing (a write through one line"
+                                 f" would change what the other shows, or the descriptor itself);"
+                                 f" open it read-only", path)
         for f in {id(f): f for f in files.values()}.values():
             if f.writable and f is not self.file:
                 _check_writable_extent(f, self.file, path)
@@ -618,8 +618,8 @@ def _check_writable_extent(f, descriptor, top):
     elif f.uid != descriptor.uid:
         why = f"belongs to uid {f.uid}, the descriptor to uid {descriptor.uid}"
     if why is not None:
-        raise Refused(f"extent {f.path} {why}: refused for writing (open read-only, or set"
-                      f" {ALLOW_EXTERNAL}=1 to trust the files the descriptor names)", top)
+        raise errors.Refused(f"extent {f.path} {why}: refused for writing (open read-only, or set"
+                             f" {ALLOW_EXTERNAL}=1 to trust the files the descriptor names)", top)
 
 
 def _below(path, base):

@@ -6,7 +6,8 @@ sparse.HostedSparseExtent."""
 
 import _struct as struct       # struct.py re-exports it: 0.4 M instructions of start-up
 
-from ..errors import CorruptImage, OutOfRange
+from .. import errors
+from ..errors import CorruptImage
 from ..image import DATA, PARENT, is_zero
 from .extents import run_length
 from .structs import SECTOR, ZEROED_GRAIN_GTE
@@ -145,8 +146,8 @@ class HostedSparseWriter:
             self._next_free = -(-end // ALLOCATION_ALIGN) * ALLOCATION_ALIGN
         start = self._next_free
         if (start + nbytes) // SECTOR > MAX_SECTOR_NUMBER:
-            raise OutOfRange("the extent file is full: its tables address 2 TiB at most",
-                             self.file.path)
+            raise errors.OutOfRange("the extent file is full: its tables address 2 TiB at most",
+                                    self.file.path)
         self._next_free = start + nbytes
         return start
 
