@@ -133,3 +133,28 @@ def test_extents_off_grain_boundaries_through_the_library(tmp_path):
     assert not wrong, f"{len(wrong)} sectors wrong, first {wrong[:4]}"
     got = run_preloaded([sys.executable, "-c", READ_RW, str(desc)]).stdout
     assert got == tagged
+
+
+def test_a_wholly_allocated_grain_table_is_answered_packed(tmp_path, monkeypatch):
+    """One layer of raw grains, every grain of the table allocated: map_blocks answers with
+    the shim's native uint64 entries laid out from the table's bytes (vmdk._packed), which
+    are the entries the extent-by-extent path gives and read back the image's bytes."""
+    import mapcheck
+    src = random_raw(tmp_path / "src.raw", 64 * MiB, seed=9)
+    img = tmp_path / "full.vmdk"
+    run_plain(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(src), str(img)])
+    image = open_image(str(img))
+    try:
+        d = Disk(1, image, (0, 0), False)
+        got = d.map_blocks(0, 512)
+        assert isinstance(got, memoryview) and len(got) == 512
+        shift, fast = all_entries(image)
+        monkeypatch.setattr(vmdk.VMDK, "map_table", lambda *a: None)
+        _, slow = all_entries(image)
+        monkeypatch.undo()
+        assert fast == slow and list(got) == slow[:512]
+        assert mapcheck.check_table(image) == len(slow)
+    finally:
+        image.close()
+    out = run_preloaded(["sha256sum", str(img)]).stdout.split()[0]
+    assert out == run_plain(["sha256sum", str(src)]).stdout.split()[0]

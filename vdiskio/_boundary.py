@@ -135,7 +135,10 @@ def install(ffi, lib, collecting):
         found = registry.get(handle).map_blocks(block, count)
         if not found:
             return -errno.EIO
-        ffi.memmove(entries, struct.pack(f"{len(found)}Q", *found), 8 * len(found))
+        if isinstance(found, memoryview):
+            ffi.memmove(entries, found, found.nbytes)
+        else:
+            ffi.memmove(entries, struct.pack(f"{len(found)}Q", *found), 8 * len(found))
         return len(found)
 
     @export(ffi)

@@ -149,7 +149,8 @@ class Disk:
 
     # -- the translation table ----------------------------------------------------------
     def map_blocks(self, block, count):
-        """Entries for blocks block..block+n-1 (1 <= n <= count), as the shim encodes them."""
+        """Entries for blocks block..block+n-1 (1 <= n <= count), as the shim encodes them:
+        a list of ints, or a memoryview of native uint64s when one table answered all."""
         image = self.image
         bsize = 1 << self.shift
         size = image.size
@@ -169,6 +170,9 @@ class Disk:
                     got = map_table(start, end_block - b, bsize, self._data_base,
                                     ENTRY_ZERO)
                     if got:
+                        if not entries and isinstance(got, memoryview) and \
+                                len(got) == end_block - b:
+                            return got      # the whole answer, packed (VMDK's _packed)
                         entries.extend(got)
                         b += len(got)
                         lookups += 1

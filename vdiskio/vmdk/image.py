@@ -18,6 +18,8 @@ made from its earlier state no longer match it.
 
 # cowd and sesparse are imported when an image needs them: this module is
 # imported inside every process on its first image open, and those formats are rare.
+import sys
+
 from .._os import os
 from . import descriptor, sparse
 from ..backing import BackingFile
@@ -72,6 +74,24 @@ def is_vmdk(head):
             return True
     return False
 
+
+
+def _packed(table, slot, n, base):
+    """Entries base | table[slot + i] (i < n) as the shim's table holds them (native
+    uint64), laid out byte by byte from the grain table's little-endian 32-bit sectors:
+    a data entry is the sector in its low 32 bits (bits 32-39 are clear: FD_SHIFT is 40)
+    and `base` above. A memoryview of ints; None unless the table is such bytes on a
+    little-endian machine. (The shim's fill takes it as it is: no int per entry.)"""
+    if not (isinstance(table, memoryview) and table.format == "I" and table.itemsize == 4
+            and sys.byteorder == "little") or base & 0xFFFFFFFFFF:
+        return None
+    raw = table[slot:slot + n].tobytes()
+    out = bytearray(8 * n)
+    for k in range(4):
+        out[k::8] = raw[k::4]
+    for k in range(5, 8):
+        out[k::8] = bytes([(base >> (8 * k)) & 0xFF]) * n
+    return memoryview(out).cast("Q")
 
 class VMDK(Image):
     """A VMDK disk: its extents in virtual order and, for a snapshot, its parent."""
@@ -434,6 +454,7 @@ class VMDK(Image):
         if n <= 0:
             return None
         columns = []
+        tables = []
         for ext, index, slot, base in layers:
             table = ext.grain_table(index)
             if table is None:
@@ -448,14 +469,18 @@ class VMDK(Image):
             if stored:
                 ext.file.grains_read_in_c = True
             columns.append((values, base, 1 if ext.zeroed_grains else -1, stored))
+            tables.append((table, slot))
         if len(columns) == 1 and columns[0][3] is None:
             # One layer of raw grains (a 512-entry table cost 1.7 M instructions entry by
-            # entry in the first open): C loops where every grain is allocated.
+            # entry in the first open).
             values, base, zeroed, _ = columns[0]
             values = values[:n]
-            if 0 in values or zeroed in values:
-                return [base | e if e and e != zeroed else zero for e in values]
-            return list(map(base.__or__, values))
+            if min(values) > max(zeroed, 0):
+                packed = _packed(*tables[0], n, base)
+                if packed is not None:
+                    return packed
+                return list(map(base.__or__, values))
+            return [base | e if e and e != zeroed else zero for e in values]
         out = []
         append = out.append
         for i in range(n):
