@@ -61,31 +61,10 @@ ffi.set_source(
     # the process, the host's or the one shim/pyfind.c loaded by path just before.
     py_limited_api=False,       # the start-up code uses PyConfig, outside the stable ABI
 )
-# The collector is off from here to the end of the first open (vdiskio._boundary.install
-# turns it on again, if it was): the decoder's modules and the first open make thousands
-# of objects that all live on, and the collections they set off cost the first open about
-# 1.7 million instructions (4%) for nothing. In the interpreter the stage started itself
-# (shim/stage_main.c marks it), what start-up loaded is then frozen: the collector never
-# walks it again, and its count of allocations starts afresh. A Python program's own
-# interpreter is left as it was.
+# The init code is compiled from source at every start (cffi embeds it as text): it is
+# one call, vdiskio._bundle.start_stage, whose code comes from its .pyc (compiling the
+# start-up's fifteen lines here cost every first open 0.66 M instructions).
 ffi.embedding_init_code("""
-import gc, sys
-_own = getattr(sys, "_vdiskio_embedded", False)
-# Our own interpreter starts with the collector off (shim/stage_main.c); it is on after.
-_collecting = _own or gc.isenabled()
-gc.disable()
-try:
-    if _own:
-        from vdiskio import _bundle
-        _bundle.preload(_bundle.ROOT)
-    from vdiskio._stage import ffi, lib
-    from vdiskio import _boundary
-    _boundary.install(ffi, lib, _collecting)
-except BaseException:
-    if _collecting:
-        gc.enable()
-    raise
-if _own:
-    gc.freeze()
-del _collecting, _own
+from vdiskio._bundle import start_stage
+start_stage()
 """)

@@ -68,7 +68,7 @@ _gc_paused = False
 
 def install(ffi, lib, collecting):
     """Define the extern "Python" functions of the embedding API on ffi. The stage's
-    start-up (shim/build_stage.py) has turned the collector off: start-up and the first
+    start (vdiskio._bundle.start_stage) has turned the collector off: start-up and the first
     open make objects that all stay alive, and the collector's passes over them would find
     nothing. It stays off to the end of the first open, then is on again if `collecting`
     (the host program's setting)."""
