@@ -128,7 +128,8 @@ def test_only_the_stage_interpreter_preloads(package):
 
 
 @pytest.mark.parametrize("fmt,group,pyc", [("vmdk", "vdiskio.vmdk", "sparse.cpython"),
-                                            ("vhd", "vdiskio.vhd.image", "writer.cpython")])
+                                            ("vhd", "vdiskio.vhd.image", "writer.cpython"),
+                                            ("vhdx", "vdiskio.vhdx", "parent.cpython")])
 def test_the_library_loads_the_first_open_from_the_group_files(tmp_path, fmt, group, pyc):
     """Under the library, dd's first open reads the group files (make build writes them):
     the stage's and its format's, no other format's, and none of the group's .pyc files."""
@@ -145,6 +146,12 @@ def test_the_library_loads_the_first_open_from_the_group_files(tmp_path, fmt, gr
     groups = {root for root in _bundle.GROUPS if f"_bundle.{root}.cpython" in opened}
     assert groups == {_bundle.ROOT, group}, opened
     assert "disk.cpython" not in opened and pyc not in opened, opened
+    # Nor any module the first open would import through importlib: no vdiskio .pyc but
+    # the package's and _bundle's (imported before the groups), no codec module.
+    pycs = {line.split("/__pycache__/")[1].split(".")[0] for line in opened.splitlines()
+            if "/vdiskio/" in line and ".pyc" in line and "= -1" not in line}
+    assert pycs <= {"__init__", "_bundle"}, pycs
+    assert "utf_16" not in opened
 
 
 def test_a_group_has_no_docstrings_and_the_sources_line_numbers(package):

@@ -11,10 +11,14 @@ Metadata (BAT, sector bitmaps) is read lazily through a cache of 4 KiB pages, so
 """
 
 import _struct as struct       # struct.py re-exports it: 0.4 M instructions of start-up
+from _codecs import utf_16_le_decode   # not the codec registry: it imports a module
 
+from .. import chain
+from ..backing import BackingFile
 from ..errors import CorruptImage, NotAnImage, Unsupported
 from ..image import DATA, SPECIAL, ZERO, Run, Image
 from . import log as vlog
+from .parent import open_parent
 from .structs import (ALIGNMENT, BAT_ENTRY_SIZE, BAT_GUID, BAT_OFFSET_SHIFT, BAT_STATE_MASK,
                       FILE_IDENTIFIER, FILE_PARAMETERS, FILE_PARAMETERS_GUID, FILE_SIGNATURE,
                       HAS_PARENT, HEADER, HEADER1_OFFSET, HEADER2_OFFSET, HEADER_SECTION_SIZE,
@@ -176,7 +180,7 @@ class VHDX(Image):
         ident = FILE_IDENTIFIER.parse(f.read_exact(0, FILE_IDENTIFIER.size, "file identifier"))
         if ident.signature != FILE_SIGNATURE:
             raise NotAnImage("not a VHDX image (no 'vhdxfile' signature)", f.path)
-        self.creator = ident.creator.decode("utf-16-le", errors="replace").split("\0", 1)[0]
+        self.creator = utf_16_le_decode(ident.creator, "replace", True)[0].split("\0", 1)[0]
         self._load()
         self.parent = None
         self.parent_ignored = False
@@ -560,9 +564,6 @@ class VHDX(Image):
 
 def open_vhdx(path, writable=False, fd=None, links=()):
     """Open a VHDX (and, for a differencing disk, its parents, always read-only)."""
-    from .. import chain
-    from ..backing import BackingFile
-    from .parent import open_parent
     f = BackingFile(path, writable, fd)
     try:
         key = (f.dev, f.ino)
