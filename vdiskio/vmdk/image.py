@@ -29,8 +29,7 @@ from ..errors import CorruptImage, NotAnImage, ReadOnlyImage, Unsupported, VdErr
 from ..image import PARENT, SPECIAL, ZERO, Image, Run
 from .. import chain
 from ..chain import IGNORE_PARENT, resolve_related
-from .extents import (FlatExtent, GrainTableExtent, NoAccessExtent,
-                      ZeroExtent, table_values)
+from .extents import FlatExtent, GrainTableExtent, table_values
 from .structs import (COWD_MAGIC_BYTES, SECTOR, SESPARSE_MAGIC_BYTES, SPARSE_EXTENT_HEADER,
                       SPARSE_MAGIC_BYTES)
 
@@ -320,8 +319,10 @@ class VMDK(Image):
         where = f"extent on descriptor line {line.line_no}"
         kind = line.type
         if line.access == "NOACCESS":
+            from .fileless import NoAccessExtent
             return NoAccessExtent(line, start, size, self.path)
         if kind == "ZERO":
+            from .fileless import ZeroExtent
             return ZeroExtent(line, start, size, None, line.access)
         if kind in FLAT_EXTENT_TYPES:
             return FlatExtent(line, start, size, f, line.access, line.offset * SECTOR, kind)
