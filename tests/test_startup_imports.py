@@ -41,6 +41,15 @@ print(" ".join(sorted(set(sys.modules) - before)))
 """
 
 
+def probe(path, part=0, mode="ro", code=PROBE):
+    """What the probe prints for one first open (in -I -S: the interpreter as the stage
+    starts it, without site's imports)."""
+    p = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(ROOT), str(path),
+                        str(part), mode], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     d = tmp_path_factory.mktemp("startup")
@@ -72,11 +81,7 @@ CASES = [("dynamic.vhd", 0, "ro"), ("dynamic.vhd", 0, "rw"), ("fixed.vhd", 0, "r
 
 @pytest.mark.parametrize("name,part,mode", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
 def test_first_open_imports_nothing_forbidden(images, name, part, mode):
-    # -I -S: the interpreter as the stage starts it, without site's imports.
-    p = subprocess.run([sys.executable, "-I", "-S", "-c", PROBE, str(ROOT), str(images[name]),
-                        str(part), mode], capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    imported = set(p.stdout.split())
+    imported = set(probe(images[name], part, mode).split())
     assert "vdiskio.disk" in imported            # the probe did take the library's path
     top = {m.split(".")[0] for m in imported}
     assert not top & FORBIDDEN, sorted(top & FORBIDDEN)
@@ -85,11 +90,7 @@ def test_first_open_imports_nothing_forbidden(images, name, part, mode):
 def test_probe_sees_a_forbidden_import(images, tmp_path):
     """The probe itself works: a path known to import json (info) is caught."""
     code = PROBE.replace("registry.at_exit()", "registry.at_exit()\nimport vdiskio.cli")
-    p = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(ROOT),
-                        str(images["dynamic.vhd"]), "0", "ro"], capture_output=True,
-                       text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    assert {m.split(".")[0] for m in p.stdout.split()} & FORBIDDEN
+    assert {m.split(".")[0] for m in probe(images["dynamic.vhd"], code=code).split()} & FORBIDDEN
 
 
 def test_an_open_makes_no_megabyte_of_zeros(images):
@@ -99,10 +100,7 @@ def test_an_open_makes_no_megabyte_of_zeros(images):
         "import vdiskio.image\n"
         "print(len(vdiskio.image._zeros))\n")
     for name, part, _ in CASES:
-        p = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(ROOT),
-                            str(images[name]), str(part), "ro"],
-                           capture_output=True, text=True, timeout=60)
-        assert p.returncode == 0 and p.stdout.split() == ["0"], (name, p.stdout, p.stderr)
+        assert probe(images[name], part, code=code).split() == ["0"], name
 
 
 # The decoder packages a first open of each format may load: the others' cost (a VHD
@@ -113,10 +111,7 @@ DECODERS = {"vhd": "vdiskio.vhd.image", "vmdk": "vdiskio.vmdk.image",
 
 @pytest.mark.parametrize("name,part,mode", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
 def test_first_open_loads_no_other_formats_decoder(images, name, part, mode):
-    p = subprocess.run([sys.executable, "-I", "-S", "-c", PROBE, str(ROOT), str(images[name]),
-                        str(part), mode], capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    imported = set(p.stdout.split())
+    imported = set(probe(images[name], part, mode).split())
     fmt = name.rsplit(".", 1)[1].rstrip("0123456789")
     loaded = {f for f, module in DECODERS.items() if module in imported}
     assert loaded == {fmt}, sorted(imported)
@@ -130,12 +125,10 @@ def test_first_open_makes_none_of_the_rarer_classes(images, name, part, mode):
                          "import vdiskio.errors as e\n"
                          "print(sorted(set(e._LATER) & set(vars(e))), 'vdiskio.lvm.disk' in"
                          " sys.modules)")
-    p = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(ROOT), str(images[name]),
-                        str(part), mode], capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
+    out = probe(images[name], part, mode, code)
     # (A partition link reads its table: vdiskio.partitions' errors are NoSuchDevices.)
     made = "['NoSuchDevice']" if part == -1 else "[]"
-    assert p.stdout.split() == [made, "False"], p.stdout
+    assert out.split() == [made, "False"], out
 
 
 def test_a_rarer_error_is_one_class_however_named():
