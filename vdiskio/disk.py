@@ -412,14 +412,18 @@ class Disk:
                 layer.refresh()
 
     def close(self):
+        """Flush what was written, then let go of what the disk holds (let_go)."""
         self._read_trace.flush()
         try:
             if self.writable:
                 self.image.flush()
         finally:
-            self.image.close()
-            for old in self.retired:
-                old.close()
+            self.let_go()
+
+    def let_go(self):
+        self.image.close()
+        for old in self.retired:
+            old.close()
 
 
 def _volume_request(path):

@@ -39,16 +39,11 @@ class VolumeDisk(Disk):
     def geometry(self):
         return 0, 0, 0
 
-    def close(self):
-        self._read_trace.flush()
-        try:
-            if self.writable:
-                self.image.flush()
-        finally:
-            for base in self.bases:
-                if self in base.layered:
-                    base.layered.remove(self)
-                self.registry.release(base.handle)
+    def let_go(self):
+        for base in self.bases:
+            if self in base.layered:
+                base.layered.remove(self)
+            self.registry.release(base.handle)
 
 
 class NoSuchVolume(NoSuchDevice):
