@@ -137,7 +137,8 @@ int vdst_start(const struct vd_python_paths *p, const struct vd_callbacks *cb)
     }
     if (strncmp(Py_GetVersion(), VD_PY_VERSION, strlen(VD_PY_VERSION)) != 0)
         return -1;
-    /* The stage start (vdiskio._bundle.start_stage) freezes what it loads in our own interpreter. */
+    /* The stage start (vdiskio._bundle.start_stage) freezes what it loads in our own
+     * interpreter. */
     if (PySys_SetObject("_vdiskio_embedded", Py_True) < 0)
         PyErr_Clear();
     PyEval_SaveThread(); /* cffi takes the GIL per call with PyGILState_Ensure */

@@ -20,7 +20,8 @@ import posix
 
 ROOT = "vdiskio._boundary"
 GROUPS = (ROOT, "vdiskio.vhd.image", "vdiskio.vhdx", "vdiskio.vmdk")
-# What the init code imports before it preloads (importlib loads these two anyway).
+# What start_stage's caller imports before it preloads (and, with it, the vdiskio package):
+# importlib has loaded them already.
 _BEFORE = ("vdiskio._bundle",)
 _TAG = sys.implementation.cache_tag
 _PACKAGE = __file__.rpartition("/")[0]

@@ -5,10 +5,10 @@ for its C translation table), read or write these bytes (what the table cannot
 describe), and which partition window does this name mean. Partition windows and file
 positions belong to the caller; a Disk only knows the whole virtual disk.
 
-A logical volume (a link named <image>-<VG>-<LV>) is a disk of its own, a VolumeDisk (lvm/disk.py),
-whose image remaps onto the Disks of the image files holding its PVs: it holds a
-reference on each, and reaches their Image through them at every call, so one image
-file never has two Images (two allocators), whatever is open on it.
+A logical volume (a link named <image>-<VG>-<LV>) is a disk of its own, a VolumeDisk
+(lvm/disk.py), whose image remaps onto the Disks of the image files holding its PVs: it
+holds a reference on each, and reaches their Image through them at every call, so one
+image file never has two Images (two allocators), whatever is open on it.
 """
 
 import errno

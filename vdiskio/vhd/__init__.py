@@ -8,7 +8,10 @@ __all__ = ["is_vhd", "open_vhd"]
 def __getattr__(name):
     # The decoders are imported when first asked for: the sniffing of every first open
     # reads only structs.py (formats.py), and an image of another format never loads them.
-    if name in __all__:
-        from . import image
-        return getattr(image, name)
+    if name == "is_vhd":
+        from .structs import is_vhd
+        return is_vhd
+    if name == "open_vhd":
+        from .image import open_vhd
+        return open_vhd
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,8 +16,7 @@ from ..entries import ENTRY_RUNS, MAX_PHYS
 from ..tables import SLICE_ENTRIES, Table, decode_entries
 from .structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED,
                       DISK_TYPE_NAMES, DYNAMIC_COOKIE, DYNAMIC_HEADER, FILE_FORMAT_VERSION,
-                      FOOTER, FOOTER_COOKIE, MAX_GEOMETRY, SECTOR, UNUSED_BAT_ENTRY, checksum,
-                      is_vhd)
+                      FOOTER, FOOTER_COOKIE, MAX_GEOMETRY, SECTOR, UNUSED_BAT_ENTRY, checksum)
 from .writer import DifferencingWriter, DynamicWriter, FixedWriter
 
 # Creators whose images are sized by their CHS geometry (QEMU 10's rule); every other
@@ -283,8 +282,8 @@ class DynamicVHD(DynamicWriter, VHD):
         # A run of allocated entries whose highest block lies whole inside the file is
         # mapped at once (C loops: a Python loop cost 2.5 K instructions an entry, 2.5 M
         # in the first open of a 2 GiB disk); else entry by entry, stopping at the first
-        # entry not plainly inside the file.
-        whole_sectors = bitmap_size % SECTOR == 0
+        # entry not plainly inside the file. (bitmap_size is whole sectors: __init__ rounds
+        # it up.)
         out = []
         i = 0
         while i < n:
@@ -300,8 +299,8 @@ class DynamicVHD(DynamicWriter, VHD):
                 j = bat.index(UNUSED_BAT_ENTRY, i)
             except ValueError:
                 j = n
-            run = bat[i:j] if i or j < n else bat
-            if whole_sectors and min(run) >= 1 and \
+            run = bat[i:j]
+            if min(run) >= 1 and \
                     max(run) * SECTOR + bitmap_size + bs <= min(file_size, MAX_PHYS):
                 if allocated is not None:
                     out.extend([allocated] * len(run))

@@ -74,7 +74,6 @@ def is_vmdk(head):
     return False
 
 
-
 def _packed(table, slot, n, base):
     """Entries base | table[slot + i] (i < n) as the shim's table holds them (native
     uint64), laid out byte by byte from the grain table's little-endian 32-bit sectors:
@@ -91,6 +90,7 @@ def _packed(table, slot, n, base):
     for k in range(5, 8):
         out[k::8] = bytes([(base >> (8 * k)) & 0xFF]) * n
     return memoryview(out).cast("Q")
+
 
 class VMDK(Image):
     """A VMDK disk: its extents in virtual order and, for a snapshot, its parent."""
@@ -455,7 +455,6 @@ class VMDK(Image):
         if n <= 0:
             return None
         columns = []
-        tables = []
         for ext, index, slot, base in layers:
             table = ext.grain_table(index)
             if table is None:
@@ -469,15 +468,14 @@ class VMDK(Image):
             stored = ext.may_be_stored if ext.compressed else None
             if stored:
                 ext.file.grains_read_in_c = True
-            columns.append((values, base, 1 if ext.zeroed_grains else -1, stored))
-            tables.append((table, slot))
+            columns.append((values, base, 1 if ext.zeroed_grains else -1, stored, table, slot))
         if len(columns) == 1 and columns[0][3] is None:
             # One layer of raw grains (a 512-entry table cost 1.7 M instructions entry by
             # entry in the first open).
-            values, base, zeroed, _ = columns[0]
+            values, base, zeroed, _, table, slot = columns[0]
             values = values[:n]
             if min(values) > max(zeroed, 0):
-                packed = _packed(*tables[0], n, base)
+                packed = _packed(table, slot, n, base)
                 if packed is not None:
                     return packed
                 return list(map(base.__or__, values))
@@ -485,7 +483,7 @@ class VMDK(Image):
         out = []
         append = out.append
         for i in range(n):
-            for values, base, zeroed, stored in columns:
+            for values, base, zeroed, stored, _, _ in columns:
                 e = values[i]
                 if e:
                     if e == zeroed:
