@@ -124,6 +124,8 @@ def main(argv=None):
 
     scale = SMOKE if args.smoke else FULL
     need = images.space_needed(scale) * 1.1
+    if not os.path.isdir(args.tmpdir):
+        ap.error(f"--tmpdir {args.tmpdir}: no such directory")
     free = shutil.disk_usage(args.tmpdir).free
     if free < need:
         ap.error(f"{args.tmpdir} has {free / GiB:.1f} GiB free, needs {need / GiB:.1f} GiB "

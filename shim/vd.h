@@ -280,6 +280,7 @@ struct vd_disk {
     uint64_t nchunks;
     _Atomic(uint64_t *) *chunks; /* lazily allocated chunks of the table */
     atomic_uint_fast64_t epoch; /* bumped before entries are dropped (fill checks it) */
+    atomic_uint fill_batch;     /* blocks the next fill asks for (io.c), 0 at first */
     atomic_uint_fast64_t writes; /* bumped by every write or discard (stdio buffers) */
     atomic_int runs_readers;    /* readers holding a run list pointer (disk.c) */
     _Atomic(struct vd_runs *) retired; /* lists no entry points to, not freed yet */

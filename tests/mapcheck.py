@@ -17,6 +17,7 @@ from vdiskio.entries import (FD_SHIFT, KIND_DATA, KIND_GRAIN, KIND_OWNED, KIND_R
 from vdiskio.errors import VdError
 
 BATCH = 512                 # the shim's fill batch (shim/io.c VD_FILL_BATCH)
+FIRST = 16                  # its first fill of a disk, twice as many each fill after
 
 
 class Mismatch(AssertionError):
@@ -36,15 +37,18 @@ def blocks_to_check(nblocks, limit, rng):
 
 def entries_for(disk, blocks):
     """{block: entry or the VdError map_blocks raised}, asked as the shim asks: aligned
-    batches of BATCH blocks, from the first block not known yet."""
+    batches of FIRST blocks, then twice as many each time up to BATCH, from the first block
+    not known yet."""
     nblocks = -(-disk.image.size >> disk.shift)
     known = {}
+    batch = FIRST
     for blk in blocks:
         while blk not in known:
-            first = blk & ~(BATCH - 1)
+            first = blk & ~(batch - 1)
             while first < blk and first in known:
                 first += 1
-            count = min(nblocks, (blk | (BATCH - 1)) + 1) - first
+            count = min(nblocks, (blk | (batch - 1)) + 1) - first
+            batch = min(BATCH, batch * 2)
             try:
                 got = disk.map_blocks(first, count)
             except VdError as e:

@@ -54,10 +54,16 @@ def export(ffi):
 
 
 def _first_open_done():
-    """The first open is over: the collector runs again (if the host had it on)."""
+    """The first open is over: the collector runs again (if the host had it on). In our
+    own interpreter what the first open loaded (its format's modules, the disk's objects,
+    all alive to the exit or the close) is frozen first, as start-up's was: else the first
+    collection, set off within the first read by the count of allocations since start-up,
+    walked them all (0.35 M instructions, a tenth of a VMDK's first open)."""
     global _gc_paused
     if _gc_paused:
         _gc_paused = False
+        if getattr(sys, "_vdiskio_embedded", False):
+            gc.freeze()
         gc.enable()
         if log.DEBUG:
             log.debug(f"first open done: collector {'on' if gc.isenabled() else 'off'}")
