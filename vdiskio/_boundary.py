@@ -16,7 +16,7 @@ from ._os import os
 from . import backing, log
 from .disk import Registry
 from . import errors
-from .errors import NotAnImage, VdError
+from .errors import VdError
 
 NOT_IMAGE = 1           # VD_PY_NOT_IMAGE
 registry = Registry()
@@ -107,7 +107,7 @@ def install(ffi, lib, collecting):
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
         try:
             disk, part, start, length, remapped = registry.open(name, writable, part)
-        except NotAnImage as e:
+        except errors.NotAnImage as e:
             log.debug(f"not an image: {e}")
             return NOT_IMAGE
         real = os.fsencode(disk.path)

@@ -10,7 +10,7 @@ import _struct as struct       # struct.py re-exports it: 0.4 M instructions of 
 from ._os import S_IFREG, file_type, os
 from . import settings
 from . import errors
-from .errors import CorruptImage, VdError
+from .errors import VdError
 
 # Image locking, byte for byte as QEMU's file-posix does it (OFD read locks on bytes
 # 100 + permission for permissions held, 200 + permission for permissions refused to
@@ -172,8 +172,8 @@ class BackingFile:
             except OSError as e:
                 raise VdError(f"read error at offset {offset}: {e.strerror}", self.path, e.errno) from None
             except OverflowError:
-                raise CorruptImage(f"read at offset {offset} (+{length}) is beyond any file",
-                                   self.path) from None
+                raise errors.CorruptImage(f"read at offset {offset} (+{length}) is beyond any file",
+                                          self.path) from None
             if not data:
                 break
             chunks.append(data)
@@ -199,11 +199,11 @@ class BackingFile:
     def read_exact(self, offset, length, what):
         """Read exactly length bytes of the structure `what`, or fail naming it."""
         if offset < 0 or offset + length > self.size:
-            raise CorruptImage(f"{what} at offset {offset} (+{length}) lies beyond the end of the file"
-                               f" ({self.size} bytes)", self.path)
+            raise errors.CorruptImage(f"{what} at offset {offset} (+{length}) lies beyond the end of the file"
+                                      f" ({self.size} bytes)", self.path)
         data = self.pread(offset, length)
         if len(data) != length:
-            raise CorruptImage(f"{what} at offset {offset}: file truncated", self.path)
+            raise errors.CorruptImage(f"{what} at offset {offset}: file truncated", self.path)
         return data
 
     def pwrite(self, offset, data):

@@ -20,7 +20,6 @@ from _thread import _local
 from ._os import S_IFREG, file_type, os
 from . import settings
 from . import errors
-from .errors import CorruptImage, NotAnImage
 
 MAX_CHAIN_DEPTH = 64
 ALLOW_EXTERNAL = settings.ALLOW_EXTERNAL
@@ -77,9 +76,9 @@ def check_link(key, links, path):
     """Refuse a file already in `links` (the (st_dev, st_ino) of the children above it),
     or one MAX_CHAIN_DEPTH deep."""
     if key in links:
-        raise CorruptImage("parent chain loops back to this file", path)
+        raise errors.CorruptImage("parent chain loops back to this file", path)
     if len(links) >= MAX_CHAIN_DEPTH:
-        raise CorruptImage(f"parent chain deeper than {MAX_CHAIN_DEPTH}", path)
+        raise errors.CorruptImage(f"parent chain deeper than {MAX_CHAIN_DEPTH}", path)
 
 
 def parent_ignored():
@@ -104,7 +103,7 @@ def mismatch_accepted():
 
 
 def refuse_mismatch(message, child_path):
-    raise CorruptImage(f"{message}; set {IGNORE_PARENT_ID}=1 to use it anyway", child_path)
+    raise errors.CorruptImage(f"{message}; set {IGNORE_PARENT_ID}=1 to use it anyway", child_path)
 
 
 def open_parent(child, names, open_fn, mismatches, kind, missing_hint=""):
@@ -127,9 +126,9 @@ def open_parent(child, names, open_fn, mismatches, kind, missing_hint=""):
             continue
         try:
             parent = open_fn(path)
-        except NotAnImage as e:
-            raise CorruptImage(f"parent image {path} is not a {kind} ({e.message})",
-                               child.path) from None
+        except errors.NotAnImage as e:
+            raise errors.CorruptImage(f"parent image {path} is not a {kind} ({e.message})",
+                                      child.path) from None
         try:
             problems = mismatches(parent)
         except BaseException:

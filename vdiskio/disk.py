@@ -20,7 +20,7 @@ from . import log
 from .entries import (ENTRY_RUNS, ENTRY_SLOW, ENTRY_ZERO, FD_SHIFT, GRAIN_MAX, KIND_DATA,
                       KIND_GRAIN, KIND_OWNED, MAX_PHYS, data_base)
 from . import errors
-from .errors import NotAnImage, VdError
+from .errors import VdError
 from .formats import open_image, sniff
 from .image import DATA, SPECIAL, ZERO
 
@@ -523,7 +523,7 @@ class Registry:
         reference taken."""
         resolved = self.resolve(path, part)
         if resolved is None:
-            raise NotAnImage("not an image or a partition link", path)
+            raise errors.NotAnImage("not an image or a partition link", path)
         real, part = resolved
         if isinstance(part, VolumeRequest):
             opened = self.open_volume(path, real, part, writable)

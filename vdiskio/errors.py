@@ -27,36 +27,21 @@ class VdError(OSError):
         return type(self), (self.message, self.path, self.errno)
 
 
-class CorruptImage(VdError):
-    """The image's structures are damaged or hostile: reading it would be wrong."""
-
-    default_errno = errno.EIO
-
-
-class Unsupported(VdError):
-    """A valid image uses something this project does not implement."""
-
-    default_errno = errno.EINVAL
-
-
-class NotAnImage(VdError):
-    """The file is not a VHD, VHDX or VMDK image at all."""
-
-    default_errno = errno.EINVAL
-
-
-class ReadOnlyImage(VdError):
-    """A write was asked of an image (or part of a chain) that cannot take writes."""
-
-    default_errno = errno.EROFS
-
-
-# The rarer errors are made when first named (the module's __getattr__: `from
+# Every error but VdError is made when first named (the module's __getattr__: `from
 # vdiskio.errors import Busy`, errors.Busy, unpickling), once: an exception class costs
-# about 0.1 M instructions to make, and the library's first open made 16 of them (1.8 M).
-# The modules of the library's first open name these as errors.X where they raise or
-# catch them. name: (default errno, errnos that are answers, not problems; what it means)
+# about 0.1 M instructions to make, and the library's first open made 20 of them (2.2 M)
+# where it needs none. The modules of the library's first open name them as errors.X
+# where they raise or catch them (an except clause names its class only when something
+# is raised). name: (default errno, errnos that are answers, not problems; what it means)
 _LATER = {
+    "CorruptImage": (errno.EIO, (),
+        "The image's structures are damaged or hostile: reading it would be wrong."),
+    "Unsupported": (errno.EINVAL, (),
+        "A valid image uses something this project does not implement."),
+    "NotAnImage": (errno.EINVAL, (),
+        "The file is not a VHD, VHDX or VMDK image at all."),
+    "ReadOnlyImage": (errno.EROFS, (),
+        "A write was asked of an image (or part of a chain) that cannot take writes."),
     "MissingFile": (errno.ENOENT, (),
         "A file the image needs (extent, parent) does not exist."),
     "Refused": (errno.EPERM, (),

@@ -20,7 +20,8 @@ import io
 import os
 
 from .disk import Registry
-from .errors import BadHandle, BadRequest, NotAnImage, OutOfRange, ReadOnlyImage, Refused
+from . import errors
+from .errors import BadHandle, BadRequest, OutOfRange, Refused
 
 _MODES = {"rb": False, "r+b": True, "rb+": True}
 _READALL_CHUNK = 4 << 20
@@ -66,7 +67,7 @@ class DiskFile(io.RawIOBase):
                              f" the whole disk", self.name)
         try:
             disk, part, start, length, _ = registry.open(self.name, self._writable, part)
-        except NotAnImage as e:
+        except errors.NotAnImage as e:
             raise BadRequest("not a VHD, VHDX or VMDK image, nor a partition or volume link to"
                              " one", self.name) from e
         self._registry = registry
@@ -81,7 +82,7 @@ class DiskFile(io.RawIOBase):
                    getattr(image, "write_refusal", None) or "the image takes no writes")
             self._writable = False
             self.close()
-            raise ReadOnlyImage(f"cannot open for writing: {why}", self.name)
+            raise errors.ReadOnlyImage(f"cannot open for writing: {why}", self.name)
 
     # -- io.RawIOBase ------------------------------------------------------------------------
     def readable(self):

@@ -5,7 +5,8 @@ from . import _bundle, log
 
 from .vhd.structs import is_vhd
 from .backing import sys_open
-from .errors import CorruptImage, NotAnImage, VdError
+from . import errors
+from .errors import VdError
 
 PROBE_BYTES = 4096
 
@@ -38,7 +39,7 @@ def sniff(path, fd=None):
         st = os.fstat(fd)
         kind = not_regular(st.st_mode)
         if kind is not None:
-            raise NotAnImage(f"is {kind}, not an image file", path)
+            raise errors.NotAnImage(f"is {kind}, not an image file", path)
         size = st.st_size
         head = os.pread(fd, PROBE_BYTES, 0)
         tail = os.pread(fd, 512, size - 512) if size >= 512 else b""
@@ -70,13 +71,13 @@ def open_image(path, writable=False, fd=None, links=()):
     with log.deferred():
         try:
             return _open_image(path, writable, fd, links)
-        except NotAnImage as e:
+        except errors.NotAnImage as e:
             if not links and e.path == path:
                 raise
             # "Not an image" means only that the file the caller named is none: below
             # it (a parent, an extent) the same finding is damage, never a pass-through.
             what = e.message if e.path == path else f"{e.path}: {e.message}"
-            raise CorruptImage(f"named as a parent image, but {what}", path) from None
+            raise errors.CorruptImage(f"named as a parent image, but {what}", path) from None
 
 
 def _open_image(path, writable, fd, links):
@@ -95,7 +96,7 @@ def _open_image(path, writable, fd, links):
     else:
         if fd is not None:
             os.close(fd)
-        raise NotAnImage("not a VHD, VHDX or VMDK image", path)
+        raise errors.NotAnImage("not a VHD, VHDX or VMDK image", path)
     if not links:
         # The top-level open locks every file of the chain once: files opened for
         # writing as a writer, everything else (parents, read-only extents) as a reader.

@@ -14,7 +14,7 @@ its own file name), and one line in formats.py.
 """
 
 from . import errors
-from .errors import ReadOnlyImage, VdError
+from .errors import VdError
 
 # The run kinds, one set for every decoder (plain ints: enum is not imported at start-up).
 ZERO = 0      # unallocated (in the whole chain): reads as zeros
@@ -183,7 +183,7 @@ class Image:
 
     # -- writing (formats that take writes override these) -----------------------------
     def write(self, offset, data):
-        raise ReadOnlyImage("this image is read-only", self.path)
+        raise errors.ReadOnlyImage("this image is read-only", self.path)
 
     def check_write_range(self, offset, length):
         if offset < 0 or offset + length > self.size:

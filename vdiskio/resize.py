@@ -3,7 +3,8 @@
 shrink is allowed only when the bytes cut off hold nothing, and the format's resize
 module does the rest (vdiskio.vhd.resize, vdiskio.vmdk.resize), data before metadata."""
 
-from .errors import BadRequest, Unsupported
+from . import errors
+from .errors import BadRequest
 from .image import ZERO, is_zero
 
 CHUNK = 1 << 20
@@ -74,7 +75,7 @@ def resize_image(path, size_text, shrink=False):
             from .vmdk.resize import resize
             resize(image, new, shrink=new < old)
         else:
-            raise Unsupported(f"resize of {image.format.upper()} is not supported yet", path)
+            raise errors.Unsupported(f"resize of {image.format.upper()} is not supported yet", path)
         return old, new
     finally:
         image.close()

@@ -18,7 +18,7 @@ would cost more than the whole parse of a VG's metadata, inside every program th
 opens a volume.)
 """
 
-from ..errors import CorruptImage
+from .. import errors
 
 MAX_DEPTH = 32                  # lvm2's MAX_INDENT
 MAX_NODES = 1 << 20             # keys, sections and array items in one text
@@ -72,7 +72,7 @@ class _Parser:
     def fail(self, message, pos=None):
         pos = self.pos if pos is None else pos
         line = self.text.count("\n", 0, pos) + 1
-        raise CorruptImage(f"{self.where}: metadata line {line}: {message}")
+        raise errors.CorruptImage(f"{self.where}: metadata line {line}: {message}")
 
     def peek(self):
         """The next character after spaces and comments ("" at the end)."""

@@ -9,7 +9,7 @@ a foreign label type or a PV header that does not fit its sector is damage, and 
 error: a PV read from it could be anything.
 """
 
-from ..errors import CorruptImage, Unsupported
+from .. import errors
 from .structs import (DISK_LOCN, ID_LEN, LABEL_CRC_START, LABEL_HEADER, LABEL_ID,
                       LABEL_SCAN_SECTORS, LABEL_TYPE, PV_HEADER, PV_HEADER_EXTENSION,
                       SECTOR, calc_crc)
@@ -62,8 +62,8 @@ def _locn_list(sector, pos, what, where):
     found = []
     while True:
         if pos + DISK_LOCN.size > SECTOR:
-            raise CorruptImage(f"{where}: PV header's list of {what} runs past the end of the"
-                               f" label sector")
+            raise errors.CorruptImage(f"{where}: PV header's list of {what} runs past the end of the"
+                                      f" label sector")
         entry = DISK_LOCN.parse(sector, pos)
         pos += DISK_LOCN.size
         if entry.offset == 0:
@@ -82,29 +82,29 @@ def find_label(head, where):
         if hdr.sector_xl != number:
             continue            # a label written for another place: not this window's
         if calc_crc(sector[LABEL_CRC_START:]) != hdr.crc_xl:
-            raise CorruptImage(f"{where}: LVM label in sector {number} has a wrong checksum")
+            raise errors.CorruptImage(f"{where}: LVM label in sector {number} has a wrong checksum")
         if hdr.type != LABEL_TYPE:
-            raise Unsupported(f"{where}: LVM label in sector {number} has type"
-                              f" {hdr.type.decode('ascii', 'replace')!r}; only"
-                              f" {LABEL_TYPE.decode()!r} (LVM2 text format) is supported")
+            raise errors.Unsupported(f"{where}: LVM label in sector {number} has type"
+                                     f" {hdr.type.decode('ascii', 'replace')!r}; only"
+                                     f" {LABEL_TYPE.decode()!r} (LVM2 text format) is supported")
         return _pv_header(sector, number, hdr.offset_xl, where)
     return None
 
 
 def _pv_header(sector, number, offset, where):
     if not LABEL_HEADER.size <= offset <= SECTOR - PV_HEADER.size - 2 * DISK_LOCN.size:
-        raise CorruptImage(f"{where}: LVM label in sector {number} puts its PV header at"
-                           f" offset {offset}, outside the label sector")
+        raise errors.CorruptImage(f"{where}: LVM label in sector {number} puts its PV header at"
+                                  f" offset {offset}, outside the label sector")
     pvh = PV_HEADER.parse(sector, offset)
     if len(pvh.pv_uuid) != ID_LEN or not set(pvh.pv_uuid) <= ID_CHARS:
-        raise CorruptImage(f"{where}: PV header holds an invalid UUID {pvh.pv_uuid!r}")
+        raise errors.CorruptImage(f"{where}: PV header holds an invalid UUID {pvh.pv_uuid!r}")
     uuid = format_id(pvh.pv_uuid.decode("ascii"))
     pos = offset + PV_HEADER.size
     data_areas, pos = _locn_list(sector, pos, "data areas", where)
     metadata_areas, pos = _locn_list(sector, pos, "metadata areas", where)
     if len(metadata_areas) > MAX_METADATA_AREAS:
-        raise CorruptImage(f"{where}: PV header lists {len(metadata_areas)} metadata areas;"
-                           f" lvm2 makes at most {MAX_METADATA_AREAS}")
+        raise errors.CorruptImage(f"{where}: PV header lists {len(metadata_areas)} metadata areas;"
+                                  f" lvm2 makes at most {MAX_METADATA_AREAS}")
     ext_version = ext_flags = 0
     bootloader = []
     # The extension (lvm2 2.02.110 and later) follows when the sector has room for it;

@@ -8,7 +8,7 @@ Every other segment type (thin, raid, mirror, snapshot, cache, vdo, integrity,
 writecache...) is kept by name only: such a volume is listed, and refused when opened.
 """
 
-from ..errors import CorruptImage
+from .. import errors
 from . import config
 
 CONTENTS = "Text Format Volume Group"
@@ -159,7 +159,7 @@ class _Reader:
         self.where = where
 
     def fail(self, path, message):
-        raise CorruptImage(f"{self.where}: metadata {path}: {message}")
+        raise errors.CorruptImage(f"{self.where}: metadata {path}: {message}")
 
     def get(self, section, key, kind, path, default=...):
         if key not in section:

@@ -16,7 +16,8 @@ leftover of a removed PV, and ignored.
 import stat
 
 from .._os import os
-from ..errors import CorruptImage, NotAnImage, VdError
+from .. import errors
+from ..errors import VdError
 from ..partitions import NoPartitionTable, read_table
 from . import label as labels
 from .mda import read_area
@@ -124,8 +125,8 @@ def check_duplicates(found):
     for pv in found:
         other = seen.setdefault(pv.uuid, pv)
         if other is not pv:
-            raise CorruptImage(f"PV {pv.uuid} appears twice: in {other.where} and in {pv.where}"
-                               f" (a copy of a disk?); keep one of them out of the way")
+            raise errors.CorruptImage(f"PV {pv.uuid} appears twice: in {other.where} and in {pv.where}"
+                                      f" (a copy of a disk?); keep one of them out of the way")
 
 
 def assemble(found):
@@ -144,13 +145,13 @@ def assemble(found):
             if other_pv.uuid in members:
                 if vg.seqno != best.seqno or (other_copy.checksum, other_copy.text) != \
                         (copy.checksum, copy.text):
-                    raise CorruptImage(
+                    raise errors.CorruptImage(
                         f"volume group {best.name}: inconsistent metadata: {copy.where} has"
                         f" seqno {best.seqno}, {other_copy.where} has seqno {vg.seqno}"
                         f"{' with other text' if vg.seqno == best.seqno else ''}"
                         f" (lvm2 would repair it: vgck --updatemetadata {best.name})")
             elif vg.seqno >= best.seqno:
-                raise CorruptImage(
+                raise errors.CorruptImage(
                     f"volume group {best.name}: {other_copy.where} holds its metadata"
                     f" (seqno {vg.seqno}) but is not one of its PVs")
         pvs = {u: by_uuid[u] for u in best.pv_uuids() if u in by_uuid}
@@ -170,8 +171,8 @@ def check_windows(vg, pvs):
         start = entry.pe_start * SECTOR
         end = start + entry.pe_count * vg.extent_bytes
         if end > pv.size:
-            raise CorruptImage(f"volume group {vg.name}: PV {entry.uuid} ({pv.where}) has"
-                               f" {pv.size} bytes, but its extents end at byte {end}")
+            raise errors.CorruptImage(f"volume group {vg.name}: PV {entry.uuid} ({pv.where}) has"
+                                      f" {pv.size} bytes, but its extents end at byte {end}")
         if entry.pe_count == 0 or pv.label is None:
             continue
         reserved = [(pv.label.sector * SECTOR, SECTOR, "its label")]
@@ -179,9 +180,9 @@ def check_windows(vg, pvs):
                      for i, (o, n) in enumerate(pv.label.metadata_areas, 1)]
         for offset, size, what in reserved:
             if offset < end and start < offset + size:
-                raise CorruptImage(f"volume group {vg.name}: the extents of PV {entry.uuid}"
-                                   f" ({pv.where}, bytes {start}-{end - 1}) overlap {what}"
-                                   f" (bytes {offset}-{offset + size - 1})")
+                raise errors.CorruptImage(f"volume group {vg.name}: the extents of PV {entry.uuid}"
+                                          f" ({pv.where}, bytes {start}-{end - 1}) overlap {what}"
+                                          f" (bytes {offset}-{offset + size - 1})")
 
 
 def add_found(vgf, more):
@@ -248,7 +249,7 @@ def search_directory(directory, wanted, exclude, acquire, release):
         seen.add(key)
         try:
             source = acquire(path)
-        except NotAnImage:
+        except errors.NotAnImage:
             continue
         except VdError as e:
             notes.append(f"{name}: {e.message}")

@@ -17,7 +17,7 @@ library which cached entries a write changed); ImageSource is the plain one.
 from bisect import bisect_right
 from _thread import allocate_lock
 
-from ..errors import ReadOnlyImage, Unsupported
+from .. import errors
 from ..image import DATA, SPECIAL, Run, Image
 from .names import dm_name
 from .structs import SECTOR
@@ -94,7 +94,7 @@ class LogicalVolumeImage(Image):
         super().__init__(path)
         vg = vgf.vg
         if lv.refused:
-            raise Unsupported(f"volume {vg.name}/{lv.name} cannot be opened: {lv.refused}", path)
+            raise errors.Unsupported(f"volume {vg.name}/{lv.name} cannot be opened: {lv.refused}", path)
         self.vg_name = vg.name
         self.lv_name = lv.name
         self.vg_uuid = vg.uuid
@@ -179,8 +179,8 @@ class LogicalVolumeImage(Image):
     def _check_writable(self, offset, length):
         self.check_write_range(offset, length)
         if self.read_only_reason:
-            raise ReadOnlyImage(f"volume {self.vg_name}/{self.lv_name} is read-only:"
-                                f" {self.read_only_reason}", self.path)
+            raise errors.ReadOnlyImage(f"volume {self.vg_name}/{self.lv_name} is read-only:"
+                                       f" {self.read_only_reason}", self.path)
 
     def check_write_range(self, offset, length):
         from ..errors import OutOfRange

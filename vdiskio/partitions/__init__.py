@@ -14,7 +14,8 @@ GPT written for the other sector size is recognised and refused (Unsupported).
 """
 
 
-from ..errors import CorruptImage, NoSuchDevice, Unsupported
+from .. import errors
+from ..errors import NoSuchDevice
 
 SECTOR = 512
 
@@ -119,8 +120,8 @@ def read_exact(read, offset, length, what, path):
     """Exactly `length` bytes at `offset` of the disk, or CorruptImage naming `what`."""
     data = read(offset, length)
     if len(data) != length:
-        raise CorruptImage(f"{what} at byte {offset} (+{length}) lies beyond the end of the disk",
-                           path)
+        raise errors.CorruptImage(f"{what} at byte {offset} (+{length}) lies beyond the end of the disk",
+                                  path)
     return data
 
 
@@ -135,8 +136,8 @@ def check_no_overlap(regions, path):
     widest = None
     for region in ordered:
         if widest is not None and region[0] < widest[0] + widest[1]:
-            raise CorruptImage(f"{widest[2]} ({sectors_label(widest[0], widest[1])}) overlaps"
-                               f" {region[2]} ({sectors_label(region[0], region[1])})", path)
+            raise errors.CorruptImage(f"{widest[2]} ({sectors_label(widest[0], widest[1])}) overlaps"
+                                      f" {region[2]} ({sectors_label(region[0], region[1])})", path)
         if widest is None or region[0] + region[1] > widest[0] + widest[1]:
             widest = region
 
@@ -144,8 +145,8 @@ def check_no_overlap(regions, path):
 def check_inside(start, count, first, last, label, container, path):
     """Raise CorruptImage unless sectors [start, start+count) lie within [first, last]."""
     if start < first or start + count - 1 > last:
-        raise CorruptImage(f"{label} ({sectors_label(start, count)}) lies outside {container}"
-                           f" ({sectors_label(first, last - first + 1)})", path)
+        raise errors.CorruptImage(f"{label} ({sectors_label(start, count)}) lies outside {container}"
+                                  f" ({sectors_label(first, last - first + 1)})", path)
 
 
 # The format modules build Partition objects and use the helpers above, so they are
@@ -163,7 +164,7 @@ def read_table(read, disk_size, path, sector_size=SECTOR):
     """
     ss = sector_size
     if ss not in (512, 4096):
-        raise Unsupported(f"logical sector size {ss} (only 512 and 4096)", path)
+        raise errors.Unsupported(f"logical sector size {ss} (only 512 and 4096)", path)
     if disk_size < 2 * ss:
         raise NoPartitionTable(f"no partition table (a disk of {disk_size} bytes is too small"
                                f" for one)", path)

@@ -9,7 +9,7 @@ import struct
 import zlib
 
 from .. import log
-from ..errors import CorruptImage, Unsupported
+from .. import errors
 from ..structs import Record
 from . import SECTOR, Partition, check_inside, check_no_overlap, read_exact, sectors_label
 
@@ -111,12 +111,12 @@ def parse(read, disk_size, path, ss=SECTOR):
     if primary is None:
         other = LARGE_SECTOR if ss == SECTOR else SECTOR
         if problem.startswith("no 'EFI PART'") and read(other, len(SIGNATURE)) == SIGNATURE:
-            raise Unsupported(f"GPT written for {other}-byte sectors (header at byte {other}) on"
-                              f" a disk of {ss}-byte sectors; its LBAs would be read wrong", path)
+            raise errors.Unsupported(f"GPT written for {other}-byte sectors (header at byte {other}) on"
+                                     f" a disk of {ss}-byte sectors; its LBAs would be read wrong", path)
         backup, backup_problem = _load(read, last_lba, disk_sectors, path, ss)
         if backup is None:
-            raise CorruptImage(f"no valid GPT: primary header at sector 1: {problem}; backup"
-                               f" header at sector {last_lba}: {backup_problem}", path)
+            raise errors.CorruptImage(f"no valid GPT: primary header at sector 1: {problem}; backup"
+                                      f" header at sector {last_lba}: {backup_problem}", path)
         log.warn(f"{path}: primary GPT damaged ({problem}); using the backup GPT at sector"
                  f" {last_lba}")
         primary = backup
@@ -136,13 +136,13 @@ def _partitions(hdr, array, disk_sectors, path, ss):
         label = f"partition {number}"
         start, end = e.starting_lba, e.ending_lba
         if end < start:
-            raise CorruptImage(f"{label} ends at sector {end}, before its start {start}", path)
+            raise errors.CorruptImage(f"{label} ends at sector {end}, before its start {start}", path)
         count = end - start + 1
         if start == 0:
-            raise CorruptImage(f"{label} starts at sector 0, on top of the protective MBR", path)
+            raise errors.CorruptImage(f"{label} starts at sector 0, on top of the protective MBR", path)
         if end >= disk_sectors:
-            raise CorruptImage(f"{label} ({sectors_label(start, count)}) runs past the end of"
-                               f" the disk ({disk_sectors} sectors)", path)
+            raise errors.CorruptImage(f"{label} ({sectors_label(start, count)}) runs past the end of"
+                                      f" the disk ({disk_sectors} sectors)", path)
         check_inside(start, count, first, last, label, "the GPT's usable sectors", path)
         regions.append((start, count, label))
         name = e.partition_name.decode("utf-16-le", errors="replace").split("\0", 1)[0]

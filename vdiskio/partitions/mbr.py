@@ -7,7 +7,7 @@ relative to that EBR) and whose second slot links to the next EBR (its start rel
 the extended partition). Linux numbers the logicals from 5 in chain order.
 """
 
-from ..errors import CorruptImage
+from .. import errors
 from ..structs import Record
 from . import (SECTOR, Partition, check_inside, check_no_overlap, read_exact,
                sectors_label)
@@ -76,10 +76,10 @@ def not_a_table(sector):
 
 def _check_bounds(label, start, count, disk_sectors, path, base_label="the partition table"):
     if start == 0:
-        raise CorruptImage(f"{label} starts at sector 0, on top of {base_label}", path)
+        raise errors.CorruptImage(f"{label} starts at sector 0, on top of {base_label}", path)
     if start + count > disk_sectors:
-        raise CorruptImage(f"{label} ({sectors_label(start, count)}) runs past the end of the"
-                           f" disk ({disk_sectors} sectors)", path)
+        raise errors.CorruptImage(f"{label} ({sectors_label(start, count)}) runs past the end of the"
+                                  f" disk ({disk_sectors} sectors)", path)
 
 
 def parse(sector0, read, disk_size, path, ss=SECTOR):
@@ -130,23 +130,23 @@ def _logicals(slot, container, read, disk_sectors, path, number, ss):
     # bounds the reads on a huge disk.
     while True:
         if len(visited) >= MAX_EBRS:
-            raise CorruptImage(f"EBR chain of {where} is longer than {MAX_EBRS} records", path)
+            raise errors.CorruptImage(f"EBR chain of {where} is longer than {MAX_EBRS} records", path)
         visited.add(ebr)
         sector = read_exact(read, ebr * ss, SECTOR, f"EBR at sector {ebr}", path)
         if not has_signature(sector):
             if ebr == first and not any(sector):
                 break       # an extended partition holding no logicals yet
-            raise CorruptImage(f"EBR at sector {ebr} (in {where}) has no 55aa signature", path)
+            raise errors.CorruptImage(f"EBR at sector {ebr} (in {where}) has no 55aa signature", path)
         regions.append((ebr, 1, f"the EBR at sector {ebr}"))
         data, link = entries(sector)[:2]
         if is_used(data):
             if data.os_type in EXTENDED_TYPES:
-                raise CorruptImage(f"EBR at sector {ebr}: its first entry is another extended"
-                                   f" partition (type {data.os_type:02x}), not a logical one", path)
+                raise errors.CorruptImage(f"EBR at sector {ebr}: its first entry is another extended"
+                                          f" partition (type {data.os_type:02x}), not a logical one", path)
             label = f"partition {number}"
             start = ebr + data.starting_lba
             if data.starting_lba == 0:
-                raise CorruptImage(f"{label} starts at sector {ebr}, on top of its own EBR", path)
+                raise errors.CorruptImage(f"{label} starts at sector {ebr}, on top of its own EBR", path)
             _check_bounds(label, start, data.size_in_lba, disk_sectors, path)
             check_inside(start, data.size_in_lba, first, last, label, where, path)
             found.append(Partition(number, start, data.size_in_lba, f"{data.os_type:02x}",
@@ -156,18 +156,18 @@ def _logicals(slot, container, read, disk_sectors, path, number, ss):
         if not is_used(link):
             break
         if link.os_type not in EXTENDED_TYPES:
-            raise CorruptImage(f"EBR at sector {ebr}: its second entry has type"
-                               f" {link.os_type:02x}, not a link to the next EBR", path)
+            raise errors.CorruptImage(f"EBR at sector {ebr}: its second entry has type"
+                                      f" {link.os_type:02x}, not a link to the next EBR", path)
         following = first + link.starting_lba
         if following in visited:
-            raise CorruptImage(f"EBR chain of {where} loops: the EBR at sector {ebr} links back"
-                               f" to sector {following}", path)
+            raise errors.CorruptImage(f"EBR chain of {where} loops: the EBR at sector {ebr} links back"
+                                      f" to sector {following}", path)
         if following < ebr:
-            raise CorruptImage(f"EBR chain of {where} goes backwards: the EBR at sector {ebr}"
-                               f" links to sector {following}", path)
+            raise errors.CorruptImage(f"EBR chain of {where} goes backwards: the EBR at sector {ebr}"
+                                      f" links to sector {following}", path)
         if following > last:
-            raise CorruptImage(f"EBR at sector {ebr} links to sector {following}, outside"
-                               f" {where} ({sectors_label(first, last - first + 1)})", path)
+            raise errors.CorruptImage(f"EBR at sector {ebr} links to sector {following}, outside"
+                                      f" {where} ({sectors_label(first, last - first + 1)})", path)
         ebr = following
     check_no_overlap(regions, path)
     return found

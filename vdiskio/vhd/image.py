@@ -10,7 +10,7 @@ mean "read this sector from the parent".
 from .. import chain, log
 from ..backing import BackingFile
 from ..cache import LRU
-from ..errors import CorruptImage, NotAnImage, ReadOnlyImage, Unsupported
+from .. import errors
 from ..image import DATA, ZERO, Run, Image
 from ..entries import ENTRY_RUNS, MAX_PHYS
 from ..tables import SLICE_ENTRIES, Table, decode_entries
@@ -66,7 +66,7 @@ def parse_footer(buf):
 def read_footer(f):
     """The footer: the trailing one, or the copy at offset 0 when that one is damaged."""
     if f.size < SECTOR:
-        raise NotAnImage(f"file of {f.size} bytes is too small to be a VHD", f.path)
+        raise errors.NotAnImage(f"file of {f.size} bytes is too small to be a VHD", f.path)
     tail = f.pread(f.size - SECTOR, SECTOR)
     trailing, problem = parse_footer(tail)
     if trailing is None and tail[1:9] == FOOTER_COOKIE:
@@ -80,21 +80,21 @@ def read_footer(f):
         log.warn(f"{f.path}: trailing footer damaged ({problem}); using the footer copy at offset 0")
         return copy
     if FOOTER_COOKIE in (tail[:8], head[:8]):
-        raise CorruptImage(f"{problem if tail[:8] == FOOTER_COOKIE else copy_problem}"
-                           f" and no usable footer copy", f.path)
-    raise NotAnImage("not a VHD image (no 'conectix' footer)", f.path)
+        raise errors.CorruptImage(f"{problem if tail[:8] == FOOTER_COOKIE else copy_problem}"
+                                  f" and no usable footer copy", f.path)
+    raise errors.NotAnImage("not a VHD image (no 'conectix' footer)", f.path)
 
 
 def _check_footer(footer, f):
     if footer.file_format_version >> 16 != FILE_FORMAT_VERSION >> 16:
-        raise Unsupported(f"VHD file format version {footer.file_format_version:#x} is not 1.x", f.path)
+        raise errors.Unsupported(f"VHD file format version {footer.file_format_version:#x} is not 1.x", f.path)
     if footer.disk_type not in DISK_TYPE_NAMES:
-        raise Unsupported(f"unknown VHD disk type {footer.disk_type}", f.path)
+        raise errors.Unsupported(f"unknown VHD disk type {footer.disk_type}", f.path)
     size = virtual_size(footer)
     if size <= 0 or size > MAX_VIRTUAL_SIZE:
-        raise CorruptImage(f"absurd virtual size {size} (current_size {footer.current_size},"
-                           f" geometry {footer.cylinders}/{footer.heads}/{footer.sectors_per_track})",
-                           f.path)
+        raise errors.CorruptImage(f"absurd virtual size {size} (current_size {footer.current_size},"
+                                  f" geometry {footer.cylinders}/{footer.heads}/{footer.sectors_per_track})",
+                                  f.path)
     return size
 
 
@@ -121,7 +121,7 @@ class VHD(Image):
 
     def _check_write(self, offset, length):
         if self.write_refusal is not None:
-            raise ReadOnlyImage(self.write_refusal, self.path)
+            raise errors.ReadOnlyImage(self.write_refusal, self.path)
         self.check_write_range(offset, length)
 
     def info(self):
@@ -147,8 +147,8 @@ class FixedVHD(FixedWriter, VHD):
         super().__init__(f, footer)
         self.block_size = 2 << 20
         if f.size < self.size + SECTOR - 1:
-            raise CorruptImage(f"fixed VHD truncated: {f.size} bytes hold less than the"
-                               f" {self.size}-byte disk and its footer", f.path)
+            raise errors.CorruptImage(f"fixed VHD truncated: {f.size} bytes hold less than the"
+                                      f" {self.size}-byte disk and its footer", f.path)
 
     def run_at(self, offset):
         return Run(0, self.size, DATA, self.file, 0, owned=True)
@@ -164,27 +164,27 @@ class DynamicVHD(DynamicWriter, VHD):
     def __init__(self, f, footer):
         super().__init__(f, footer)
         if not SECTOR <= footer.data_offset <= f.size - DYNAMIC_HEADER.size:
-            raise CorruptImage(f"dynamic header offset {footer.data_offset} lies outside the file", f.path)
+            raise errors.CorruptImage(f"dynamic header offset {footer.data_offset} lies outside the file", f.path)
         raw = f.read_exact(footer.data_offset, DYNAMIC_HEADER.size, "dynamic header")
         hdr = DYNAMIC_HEADER.parse(raw)
         if hdr.cookie != DYNAMIC_COOKIE:
-            raise CorruptImage(f"no 'cxsparse' dynamic header at offset {footer.data_offset}", f.path)
+            raise errors.CorruptImage(f"no 'cxsparse' dynamic header at offset {footer.data_offset}", f.path)
         if checksum(raw, DYNAMIC_HEADER.offset_of("checksum")) != hdr.checksum:
-            raise CorruptImage("dynamic header checksum mismatch", f.path)
+            raise errors.CorruptImage("dynamic header checksum mismatch", f.path)
         self.header = hdr
         bs = hdr.block_size
         if bs < SECTOR or bs & (bs - 1) or bs > MAX_BLOCK_SIZE:
-            raise CorruptImage(f"block size {bs} is not a power of two between 512 and"
-                               f" {MAX_BLOCK_SIZE}", f.path)
+            raise errors.CorruptImage(f"block size {bs} is not a power of two between 512 and"
+                                      f" {MAX_BLOCK_SIZE}", f.path)
         self.block_size = bs
         self.block_count = -(-self.size // bs)
         if hdr.max_table_entries < self.block_count:
-            raise CorruptImage(f"BAT has {hdr.max_table_entries} entries but the"
-                               f" {self.size}-byte disk needs {self.block_count}", f.path)
+            raise errors.CorruptImage(f"BAT has {hdr.max_table_entries} entries but the"
+                                      f" {self.size}-byte disk needs {self.block_count}", f.path)
         bat_bytes = 4 * hdr.max_table_entries
         if hdr.table_offset < SECTOR or hdr.table_offset + bat_bytes > f.size:
-            raise CorruptImage(f"BAT at offset {hdr.table_offset} ({bat_bytes} bytes) lies beyond"
-                               f" the end of the file ({f.size} bytes)", f.path)
+            raise errors.CorruptImage(f"BAT at offset {hdr.table_offset} ({bat_bytes} bytes) lies beyond"
+                                      f" the end of the file ({f.size} bytes)", f.path)
         # The BAT is read a slice at a time (a header may claim 2^32 entries); entries
         # are checked when used (block_data_offset).
         self.bat = Table(f, hdr.table_offset, self.block_count, ">I", "BAT",
@@ -225,11 +225,11 @@ class DynamicVHD(DynamicWriter, VHD):
         start = entry * SECTOR
         need = min(self.block_size, self.size - block * self.block_size)
         if start < SECTOR:
-            raise CorruptImage(f"BAT entry {block} points to sector {entry}, on the footer"
-                               f" copy", self.path)
+            raise errors.CorruptImage(f"BAT entry {block} points to sector {entry}, on the footer"
+                                      f" copy", self.path)
         if start + self.bitmap_size + need > self.file.size:
-            raise CorruptImage(f"BAT entry {block} points to sector {entry}, beyond the end of the"
-                               f" file ({self.file.size} bytes)", self.path)
+            raise errors.CorruptImage(f"BAT entry {block} points to sector {entry}, beyond the end of the"
+                                      f" file ({self.file.size} bytes)", self.path)
         return start + self.bitmap_size
 
     def _zero_run(self, block):
@@ -505,7 +505,7 @@ class DifferencingVHD(DifferencingWriter, DynamicVHD):
             if ext is None or not ext.offset <= lo < ext.offset + ext.length:
                 ext = last[0] = parent.run_at(lo)
                 if ext.length <= 0 or ext.offset > lo or ext.end <= lo:
-                    raise CorruptImage(f"parent returned {ext!r} for offset {lo}", self.path)
+                    raise errors.CorruptImage(f"parent returned {ext!r} for offset {lo}", self.path)
             end = min(top, ext.offset + ext.length)
             phys = ext.phys + (lo - ext.offset) if ext.kind == DATA else ext.phys
             out.append(Run(lo, end - lo, ext.kind, ext.file, phys, False, ext.layer))
@@ -573,4 +573,4 @@ def open_vhd(path, writable=False, fd=None, links=()):
     except BaseException:
         f.close()
         raise
-    raise Unsupported(f"unknown VHD disk type {footer.disk_type}", path)
+    raise errors.Unsupported(f"unknown VHD disk type {footer.disk_type}", path)

@@ -5,7 +5,7 @@ rules every format shares (vdiskio.chain)."""
 
 from .._os import os
 from .. import chain
-from ..errors import CorruptImage
+from .. import errors
 from .structs import PARENT_LOCATOR, PARENT_LOCATOR_COUNT
 
 MAX_LOCATOR_BYTES = 1 << 16
@@ -26,7 +26,7 @@ def parent_locators(f, hdr):
         if code.strip("\0 ") == "" or loc.platform_data_length == 0:
             continue
         if loc.platform_data_length > MAX_LOCATOR_BYTES:
-            raise CorruptImage(f"parent locator {code!r} claims {loc.platform_data_length} bytes", f.path)
+            raise errors.CorruptImage(f"parent locator {code!r} claims {loc.platform_data_length} bytes", f.path)
         raw = f.read_exact(loc.platform_data_offset, loc.platform_data_length,
                            f"parent locator {code!r}")
         if code in ("W2ru", "W2ku"):
@@ -82,7 +82,7 @@ def open_parent(image, links):
     f, hdr = image.file, image.header
     names = _candidate_paths(f, hdr)
     if not names:
-        raise CorruptImage("differencing disk names no parent (no parent locators)", f.path)
+        raise errors.CorruptImage("differencing disk names no parent (no parent locators)", f.path)
 
     def mismatches(parent):
         problems = []

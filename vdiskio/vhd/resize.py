@@ -17,7 +17,7 @@ is valid.
 import os
 import struct
 
-from ..errors import CorruptImage, Unsupported
+from .. import errors
 from .create import _check_size, geometry_for
 from .image import SECTOR
 from .structs import (DYNAMIC_HEADER, FOOTER, UNUSED_BAT_ENTRY, checksum)
@@ -43,8 +43,8 @@ def resize(image, new_size):
     has checked that a shrink cuts off no data."""
     _check_size(new_size, image.path)
     if image.variant == "differencing":
-        raise Unsupported("resize of a differencing VHD is not supported (it has its parent's"
-                          " size)", image.path)
+        raise errors.Unsupported("resize of a differencing VHD is not supported (it has its parent's"
+                                 " size)", image.path)
     fd = os.open(image.path, os.O_RDWR | os.O_CLOEXEC)
     try:
         if image.variant == "fixed":
@@ -110,7 +110,7 @@ def _make_room(fd, image, need_end, span):
         if first >= need_end:
             continue
         if first < meta_end:
-            raise CorruptImage(f"block {block} overlaps the BAT", image.path)
+            raise errors.CorruptImage(f"block {block} overlaps the BAT", image.path)
         dest = _file_end(fd)
         footer = os.pread(fd, SECTOR, dest)
         os.pwrite(fd, footer, dest + span)       # the file keeps ending with its footer

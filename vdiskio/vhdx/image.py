@@ -15,7 +15,7 @@ from _codecs import utf_16_le_decode   # not the codec registry: it imports a mo
 
 from .. import chain
 from ..backing import BackingFile
-from ..errors import CorruptImage, NotAnImage, Unsupported
+from .. import errors
 from ..image import DATA, SPECIAL, ZERO, Run, Image
 from . import log as vlog
 from .parent import open_parent
@@ -79,8 +79,8 @@ class Pages:
         if len(raw) < length:
             limit = max(self.f.size, self.overlay.size if self.overlay else 0)
             if offset + length > limit:
-                raise CorruptImage(f"metadata at offset {offset} (+{length}) lies beyond the end"
-                                   f" of the file ({self.f.size} bytes)", self.f.path)
+                raise errors.CorruptImage(f"metadata at offset {offset} (+{length}) lies beyond the end"
+                                          f" of the file ({self.f.size} bytes)", self.f.path)
             raw += bytes(length - len(raw))
         if self.overlay:
             self.overlay.apply(raw, offset)
@@ -145,7 +145,7 @@ def read_headers(f):
         both.append(_header(raw) if len(raw) == HEADER_SIZE else (None, "file truncated"))
     valid = [(h.sequence_number, i) for i, (h, _) in enumerate(both) if h is not None]
     if not valid:
-        raise CorruptImage(f"no valid header (first: {both[0][1]}; second: {both[1][1]})", f.path)
+        raise errors.CorruptImage(f"no valid header (first: {both[0][1]}; second: {both[1][1]})", f.path)
     _, slot = max(valid)
     return both[slot][0], slot, both
 
@@ -179,7 +179,7 @@ class VHDX(Image):
         self.read_only_reason = None if f.writable else "image opened read-only"
         ident = FILE_IDENTIFIER.parse(f.read_exact(0, FILE_IDENTIFIER.size, "file identifier"))
         if ident.signature != FILE_SIGNATURE:
-            raise NotAnImage("not a VHDX image (no 'vhdxfile' signature)", f.path)
+            raise errors.NotAnImage("not a VHDX image (no 'vhdxfile' signature)", f.path)
         self.creator = utf_16_le_decode(ident.creator, "replace", True)[0].split("\0", 1)[0]
         self._load()
         self.parent = None
@@ -192,22 +192,22 @@ class VHDX(Image):
         self.header, self.header_slot, self.header_states = read_headers(f)
         hdr = self.header
         if hdr.version != VERSION:
-            raise Unsupported(f"VHDX version {hdr.version} (only version {VERSION} is known)", f.path)
+            raise errors.Unsupported(f"VHDX version {hdr.version} (only version {VERSION} is known)", f.path)
         self.log_state = "empty"
         self.replayed = []              # the log entries replayed at this open
         overlay = None
         if hdr.log_guid != ZERO_GUID and hdr.log_length:
             if hdr.log_version != LOG_VERSION:
-                raise Unsupported(f"log version {hdr.log_version} (only {LOG_VERSION} is known)",
-                                  f.path)
+                raise errors.Unsupported(f"log version {hdr.log_version} (only {LOG_VERSION} is known)",
+                                         f.path)
             self._check_log_place(hdr)
             entries = vlog.Log(f, hdr.log_offset, hdr.log_length, hdr.log_guid).active_sequence()
             if entries:
                 vlog.check_targets(entries, hdr.log_offset, hdr.log_length, f.size, f.path)
                 head = entries[-1].header
                 if f.size < head.flushed_file_offset:
-                    raise CorruptImage(f"file truncated: {f.size} bytes, the log says at least"
-                                       f" {head.flushed_file_offset}", f.path)
+                    raise errors.CorruptImage(f"file truncated: {f.size} bytes, the log says at least"
+                                              f" {head.flushed_file_offset}", f.path)
                 self.replayed = entries
                 if f.writable:
                     self.log_state = "replayed into the file"
@@ -232,11 +232,11 @@ class VHDX(Image):
     def _check_log_place(self, hdr):
         if hdr.log_offset % ALIGNMENT or hdr.log_offset < HEADER_SECTION_SIZE or \
                 hdr.log_length % ALIGNMENT:
-            raise CorruptImage(f"log at offset {hdr.log_offset} (+{hdr.log_length}) is not 1 MiB"
-                               f" aligned after the header section", self.path)
+            raise errors.CorruptImage(f"log at offset {hdr.log_offset} (+{hdr.log_length}) is not 1 MiB"
+                                      f" aligned after the header section", self.path)
         if hdr.log_offset + hdr.log_length > self.file.size:
-            raise CorruptImage(f"log at offset {hdr.log_offset} (+{hdr.log_length}) lies beyond"
-                               f" the end of the file ({self.file.size} bytes)", self.path)
+            raise errors.CorruptImage(f"log at offset {hdr.log_offset} (+{hdr.log_length}) lies beyond"
+                                      f" the end of the file ({self.file.size} bytes)", self.path)
 
     def _read_regions(self):
         problems = []
@@ -247,36 +247,36 @@ class VHDX(Image):
                 break
             problems.append(problem)
         else:
-            raise CorruptImage(f"no valid region table (first: {problems[0]}; second:"
-                               f" {problems[1]})", self.path)
+            raise errors.CorruptImage(f"no valid region table (first: {problems[0]}; second:"
+                                      f" {problems[1]})", self.path)
         if problems:
             from .. import log
             log.warn(f"{self.path}: first region table damaged ({problems[0]}); using the second")
         for g, (offset, length, required) in regions.items():
             if g not in KNOWN_REGIONS and required:
-                raise Unsupported(f"required region {guid_text(g)} is not known to vdiskio",
-                                  self.path)
+                raise errors.Unsupported(f"required region {guid_text(g)} is not known to vdiskio",
+                                         self.path)
         spans = []
         for g, name in KNOWN_REGIONS.items():
             if g not in regions:
-                raise CorruptImage(f"region table has no {name}", self.path)
+                raise errors.CorruptImage(f"region table has no {name}", self.path)
             offset, length, _ = regions[g]
             if offset % ALIGNMENT or offset < HEADER_SECTION_SIZE or length == 0:
-                raise CorruptImage(f"{name} at offset {offset} (+{length}) is not 1 MiB aligned"
-                                   f" after the header section", self.path)
+                raise errors.CorruptImage(f"{name} at offset {offset} (+{length}) is not 1 MiB aligned"
+                                          f" after the header section", self.path)
             spans.append((offset, length, name))
         if self.header.log_length:
             spans.append((self.header.log_offset, self.header.log_length, "log"))
         spans.sort()
         for (a, alen, aname), (b, _blen, bname) in zip(spans, spans[1:]):
             if a + alen > b:
-                raise CorruptImage(f"{aname} (offset {a}, +{alen}) overlaps {bname} (offset {b})",
-                                   self.path)
+                raise errors.CorruptImage(f"{aname} (offset {a}, +{alen}) overlaps {bname} (offset {b})",
+                                          self.path)
         limit = self._file_limit()
         for offset, length, name in spans:
             if offset + length > limit and name != "BAT":
-                raise CorruptImage(f"{name} at offset {offset} (+{length}) lies beyond the end of"
-                                   f" the file ({limit} bytes)", self.path)
+                raise errors.CorruptImage(f"{name} at offset {offset} (+{length}) lies beyond the end of"
+                                          f" the file ({limit} bytes)", self.path)
         self.regions = regions
         self.bat_offset, self.bat_length, _ = regions[BAT_GUID]
         self.metadata_offset, self.metadata_length, _ = regions[METADATA_GUID]
@@ -284,15 +284,15 @@ class VHDX(Image):
     def _read_metadata(self):
         base, region = self.metadata_offset, self.metadata_length
         if region < METADATA_TABLE_SIZE:
-            raise CorruptImage(f"metadata region of {region} bytes is smaller than its table",
-                               self.path)
+            raise errors.CorruptImage(f"metadata region of {region} bytes is smaller than its table",
+                                      self.path)
         table = self.meta.read(base, METADATA_TABLE_SIZE)
         hdr = METADATA_TABLE_HEADER.parse(table)
         if hdr.signature != METADATA_SIGNATURE:
-            raise CorruptImage(f"no 'metadata' signature at offset {base}", self.path)
+            raise errors.CorruptImage(f"no 'metadata' signature at offset {base}", self.path)
         if hdr.entry_count > MAX_METADATA_ENTRIES:
-            raise CorruptImage(f"metadata table has {hdr.entry_count} entries (at most"
-                               f" {MAX_METADATA_ENTRIES})", self.path)
+            raise errors.CorruptImage(f"metadata table has {hdr.entry_count} entries (at most"
+                                      f" {MAX_METADATA_ENTRIES})", self.path)
         items = {}
         for i in range(hdr.entry_count):
             e = METADATA_TABLE_ENTRY.parse(table, METADATA_TABLE_HEADER.size +
@@ -301,25 +301,25 @@ class VHDX(Image):
             name = KNOWN_ITEMS.get(e.item_id) if not user else None
             if name is None:
                 if e.flags & META_IS_REQUIRED:
-                    raise Unsupported(f"required metadata item {guid_text(e.item_id)} is not known"
-                                      f" to vdiskio", self.path)
+                    raise errors.Unsupported(f"required metadata item {guid_text(e.item_id)} is not known"
+                                             f" to vdiskio", self.path)
                 continue
             if e.item_id in items:
-                raise CorruptImage(f"metadata item {name} listed twice", self.path)
+                raise errors.CorruptImage(f"metadata item {name} listed twice", self.path)
             if e.length > MAX_METADATA_ITEM or (e.length and (
                     e.offset < METADATA_TABLE_SIZE or e.offset + e.length > region)):
-                raise CorruptImage(f"metadata item {name} at offset {e.offset} (+{e.length}) lies"
-                                   f" outside the metadata region", self.path)
+                raise errors.CorruptImage(f"metadata item {name} at offset {e.offset} (+{e.length}) lies"
+                                          f" outside the metadata region", self.path)
             items[e.item_id] = self.meta.read(base + e.offset, e.length) if e.length else b""
         self.items = items
 
         def item(g, record):
             raw = items.get(g)
             if raw is None:
-                raise CorruptImage(f"metadata has no {KNOWN_ITEMS[g]} item", self.path)
+                raise errors.CorruptImage(f"metadata has no {KNOWN_ITEMS[g]} item", self.path)
             if len(raw) < record.size:
-                raise CorruptImage(f"metadata item {KNOWN_ITEMS[g]} is {len(raw)} bytes, shorter"
-                                   f" than {record.size}", self.path)
+                raise errors.CorruptImage(f"metadata item {KNOWN_ITEMS[g]} is {len(raw)} bytes, shorter"
+                                          f" than {record.size}", self.path)
             return record.parse(raw)
 
         params = item(FILE_PARAMETERS_GUID, FILE_PARAMETERS)
@@ -327,23 +327,23 @@ class VHDX(Image):
         self.leave_block_allocated = bool(params.flags & LEAVE_BLOCK_ALLOCATED)
         self.has_parent = bool(params.flags & HAS_PARENT)
         if bs < MIN_BLOCK_SIZE or bs > MAX_BLOCK_SIZE or bs & (bs - 1):
-            raise CorruptImage(f"block size {bs} is not a power of two from 1 MiB to 256 MiB",
-                               self.path)
+            raise errors.CorruptImage(f"block size {bs} is not a power of two from 1 MiB to 256 MiB",
+                                      self.path)
         self.logical_sector_size = item(LOGICAL_SECTOR_SIZE_GUID, LOGICAL_SECTOR_SIZE)[0]
         self.physical_sector_size = item(PHYSICAL_SECTOR_SIZE_GUID, PHYSICAL_SECTOR_SIZE)[0]
         for what, value in (("logical", self.logical_sector_size),
                             ("physical", self.physical_sector_size)):
             if value not in SECTOR_SIZES:
-                raise CorruptImage(f"{what} sector size {value} is neither 512 nor 4096", self.path)
+                raise errors.CorruptImage(f"{what} sector size {value} is neither 512 nor 4096", self.path)
         self.size = item(VIRTUAL_DISK_SIZE_GUID, VIRTUAL_DISK_SIZE)[0]
         if not 0 < self.size <= MAX_VIRTUAL_DISK_SIZE or self.size % self.logical_sector_size:
-            raise CorruptImage(f"virtual disk size {self.size} is not a multiple of the"
-                               f" {self.logical_sector_size}-byte sector up to 64 TiB", self.path)
+            raise errors.CorruptImage(f"virtual disk size {self.size} is not a multiple of the"
+                                      f" {self.logical_sector_size}-byte sector up to 64 TiB", self.path)
         self.virtual_disk_id = item(VIRTUAL_DISK_ID_GUID, VIRTUAL_DISK_ID)[0]
         self.variant = "differencing" if self.has_parent else \
             "fixed" if self.leave_block_allocated else "dynamic"
         if self.has_parent and PARENT_LOCATOR_GUID not in items:
-            raise CorruptImage("differencing disk without a parent locator", self.path)
+            raise errors.CorruptImage("differencing disk without a parent locator", self.path)
 
     def _layout(self):
         bs = self.block_size
@@ -357,13 +357,13 @@ class VHDX(Image):
             entries = self.data_blocks + (self.data_blocks - 1) // self.chunk_ratio
         self.bat_entries = entries
         if self.bat_offset + entries * BAT_ENTRY_SIZE > self._file_limit():
-            raise CorruptImage(f"BAT at offset {self.bat_offset} ({entries} entries) lies beyond"
-                               f" the end of the file ({self.file.size} bytes)", self.path)
+            raise errors.CorruptImage(f"BAT at offset {self.bat_offset} ({entries} entries) lies beyond"
+                                      f" the end of the file ({self.file.size} bytes)", self.path)
         if entries * BAT_ENTRY_SIZE > self.bat_length:
             # A dynamic disk's BAT needs no entry after the last payload block's, but a
             # differencing one needs its last chunk's sector bitmap entry.
-            raise CorruptImage(f"BAT region of {self.bat_length} bytes is too small for"
-                               f" {entries} entries", self.path)
+            raise errors.CorruptImage(f"BAT region of {self.bat_length} bytes is too small for"
+                                      f" {entries} entries", self.path)
         self.sector_shift = self.logical_sector_size.bit_length() - 1
 
     # -- the BAT ---------------------------------------------------------------------------
@@ -395,14 +395,14 @@ class VHDX(Image):
             offset = (entry >> BAT_OFFSET_SHIFT) << 20
             need = min(self.block_size, self.size - block * self.block_size)
             if offset < HEADER_SECTION_SIZE or offset + need > self._file_limit():
-                raise CorruptImage(f"BAT entry of block {block} points to offset {offset}, outside"
-                                   f" the file ({self.file.size} bytes)", self.path)
+                raise errors.CorruptImage(f"BAT entry of block {block} points to offset {offset}, outside"
+                                          f" the file ({self.file.size} bytes)", self.path)
             if state == PAYLOAD_BLOCK_PARTIALLY_PRESENT and not self.has_parent:
-                raise CorruptImage(f"block {block} is PARTIALLY_PRESENT in a disk without a"
-                                   f" parent", self.path)
+                raise errors.CorruptImage(f"block {block} is PARTIALLY_PRESENT in a disk without a"
+                                          f" parent", self.path)
             return state, offset
         if state not in PAYLOAD_STATE_NAMES:
-            raise CorruptImage(f"BAT entry of block {block} has reserved state {state}", self.path)
+            raise errors.CorruptImage(f"BAT entry of block {block} has reserved state {state}", self.path)
         return state, 0
 
     def bitmap_offset(self, chunk):
@@ -412,11 +412,11 @@ class VHDX(Image):
         if state == SB_BLOCK_NOT_PRESENT:
             return None
         if state != SB_BLOCK_PRESENT:
-            raise CorruptImage(f"sector bitmap entry of chunk {chunk} has state {state}", self.path)
+            raise errors.CorruptImage(f"sector bitmap entry of chunk {chunk} has state {state}", self.path)
         offset = (entry >> BAT_OFFSET_SHIFT) << 20
         if offset < HEADER_SECTION_SIZE or offset + SECTOR_BITMAP_BLOCK_SIZE > self._file_limit():
-            raise CorruptImage(f"sector bitmap of chunk {chunk} at offset {offset} lies outside"
-                               f" the file ({self.file.size} bytes)", self.path)
+            raise errors.CorruptImage(f"sector bitmap of chunk {chunk} at offset {offset} lies outside"
+                                      f" the file ({self.file.size} bytes)", self.path)
         return offset
 
     def _file_limit(self):
@@ -477,8 +477,8 @@ class VHDX(Image):
         chunk = block // self.chunk_ratio
         sb = self.bitmap_offset(chunk)
         if sb is None:
-            raise CorruptImage(f"block {block} is PARTIALLY_PRESENT but chunk {chunk} has no"
-                               f" sector bitmap", self.path)
+            raise errors.CorruptImage(f"block {block} is PARTIALLY_PRESENT but chunk {chunk} has no"
+                                      f" sector bitmap", self.path)
         per_block = self.block_size >> self.sector_shift >> 3
         return sb + (block % self.chunk_ratio) * per_block, per_block
 

@@ -11,7 +11,7 @@ is never modified; writable opens replay into the file.
 
 import _struct as struct       # struct.py re-exports it: 0.4 M instructions of start-up
 
-from ..errors import CorruptImage, Unsupported
+from .. import errors
 from .structs import (DATA_DESCRIPTOR, DATA_DESCRIPTOR_SIGNATURE, DATA_SECTOR,
                       DATA_SECTOR_SIGNATURE, DESCRIPTOR_SIZE, DESCRIPTORS_PER_SECTOR,
                       LOG_ENTRY_HEADER, LOG_ENTRY_SIGNATURE, LOG_SECTOR, REGION_TABLE1_OFFSET,
@@ -55,15 +55,15 @@ class Log:
 
     def __init__(self, f, offset, length, log_guid):
         if length > MAX_LOG_LENGTH:
-            raise Unsupported(f"log of {length} bytes is larger than {MAX_LOG_LENGTH}", f.path)
+            raise errors.Unsupported(f"log of {length} bytes is larger than {MAX_LOG_LENGTH}", f.path)
         self.f = f
         self.offset = offset
         self.length = length
         self.log_guid = log_guid
         self.raw = f.pread(offset, length)
         if len(self.raw) != length:
-            raise CorruptImage(f"log at offset {offset} (+{length}) lies beyond the end of the"
-                               f" file ({f.size} bytes)", f.path)
+            raise errors.CorruptImage(f"log at offset {offset} (+{length}) lies beyond the end of the"
+                                      f" file ({f.size} bytes)", f.path)
 
     def _sectors(self, position, count):
         """`count` log sectors from `position`, wrapping at the end of the circular log."""
@@ -165,22 +165,22 @@ def check_targets(entries, log_offset, log_length, file_size, path):
     file than metadata can need (a replay extends the file, it does not fill a disk)."""
     limit = file_size + MAX_GROWTH
     if entries and entries[-1].header.last_file_offset > limit:
-        raise CorruptImage(f"log entry {entries[-1].sequence_number} says the file ends at"
-                           f" {entries[-1].header.last_file_offset}, far past its"
-                           f" {file_size} bytes", path)
+        raise errors.CorruptImage(f"log entry {entries[-1].sequence_number} says the file ends at"
+                                  f" {entries[-1].header.last_file_offset}, far past its"
+                                  f" {file_size} bytes", path)
     for e in entries:
         for offset, data in e.writes:
             n = data if isinstance(data, int) else len(data)
             if offset < REGION_TABLE1_OFFSET:
-                raise CorruptImage(f"log entry {e.sequence_number} writes at offset {offset},"
-                                   f" inside the file identifier or the headers", path)
+                raise errors.CorruptImage(f"log entry {e.sequence_number} writes at offset {offset},"
+                                          f" inside the file identifier or the headers", path)
             if offset < log_offset + log_length and log_offset < offset + n:
-                raise CorruptImage(f"log entry {e.sequence_number} writes at offset {offset}"
-                                   f" (+{n}), inside the log itself", path)
+                raise errors.CorruptImage(f"log entry {e.sequence_number} writes at offset {offset}"
+                                          f" (+{n}), inside the log itself", path)
             if offset + n > limit:
-                raise CorruptImage(f"log entry {e.sequence_number} writes at offset {offset}"
-                                   f" (+{n}), far past the end of the file ({file_size}"
-                                   f" bytes)", path)
+                raise errors.CorruptImage(f"log entry {e.sequence_number} writes at offset {offset}"
+                                          f" (+{n}), far past the end of the file ({file_size}"
+                                          f" bytes)", path)
 
 
 class Overlay:

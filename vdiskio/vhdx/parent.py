@@ -10,7 +10,7 @@ the image.
 """
 
 from .. import chain
-from ..errors import CorruptImage, Unsupported
+from .. import errors
 from .structs import (PARENT_LOCATOR_ENTRY, PARENT_LOCATOR_GUID, PARENT_LOCATOR_HEADER,
                       VHDX_PARENT_LOCATOR_TYPE, guid_text)
 
@@ -20,15 +20,15 @@ PATH_KEYS = ("relative_path", "volume_path", "absolute_win32_path")
 def parse_locator(raw, path):
     """{key: value} of a parent locator item."""
     if len(raw) < PARENT_LOCATOR_HEADER.size:
-        raise CorruptImage(f"parent locator of {len(raw)} bytes is too short", path)
+        raise errors.CorruptImage(f"parent locator of {len(raw)} bytes is too short", path)
     hdr = PARENT_LOCATOR_HEADER.parse(raw)
     if hdr.locator_type != VHDX_PARENT_LOCATOR_TYPE:
-        raise Unsupported(f"parent locator type {guid_text(hdr.locator_type)} is not a VHDX"
-                          f" parent", path)
+        raise errors.Unsupported(f"parent locator type {guid_text(hdr.locator_type)} is not a VHDX"
+                                 f" parent", path)
     table_end = PARENT_LOCATOR_HEADER.size + hdr.key_value_count * PARENT_LOCATOR_ENTRY.size
     if table_end > len(raw):
-        raise CorruptImage(f"parent locator claims {hdr.key_value_count} entries, more than its"
-                           f" {len(raw)} bytes hold", path)
+        raise errors.CorruptImage(f"parent locator claims {hdr.key_value_count} entries, more than its"
+                                  f" {len(raw)} bytes hold", path)
     pairs = {}
     for i in range(hdr.key_value_count):
         e = PARENT_LOCATOR_ENTRY.parse(raw, PARENT_LOCATOR_HEADER.size + i * PARENT_LOCATOR_ENTRY.size)
@@ -36,12 +36,12 @@ def parse_locator(raw, path):
         for what, offset, length in (("key", e.key_offset, e.key_length),
                                      ("value", e.value_offset, e.value_length)):
             if offset == 0 or length == 0 or length % 2 or offset + length > len(raw):
-                raise CorruptImage(f"parent locator entry {i}: {what} at offset {offset}"
-                                   f" (+{length}) is not inside the locator", path)
+                raise errors.CorruptImage(f"parent locator entry {i}: {what} at offset {offset}"
+                                          f" (+{length}) is not inside the locator", path)
             texts.append(raw[offset:offset + length].decode("utf-16-le", errors="replace"))
         key, value = texts
         if key in pairs:
-            raise CorruptImage(f"parent locator lists key {key!r} twice", path)
+            raise errors.CorruptImage(f"parent locator lists key {key!r} twice", path)
         pairs[key] = value
     return pairs
 
@@ -60,7 +60,7 @@ def _linkage(text, path):
             raise ValueError(t)
         return guid(t)
     except (ValueError, struct.error):
-        raise CorruptImage(f"parent_linkage {text!r} is not a GUID", path) from None
+        raise errors.CorruptImage(f"parent_linkage {text!r} is not a GUID", path) from None
 
 
 def candidates(pairs):
@@ -99,26 +99,26 @@ def open_parent(image, links):
     path = image.path
     pairs = locator_entries(image)
     if "parent_linkage" not in pairs:
-        raise CorruptImage("parent locator has no parent_linkage", path)
+        raise errors.CorruptImage("parent locator has no parent_linkage", path)
     linkages = [_linkage(pairs[k], path) for k in ("parent_linkage", "parent_linkage2")
                 if k in pairs]
     names = [name for _key, name in candidates(pairs)]
     if not names:
-        raise CorruptImage("parent locator names no parent path (relative_path, volume_path,"
-                           " absolute_win32_path)", path)
+        raise errors.CorruptImage("parent locator names no parent path (relative_path, volume_path,"
+                                  " absolute_win32_path)", path)
 
     def open_vhdx_parent(found):
         from ..formats import sniff
         if sniff(found) != "vhdx":
-            raise Unsupported(f"parent {found} is not a VHDX image", path)
+            raise errors.Unsupported(f"parent {found} is not a VHDX image", path)
         return open_vhdx(found, writable=False, links=links)
 
     def mismatches(parent):
         if not isinstance(parent, VHDX):
             return [f"parent {parent.path} is not a VHDX image"]
         if parent.logical_sector_size != image.logical_sector_size:
-            raise CorruptImage(f"parent {parent.path} has {parent.logical_sector_size}-byte"
-                               f" sectors, this disk {image.logical_sector_size}-byte ones", path)
+            raise errors.CorruptImage(f"parent {parent.path} has {parent.logical_sector_size}-byte"
+                                      f" sectors, this disk {image.logical_sector_size}-byte ones", path)
         if parent.header.data_write_guid in linkages:
             return []
         return [f"parent {parent.path} has DataWriteGuid"

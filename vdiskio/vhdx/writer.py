@@ -23,7 +23,7 @@ Crash safety, in the specification's order:
 import struct
 
 from .._os import os
-from ..errors import ReadOnlyImage
+from .. import errors
 from ..image import forked, is_zero
 from . import log as vlog
 from .image import VHDX
@@ -81,7 +81,7 @@ class WritableVHDX(VHDX):
     # -- the session -----------------------------------------------------------------------
     def _check_write(self, offset, length):
         if self.read_only:
-            raise ReadOnlyImage(self.read_only_reason, self.path)
+            raise errors.ReadOnlyImage(self.read_only_reason, self.path)
         self.check_write_range(offset, length)
         if self._guids_pending:
             write_headers(self, file_write_guid=new_guid(),

@@ -5,7 +5,8 @@ file and apart from one another, primary and redundant copies in step or in one 
 footprints an interrupted update leaves (sparse.py says which). Imported only when a
 check runs."""
 
-from ..errors import CorruptImage, VdError
+from .. import errors
+from ..errors import VdError
 from ..tables import Table, decode_entries
 from .extents import GrainTableExtent
 from .structs import (FLAG_REDUNDANT_GRAIN_TABLE, FLAG_VALID_NEW_LINE_DETECTION, SECTOR,
@@ -24,7 +25,7 @@ def check_vmdk(image):
         for attribute in ("cid", "parent_cid"):
             try:
                 getattr(desc, attribute)
-            except CorruptImage as e:
+            except errors.CorruptImage as e:
                 problems.append(e.message)
         if image.descriptor_location == "embedded" and len(image.vmdk_extents) == 1 and \
                 image.vmdk_extents[0].line is None:

@@ -4,7 +4,7 @@ A 2048-byte header, a grain directory of 32-bit sector numbers, grain tables of 
 4096 entries, then grains. An entry of 0 means the grain is the parent's.
 """
 
-from ..errors import CorruptImage, NotAnImage
+from .. import errors
 from ..image import DATA, PARENT
 from ..tables import Table
 from .extents import GrainTableExtent
@@ -17,7 +17,7 @@ MAX_GRAIN_SECTORS = 1 << 16
 def read_header(f):
     header = COWDISK_HEADER.parse(f.read_exact(0, COWDISK_HEADER.size, "COWD header"))
     if header.magic_number != COWD_MAGIC:
-        raise NotAnImage("no 'COWD' sparse extent header", f.path)
+        raise errors.NotAnImage("no 'COWD' sparse extent header", f.path)
     return header
 
 
@@ -33,24 +33,24 @@ class CowdExtent(GrainTableExtent):
         path = file.path
         gs = header.grain_size
         if gs == 0 or gs & (gs - 1) or gs > MAX_GRAIN_SECTORS:
-            raise CorruptImage(f"COWD grain size of {gs} sectors is not a power of two up to"
-                               f" {MAX_GRAIN_SECTORS}", path)
+            raise errors.CorruptImage(f"COWD grain size of {gs} sectors is not a power of two up to"
+                                      f" {MAX_GRAIN_SECTORS}", path)
         if header.num_sectors == 0:
-            raise CorruptImage("COWD extent of 0 sectors", path)
+            raise errors.CorruptImage("COWD extent of 0 sectors", path)
         if size > header.num_sectors * SECTOR:
-            raise CorruptImage(f"the descriptor gives this extent {size // SECTOR} sectors but"
-                               f" its header holds {header.num_sectors}", path)
+            raise errors.CorruptImage(f"the descriptor gives this extent {size // SECTOR} sectors but"
+                                      f" its header holds {header.num_sectors}", path)
         super().__init__(line, start, size, file, access, gs * SECTOR, COWD_GT_ENTRIES)
         self.header = header
         self.version = header.version
         self.flags = header.flags
         if header.num_gd_entries < self.gd_entries:
-            raise CorruptImage(f"COWD grain directory has {header.num_gd_entries} entries but"
-                               f" {self.size // SECTOR} sectors need {self.gd_entries}", path)
+            raise errors.CorruptImage(f"COWD grain directory has {header.num_gd_entries} entries but"
+                                      f" {self.size // SECTOR} sectors need {self.gd_entries}", path)
         offset = header.gd_offset * SECTOR
         if header.gd_offset == 0 or offset + self.gd_entries * 4 > file.size:
-            raise CorruptImage(f"COWD grain directory at sector {header.gd_offset} lies outside"
-                               f" the file ({file.size} bytes)", path)
+            raise errors.CorruptImage(f"COWD grain directory at sector {header.gd_offset} lies outside"
+                                      f" the file ({file.size} bytes)", path)
         self.gd = Table(file, offset, self.gd_entries, "<I", "COWD grain directory")
 
     def refusal(self, top):

@@ -20,7 +20,7 @@ are quoted, so parsing is by line shape, not by section.
 
 import codecs
 
-from ..errors import CorruptImage, Unsupported
+from .. import errors
 
 MAX_DESCRIPTOR_BYTES = 1 << 20       # QEMU reads at most 1 MiB; real ones are < 10 KiB
 MAX_EXTENTS = 4096                   # a 8 TiB twoGbMaxExtent disk has 4096
@@ -106,8 +106,8 @@ class Descriptor:
 
 def _parse_hex(key, value, path):
     if not 0 < len(value) <= 8 or not _HEX_DIGITS.issuperset(value):
-        raise CorruptImage(f"descriptor {key}={value[:40]!r} is not a 32-bit hexadecimal number",
-                           path)
+        raise errors.CorruptImage(f"descriptor {key}={value[:40]!r} is not a 32-bit hexadecimal number",
+                                  path)
     return int(value, 16)
 
 
@@ -130,10 +130,10 @@ def decode(raw, path):
     try:
         codec = codecs.lookup(encoding)
     except (LookupError, ValueError):
-        raise Unsupported(f"descriptor encoding {encoding[:40]!r} is unknown", path) from None
+        raise errors.Unsupported(f"descriptor encoding {encoding[:40]!r} is unknown", path) from None
     if not codec._is_text_encoding or codec.name in NOT_DESCRIPTOR_ENCODINGS:
-        raise Unsupported(f"descriptor encoding {encoding[:40]!r} is not a text encoding"
-                          f" descriptors are written in", path)
+        raise errors.Unsupported(f"descriptor encoding {encoding[:40]!r} is not a text encoding"
+                                 f" descriptors are written in", path)
     # Bytes the encoding cannot decode survive as surrogates, so an undeclared Latin-1
     # file name still reaches the file system unchanged. What even that cannot carry
     # (UTF-16 or UTF-32 cut short, bytes below 0x80 a multi-byte codec refuses) is
@@ -141,7 +141,7 @@ def decode(raw, path):
     try:
         return raw.decode(encoding, errors="surrogateescape"), encoding
     except (UnicodeError, ValueError) as e:
-        raise CorruptImage(f"descriptor is not valid {encoding[:40]} text: {e}", path) from None
+        raise errors.CorruptImage(f"descriptor is not valid {encoding[:40]} text: {e}", path) from None
 
 
 def _unquote(value):
@@ -169,12 +169,12 @@ def _parse_extent(words, line_no, text, path):
     access = words[0].upper()
     sectors = _decimal(words[1])
     if sectors is None:
-        raise CorruptImage(f"descriptor line {line_no}: extent size {words[1][:40]!r} is not"
-                           f" a number up to {MAX_EXTENT_SECTORS}: {text[:80]!r}", path)
+        raise errors.CorruptImage(f"descriptor line {line_no}: extent size {words[1][:40]!r} is not"
+                                  f" a number up to {MAX_EXTENT_SECTORS}: {text[:80]!r}", path)
     type_ = words[2].upper()
     if not type_.replace("_", "").isalnum() or not type_.isascii():
-        raise CorruptImage(f"descriptor line {line_no}: invalid extent type {words[2]!r}",
-                           path)
+        raise errors.CorruptImage(f"descriptor line {line_no}: invalid extent type {words[2]!r}",
+                                  path)
     rest = words[3] if len(words) > 3 else ""
     file_name = None
     tail = []
@@ -182,8 +182,8 @@ def _parse_extent(words, line_no, text, path):
         # The name runs to the last quote on the line, so names may hold spaces and quotes.
         end = rest.rfind('"')
         if end == 0:
-            raise CorruptImage(f"descriptor line {line_no}: unterminated file name: {text!r}",
-                               path)
+            raise errors.CorruptImage(f"descriptor line {line_no}: unterminated file name: {text!r}",
+                                      path)
         file_name = rest[1:end]
         tail = rest[end + 1:].split()
     elif rest:
@@ -193,22 +193,22 @@ def _parse_extent(words, line_no, text, path):
     if tail:
         offset = _decimal(tail[0])
         if offset is None:
-            raise CorruptImage(f"descriptor line {line_no}: extent offset {tail[0][:40]!r} is"
-                               f" not a number up to {MAX_EXTENT_SECTORS}: {text[:80]!r}", path)
+            raise errors.CorruptImage(f"descriptor line {line_no}: extent offset {tail[0][:40]!r} is"
+                                      f" not a number up to {MAX_EXTENT_SECTORS}: {text[:80]!r}", path)
     if not 0 < sectors <= MAX_EXTENT_SECTORS or not 0 <= offset <= MAX_EXTENT_SECTORS:
-        raise CorruptImage(f"descriptor line {line_no}: extent size {sectors} or offset"
-                           f" {offset} out of range: {text!r}", path)
+        raise errors.CorruptImage(f"descriptor line {line_no}: extent size {sectors} or offset"
+                                  f" {offset} out of range: {text!r}", path)
     if type_ != "ZERO" and not file_name:
-        raise CorruptImage(f"descriptor line {line_no}: {type_} extent without a file name",
-                           path)
+        raise errors.CorruptImage(f"descriptor line {line_no}: {type_} extent without a file name",
+                                  path)
     return ExtentLine(access, sectors, type_, file_name, offset, line_no, text)
 
 
 def parse(raw, path):
     """Parse descriptor bytes (NUL-padded or not) read from `path`."""
     if len(raw) > MAX_DESCRIPTOR_BYTES:
-        raise CorruptImage(f"descriptor of {len(raw)} bytes is larger than the"
-                           f" {MAX_DESCRIPTOR_BYTES} bytes a descriptor may have", path)
+        raise errors.CorruptImage(f"descriptor of {len(raw)} bytes is larger than the"
+                                  f" {MAX_DESCRIPTOR_BYTES} bytes a descriptor may have", path)
     text, encoding = decode(raw, path)
     desc = Descriptor(path)
     desc.encoding = encoding
@@ -220,10 +220,10 @@ def parse(raw, path):
         words = stripped.split(None, 3)
         if words[0].upper() in ACCESS_MODES:
             if len(words) < 3:
-                raise CorruptImage(f"descriptor line {line_no}: invalid extent line:"
-                                   f" {stripped!r}", path)
+                raise errors.CorruptImage(f"descriptor line {line_no}: invalid extent line:"
+                                          f" {stripped!r}", path)
             if len(desc.extents) >= MAX_EXTENTS:
-                raise CorruptImage(f"descriptor has more than {MAX_EXTENTS} extents", path)
+                raise errors.CorruptImage(f"descriptor has more than {MAX_EXTENTS} extents", path)
             desc.extents.append(_parse_extent(words, line_no, stripped, path))
             continue
         key, equals, value = stripped.partition("=")

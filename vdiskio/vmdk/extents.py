@@ -16,7 +16,8 @@ import _struct as struct       # struct.py re-exports it: 0.4 M instructions of 
 import sys
 
 from .. import log
-from ..errors import CorruptImage, ReadOnlyImage, VdError
+from .. import errors
+from ..errors import VdError
 from ..image import DATA, INVALID, PARENT, SPECIAL, ZERO, Run
 from ..cache import LRU
 from ..tables import run_length, table_values
@@ -89,12 +90,12 @@ class VmdkExtent:
         raise NotImplementedError
 
     def write(self, offset, data, fill):
-        raise ReadOnlyImage(f"{self.type_name} extents cannot take writes", self.file.path
-                            if self.file is not None else None)
+        raise errors.ReadOnlyImage(f"{self.type_name} extents cannot take writes", self.file.path
+                                   if self.file is not None else None)
 
     def discard(self, offset, length, has_parent):
-        raise ReadOnlyImage(f"{self.type_name} extents cannot take writes", self.file.path
-                            if self.file is not None else None)
+        raise errors.ReadOnlyImage(f"{self.type_name} extents cannot take writes", self.file.path
+                                   if self.file is not None else None)
 
     def check(self):
         """Structure problems of this extent, as one-line strings."""
@@ -195,9 +196,9 @@ class GrainTableExtent(VmdkExtent):
         Hosted sparse and COWD directories hold sector numbers; seSparse overrides this."""
         sector = self.gd[index]
         if sector * SECTOR + self.gt_bytes > self.file.size:
-            raise CorruptImage(f"grain directory entry {index} points to sector {sector},"
-                               f" beyond the end of the file ({self.file.size} bytes)",
-                               self.file.path)
+            raise errors.CorruptImage(f"grain directory entry {index} points to sector {sector},"
+                                      f" beyond the end of the file ({self.file.size} bytes)",
+                                      self.file.path)
         return sector * SECTOR
 
     def decode_entry(self, entry):
@@ -252,7 +253,7 @@ class GrainTableExtent(VmdkExtent):
     def check_grain(self, kind, phys, index, slot, grain):
         """Raise CorruptImage unless the grain of entry `slot` of table `index` is in the file."""
         if kind == INVALID:
-            raise CorruptImage(f"grain table {index} entry {slot}: {phys}", self.file.path)
+            raise errors.CorruptImage(f"grain table {index} entry {slot}: {phys}", self.file.path)
         if kind == DATA:
             need = self.grain_need(grain)
         elif kind == SPECIAL:
@@ -260,9 +261,9 @@ class GrainTableExtent(VmdkExtent):
         else:
             return
         if phys < SECTOR or phys + need > self.file.size:
-            raise CorruptImage(f"grain table {index} entry {slot} points to offset {phys}"
-                               f" (+{need}), outside the file ({self.file.size} bytes)",
-                               self.file.path)
+            raise errors.CorruptImage(f"grain table {index} entry {slot} points to offset {phys}"
+                                      f" (+{need}), outside the file ({self.file.size} bytes)",
+                                      self.file.path)
 
     def map(self, offset):
         rel = offset - self.start

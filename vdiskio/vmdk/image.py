@@ -25,7 +25,7 @@ from . import descriptor, sparse
 from ..backing import BackingFile
 from ..entries import ENTRY_SLOW, GRAIN_MAX, KIND_DATA, KIND_GRAIN
 from .. import errors
-from ..errors import CorruptImage, NotAnImage, ReadOnlyImage, Unsupported, VdError
+from ..errors import VdError
 from ..image import PARENT, SPECIAL, ZERO, Image, Run
 from .. import chain
 from ..chain import IGNORE_PARENT, resolve_related
@@ -128,15 +128,15 @@ class VMDK(Image):
                                               header))
         else:
             if f.size > descriptor.MAX_DESCRIPTOR_BYTES:
-                raise CorruptImage(f"descriptor file of {f.size} bytes is larger than the"
-                                   f" {descriptor.MAX_DESCRIPTOR_BYTES} bytes a descriptor"
-                                   f" may have", f.path)
+                raise errors.CorruptImage(f"descriptor file of {f.size} bytes is larger than the"
+                                          f" {descriptor.MAX_DESCRIPTOR_BYTES} bytes a descriptor"
+                                          f" may have", f.path)
             self.descriptor = descriptor.parse(f.pread(0, f.size), f.path)
             self.descriptor_location = "file"
             self._load_extents(self.descriptor)
         self.size = self.vmdk_extents[-1].end
         if self.size > MAX_VIRTUAL_SIZE:
-            raise CorruptImage(f"virtual size {self.size} is absurd", f.path)
+            raise errors.CorruptImage(f"virtual size {self.size} is absurd", f.path)
         self._starts = [e.start for e in self.vmdk_extents]
 
     def _read_embedded_descriptor(self, header):
@@ -145,8 +145,8 @@ class VMDK(Image):
             return None
         nbytes = header.descriptor_size * SECTOR
         if nbytes > descriptor.MAX_DESCRIPTOR_BYTES:
-            raise CorruptImage(f"embedded descriptor of {header.descriptor_size} sectors is larger"
-                               f" than a descriptor may be", f.path)
+            raise errors.CorruptImage(f"embedded descriptor of {header.descriptor_size} sectors is larger"
+                                      f" than a descriptor may be", f.path)
         raw = f.read_exact(header.descriptor_offset * SECTOR, nbytes, "embedded descriptor")
         return descriptor.parse(raw, f.path)
 
@@ -179,16 +179,16 @@ class VMDK(Image):
         path = self.path
         create_type = desc.create_type
         if create_type is None:
-            raise CorruptImage("descriptor has no createType", path)
+            raise errors.CorruptImage("descriptor has no createType", path)
         if create_type in RAW_DEVICE_CREATE_TYPES:
-            raise Unsupported(f"createType {create_type!r}: raw device mappings are not supported",
-                              path)
+            raise errors.Unsupported(f"createType {create_type!r}: raw device mappings are not supported",
+                                     path)
         if create_type not in KNOWN_CREATE_TYPES:
-            raise Unsupported(f"unknown createType {create_type!r}", path)
+            raise errors.Unsupported(f"unknown createType {create_type!r}", path)
         if desc.version is not None and desc.version not in KNOWN_DESCRIPTOR_VERSIONS:
-            raise Unsupported(f"descriptor version={desc.version} (known: 1, 2, 3)", path)
+            raise errors.Unsupported(f"descriptor version={desc.version} (known: 1, 2, 3)", path)
         if not desc.extents:
-            raise CorruptImage("descriptor lists no extents", path)
+            raise errors.CorruptImage("descriptor lists no extents", path)
         self.variant = create_type
         base = os.path.dirname(os.path.abspath(path))
         plans = []
@@ -196,7 +196,7 @@ class VMDK(Image):
         for line in desc.extents:
             size = line.sectors * SECTOR
             if start + size > MAX_VIRTUAL_SIZE:
-                raise CorruptImage(f"extents add up to more than {MAX_VIRTUAL_SIZE} bytes", path)
+                raise errors.CorruptImage(f"extents add up to more than {MAX_VIRTUAL_SIZE} bytes", path)
             plans.append((line, start, size, self._resolve_extent(line, base)))
             start += size
         files = self._open_extent_files(plans)
@@ -234,9 +234,9 @@ class VMDK(Image):
                         extent = extent.view(line, start, size, line.access)
                 else:
                     extent = self._make_extent(line, start, size, f)
-            except NotAnImage as e:         # an extent file with a foreign header
-                raise CorruptImage(f"extent on descriptor line {line.line_no}: {e.message}",
-                                   e.path) from None
+            except errors.NotAnImage as e:         # an extent file with a foreign header
+                raise errors.CorruptImage(f"extent on descriptor line {line.line_no}: {e.message}",
+                                          e.path) from None
             self._add(extent)
 
     def _aliases(self, plans, files):
@@ -279,11 +279,11 @@ class VMDK(Image):
         """The real path of the extent's file (None for ZERO and NOACCESS extents)."""
         kind = line.type
         if kind in RAW_DEVICE_EXTENT_TYPES:
-            raise Unsupported(f"extent on descriptor line {line.line_no} is of type {kind}: raw"
-                              f" device mappings are not supported", self.path)
+            raise errors.Unsupported(f"extent on descriptor line {line.line_no} is of type {kind}: raw"
+                                     f" device mappings are not supported", self.path)
         if kind not in FLAT_EXTENT_TYPES | SPARSE_EXTENT_TYPES | {"SESPARSE", "ZERO"}:
-            raise Unsupported(f"extent on descriptor line {line.line_no} has unknown type"
-                              f" {kind!r}", self.path)
+            raise errors.Unsupported(f"extent on descriptor line {line.line_no} has unknown type"
+                                     f" {kind!r}", self.path)
         if line.access == "NOACCESS" or kind == "ZERO":
             return None
         return resolve_related(base, line.file_name, "extent", self.path)
@@ -330,8 +330,8 @@ class VMDK(Image):
         if kind == "SESPARSE":
             from . import sesparse
             if magic != SESPARSE_MAGIC_BYTES:
-                raise CorruptImage(f"SESPARSE extent without a seSparse header ({where} of"
-                                   f" {self.path})", f.path)
+                raise errors.CorruptImage(f"SESPARSE extent without a seSparse header ({where} of"
+                                          f" {self.path})", f.path)
             return sesparse.SESparseExtent(line, start, size, f, line.access,
                                            sesparse.read_header(f))
         if magic[:4] == SPARSE_MAGIC_BYTES:
@@ -341,8 +341,8 @@ class VMDK(Image):
             from . import cowd
             return cowd.CowdExtent(line, start, size, f, line.access,
                                    cowd.read_header(f))
-        raise CorruptImage(f"{kind} extent without a 'KDMV' or 'COWD' header ({where} of"
-                           f" {self.path})", f.path)
+        raise errors.CorruptImage(f"{kind} extent without a 'KDMV' or 'COWD' header ({where} of"
+                                  f" {self.path})", f.path)
 
     def _add(self, extent):
         self.vmdk_extents.append(extent)
@@ -507,14 +507,14 @@ class VMDK(Image):
     def read_special(self, extent, offset, length):
         data = self.vmdk_extent_at(offset).read_compressed(extent.phys, offset, length)
         if len(data) != length:
-            raise CorruptImage(f"compressed grain at offset {extent.phys} is short",
-                               extent.file.path)
+            raise errors.CorruptImage(f"compressed grain at offset {extent.phys} is short",
+                                      extent.file.path)
         return data
 
     # -- writing ------------------------------------------------------------------------
     def _check_write(self, offset, length):
         if self.read_only:
-            raise ReadOnlyImage(self.read_only_reason, self.path)
+            raise errors.ReadOnlyImage(self.read_only_reason, self.path)
         self.check_write_range(offset, length)
         if self._cid_pending:
             self._renew_cid()
@@ -576,7 +576,7 @@ class VMDK(Image):
         if len(patched) > len(text) and len(raw) > len(text):
             patched += b"\0"           # (other CID lines were longer) still ends at a NUL
         if room is not None and len(patched) > room:
-            raise CorruptImage("the embedded descriptor has no room for a new CID", self.path)
+            raise errors.CorruptImage("the embedded descriptor has no room for a new CID", self.path)
         patched += (b"\0" if room is not None else b"\n") * (len(text) - len(patched))
         first = 0
         while first < len(text) and text[first] == patched[first]:

@@ -17,7 +17,8 @@ monolithicSparse and monolithicFlat.
 import os
 
 from ..backing import remove_files
-from ..errors import BadRequest, Unsupported
+from .. import errors
+from ..errors import BadRequest
 from .create import MAX_SPARSE_SECTORS, SPLIT_EXTENT_SECTORS, sparse_extent
 from .structs import SECTOR, SPARSE_EXTENT_HEADER
 
@@ -28,8 +29,8 @@ def resize(image, new_size, shrink):
     if new_size % SECTOR:
         raise BadRequest(f"size {new_size} is not a multiple of 512", image.path)
     if image.parent is not None or (image.descriptor is not None and image.descriptor.has_parent):
-        raise Unsupported("resize of a VMDK snapshot child is not supported (it has its"
-                          " parent's size)", image.path)
+        raise errors.Unsupported("resize of a VMDK snapshot child is not supported (it has its"
+                                 " parent's size)", image.path)
     variant = image.variant
     if variant == "monolithicSparse" and image.descriptor_location == "embedded" \
             and len(image.vmdk_extents) == 1:
@@ -40,15 +41,15 @@ def resize(image, new_size, shrink):
         _add_extents(image, new_size, "SPARSE" if variant.endswith("Sparse") else "FLAT")
     else:
         what = "shrinking" if shrink else "resize"
-        raise Unsupported(f"{what} of VMDK {variant} is not supported yet (monolithicSparse"
-                          f" and monolithicFlat can grow and shrink, twoGbMaxExtent* grow)",
-                          image.path)
+        raise errors.Unsupported(f"{what} of VMDK {variant} is not supported yet (monolithicSparse"
+                                 f" and monolithicFlat can grow and shrink, twoGbMaxExtent* grow)",
+                                 image.path)
 
 
 def _check_writable(extent, path):
     why = extent.refusal(path)
     if why is not None:
-        raise Unsupported(f"cannot resize: {why}", path)
+        raise errors.Unsupported(f"cannot resize: {why}", path)
 
 
 def _descriptor_lines(desc_text, line_no, sectors):
@@ -163,7 +164,7 @@ def _descriptor_text(image):
 def _resize_flat(image, extent, new_size):
     _check_writable(extent, image.path)
     if image.descriptor_location != "file":
-        raise Unsupported("a flat VMDK without a descriptor file cannot be resized", image.path)
+        raise errors.Unsupported("a flat VMDK without a descriptor file cannot be resized", image.path)
     sectors = extent.size // SECTOR + (new_size - image.size) // SECTOR
     need = extent.file_offset + sectors * SECTOR
     fd = os.open(extent.file.path, os.O_RDWR | os.O_CLOEXEC)
@@ -187,7 +188,7 @@ def _resize_flat(image, extent, new_size):
 def _add_extents(image, new_size, kind):
     """New extent files for the bytes added, then the descriptor naming them."""
     if image.descriptor_location != "file":
-        raise Unsupported("this VMDK has no descriptor file to add extents to", image.path)
+        raise errors.Unsupported("this VMDK has no descriptor file to add extents to", image.path)
     for e in image.vmdk_extents:
         _check_writable(e, image.path)
     added = (new_size - image.size) // SECTOR

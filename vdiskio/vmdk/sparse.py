@@ -26,7 +26,8 @@ import _struct as struct       # struct.py re-exports it: 0.4 M instructions of 
 from _thread import _local
 
 from ..cache import LRU
-from ..errors import CorruptImage, NotAnImage, Unsupported, VdError
+from .. import errors
+from ..errors import VdError
 from ..image import DATA, PARENT, SPECIAL, ZERO
 from ..tables import SLICE_ENTRIES, Table, decode_entries
 from .writer import HostedSparseWriter
@@ -57,7 +58,7 @@ def read_header(f):
     raw = f.read_exact(0, SPARSE_EXTENT_HEADER.size, "sparse extent header")
     header = SPARSE_EXTENT_HEADER.parse(raw)
     if header.magic_number != SPARSE_MAGIC:
-        raise NotAnImage("no 'KDMV' sparse extent header", f.path)
+        raise errors.NotAnImage("no 'KDMV' sparse extent header", f.path)
     if header.gd_offset == GD_AT_END:
         header = read_footer(f)
     return header
@@ -67,43 +68,43 @@ def read_footer(f):
     """A stream's footer: footer marker, footer header, end-of-stream marker, at the end."""
     end = -(-f.size // SECTOR) * SECTOR
     if end < SECTOR + STREAM_TAIL:
-        raise CorruptImage("header says GD_AT_END but the file is too small to hold a footer",
-                           f.path)
+        raise errors.CorruptImage("header says GD_AT_END but the file is too small to hold a footer",
+                                  f.path)
     tail = f.pread(end - STREAM_TAIL, STREAM_TAIL).ljust(STREAM_TAIL, b"\0")
     marker = MARKER.parse(tail, 0)
     footer = SPARSE_EXTENT_HEADER.parse(tail, SECTOR)
     eos = MARKER.parse(tail, 2 * SECTOR)
     if footer.magic_number != SPARSE_MAGIC or marker.size != 0 or marker.type != MARKER_FOOTER \
             or eos.val != 0 or eos.size != 0 or eos.type != MARKER_EOS:
-        raise CorruptImage("header says the grain directory is at the end (GD_AT_END) but the"
-                           " file does not end with footer marker, footer and end-of-stream"
-                           " marker", f.path)
+        raise errors.CorruptImage("header says the grain directory is at the end (GD_AT_END) but the"
+                                  " file does not end with footer marker, footer and end-of-stream"
+                                  " marker", f.path)
     if footer.gd_offset == GD_AT_END:
-        raise CorruptImage("footer says GD_AT_END too: no grain directory to read", f.path)
+        raise errors.CorruptImage("footer says GD_AT_END too: no grain directory to read", f.path)
     return footer
 
 
 def check_header(header, path):
     """Reject headers no reader should follow; sizes are bounded before any allocation."""
     if header.version not in KNOWN_VERSIONS:
-        raise Unsupported(f"hosted sparse extent version {header.version} (known: 1, 2, 3)", path)
+        raise errors.Unsupported(f"hosted sparse extent version {header.version} (known: 1, 2, 3)", path)
     if header.compress_algorithm not in (COMPRESSION_NONE, COMPRESSION_DEFLATE):
-        raise Unsupported(f"compression algorithm {header.compress_algorithm}"
-                          f" (known: 0 none, 1 deflate)", path)
+        raise errors.Unsupported(f"compression algorithm {header.compress_algorithm}"
+                                 f" (known: 0 none, 1 deflate)", path)
     gs = header.grain_size
     if gs == 0 or gs & (gs - 1) or gs > MAX_GRAIN_SECTORS:
-        raise CorruptImage(f"grain size of {gs} sectors is not a power of two up to"
-                           f" {MAX_GRAIN_SECTORS}", path)
+        raise errors.CorruptImage(f"grain size of {gs} sectors is not a power of two up to"
+                                  f" {MAX_GRAIN_SECTORS}", path)
     if not 1 <= header.num_gtes_per_gt <= MAX_GTES_PER_GT:
-        raise CorruptImage(f"{header.num_gtes_per_gt} entries per grain table (1 to"
-                           f" {MAX_GTES_PER_GT} are sane)", path)
+        raise errors.CorruptImage(f"{header.num_gtes_per_gt} entries per grain table (1 to"
+                                  f" {MAX_GTES_PER_GT} are sane)", path)
     if not 0 < header.capacity <= MAX_CAPACITY_SECTORS:
-        raise CorruptImage(f"capacity of {header.capacity} sectors is absurd", path)
+        raise errors.CorruptImage(f"capacity of {header.capacity} sectors is absurd", path)
     gd_entries = -(-header.capacity // (gs * header.num_gtes_per_gt))
     if gd_entries > MAX_GD_ENTRIES:
-        raise CorruptImage(f"grain directory of {gd_entries} entries is too big (capacity"
-                           f" {header.capacity}, grain {gs}, {header.num_gtes_per_gt} per table)",
-                           path)
+        raise errors.CorruptImage(f"grain directory of {gd_entries} entries is too big (capacity"
+                                  f" {header.capacity}, grain {gs}, {header.num_gtes_per_gt} per table)",
+                                  path)
 
 
 _inflaters = []
@@ -154,11 +155,11 @@ class HostedSparseExtent(HostedSparseWriter, GrainTableExtent):
     def __init__(self, line, start, size, file, access, header):
         check_header(header, file.path)
         if size > header.capacity * SECTOR:
-            raise CorruptImage(f"the descriptor gives this extent {size // SECTOR} sectors but"
-                               f" its header holds {header.capacity}", file.path)
+            raise errors.CorruptImage(f"the descriptor gives this extent {size // SECTOR} sectors but"
+                                      f" its header holds {header.capacity}", file.path)
         if header.over_head * SECTOR > file.size:
-            raise CorruptImage(f"file truncated: {file.size} bytes, less than its"
-                               f" {header.over_head}-sector metadata", file.path)
+            raise errors.CorruptImage(f"file truncated: {file.size} bytes, less than its"
+                                      f" {header.over_head}-sector metadata", file.path)
         super().__init__(line, start, size, file, access, header.grain_size * SECTOR,
                          header.num_gtes_per_gt)
         self.header = header
@@ -215,7 +216,7 @@ class HostedSparseExtent(HostedSparseWriter, GrainTableExtent):
                             "grain directory", self.mutable, check=self._checked_slice)
             return
         if self.rgd is None:
-            raise CorruptImage(problem, self.file.path)
+            raise errors.CorruptImage(problem, self.file.path)
         self.damage = problem
         self.warn_once(f"{problem}; using the redundant grain directory")
         self.gd, self.rgd = self.rgd, None
@@ -258,7 +259,7 @@ class HostedSparseExtent(HostedSparseWriter, GrainTableExtent):
             table = read_entries(self.file, offset, self.gt_entries, "I", f"grain table {index}",
                                  self.mutable)
             problem = self._table_problem(table, index)
-        except CorruptImage as e:
+        except errors.CorruptImage as e:
             table, problem, error = None, e.message, e
         if problem is None:
             return table
@@ -400,13 +401,13 @@ class HostedSparseExtent(HostedSparseWriter, GrainTableExtent):
                 head = self._read_reused(phys, GRAIN_MARKER.size + self.grain_bytes + 4096,
                                          "grain")
             if len(head) < GRAIN_MARKER.size:
-                raise CorruptImage(f"grain marker of grain {grain} at offset {phys} lies beyond"
-                                   f" the end of the file ({self.file.size} bytes)",
-                                   self.file.path)
+                raise errors.CorruptImage(f"grain marker of grain {grain} at offset {phys} lies beyond"
+                                          f" the end of the file ({self.file.size} bytes)",
+                                          self.file.path)
             marker = GRAIN_MARKER.parse(head)
             if not 0 < marker.size <= self.max_compressed:
-                raise CorruptImage(f"{where}: compressed size {marker.size} (grains are"
-                                   f" {self.grain_bytes} bytes)", self.file.path)
+                raise errors.CorruptImage(f"{where}: compressed size {marker.size} (grains are"
+                                          f" {self.grain_bytes} bytes)", self.file.path)
             if GRAIN_MARKER.size + marker.size > len(head):
                 head = self.file.read_exact(phys, GRAIN_MARKER.size + marker.size, where)
             stream = memoryview(head)[GRAIN_MARKER.size:GRAIN_MARKER.size + marker.size]
@@ -420,7 +421,7 @@ class HostedSparseExtent(HostedSparseWriter, GrainTableExtent):
         if problem is None and len(data) not in (self.grain_bytes, need):
             problem = f"inflates to {len(data)} bytes, not {need}"
         if problem is not None:
-            raise CorruptImage(f"{where} {problem}", self.file.path)
+            raise errors.CorruptImage(f"{where} {problem}", self.file.path)
         return data
 
     def info(self):

@@ -7,7 +7,6 @@ sparse.HostedSparseExtent."""
 import _struct as struct       # struct.py re-exports it: 0.4 M instructions of start-up
 
 from .. import errors
-from ..errors import CorruptImage
 from ..image import DATA, PARENT, is_zero
 from .extents import run_length
 from .structs import SECTOR, ZEROED_GRAIN_GTE
@@ -155,13 +154,13 @@ class HostedSparseWriter:
         """Allocate the grain tables (and redundant twins) of indexes that have none: the
         zeroed tables, then the redundant directory entry, then the primary one."""
         if self.damage is not None:
-            raise CorruptImage(f"{self.damage}; the image takes no new grains until it is"
-                               f" repaired", self.file.path)
+            raise errors.CorruptImage(f"{self.damage}; the image takes no new grains until it is"
+                                      f" repaired", self.file.path)
         for index in sorted(indexes):
             if index in self._fallback_tables:
-                raise CorruptImage(f"grain table {index} is damaged (its redundant copy is in"
-                                   f" use); repair the image before writing to it",
-                                   self.file.path)
+                raise errors.CorruptImage(f"grain table {index} is damaged (its redundant copy is in"
+                                          f" use); repair the image before writing to it",
+                                          self.file.path)
             if self.gt_allocated(index):
                 continue
             space = -(-self.gt_bytes // SECTOR) * SECTOR
