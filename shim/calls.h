@@ -107,14 +107,19 @@ struct vd_open_result {
  *   disk's write changed what they say: a logical volume and the disk holding it).
  * log_fd: where log lines go (stderr, or VDISKIO_LOG).
  * bypass: while on, this thread's calls go to libc (the decoder opening image files as
- *   files, whoever asks it: the C stage, or a Python program using the package). */
+ *   files, whoever asks it: the C stage, or a Python program using the package).
+ * map_file: a regular file mapped read-only (*size set), NULL and errno when it cannot
+ *   be; unmap_file undoes it. (The stage start's group files, vdiskio/_bundle.py: their
+ *   pages are the page cache's, where a read faulted in and copied fresh ones.) */
 #define VD_C_CALLS(X)                                                                       \
     X(int, take_fd, (int fd))                                                               \
     X(void, drop_fd, (int fd))                                                              \
     X(void, invalidate, (int64_t handle, uint64_t off, uint64_t len))                       \
     X(int, log_fd, (void))                                                                  \
     X(void, bypass, (int on))                                                               \
-    X(int, ofd_lock, (int fd, int op, int64_t offset))
+    X(int, ofd_lock, (int fd, int op, int64_t offset))                                     \
+    X(void *, map_file, (const char *path, uint64_t *size))                                 \
+    X(void, unmap_file, (void *addr, uint64_t size))
 
 /* ofd_lock's operations on one byte of a backing file (QEMU's image locks): a read lock
  * taken, the lock dropped, or whether another open file holds a lock that conflicts with

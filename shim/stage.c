@@ -10,6 +10,8 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 
 #ifndef VD_STAGE_FILE
 #error "VD_STAGE_FILE (the Python stage's file name) must be defined by the build"
@@ -67,6 +69,32 @@ static int cb_ofd_lock(int fd, int op, int64_t offset)
     if (PASS(fcntl, fd, cmd, &fl) < 0)
         return -errno;
     return op == VD_OFD_TEST_WRITE ? fl.l_type != F_UNLCK : 0;
+}
+
+static void *cb_map_file(const char *path, uint64_t *size)
+{
+    int fd = PASS(open, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    struct stat st;
+    void *p = NULL;
+    if (PASS(fstat, fd, &st) < 0)
+        p = NULL;
+    else if (!S_ISREG(st.st_mode) || st.st_size <= 0)
+        errno = EINVAL;
+    else if ((p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED)
+        p = NULL;
+    else
+        *size = (uint64_t)st.st_size;
+    int e = errno;
+    PASS(close, fd);
+    errno = e;
+    return p;
+}
+
+static void cb_unmap_file(void *addr, uint64_t size)
+{
+    munmap(addr, (size_t)size);
 }
 
 #define VD_CALLBACK_INIT(ret, name, args) .name = cb_##name,
