@@ -55,7 +55,8 @@ ffi.set_source(
     "vdiskio._stage",
     '#include "calls.h"\n' + _read("stage_main.c"),
     include_dirs=[HERE],
-    define_macros=[("VD_PY_VERSION", _c_string(python_version()))],
+    define_macros=[("VD_PY_VERSION", _c_string(python_version())),
+                   ("VD_EXT_SUFFIX", _c_string(sysconfig.get_config_var("EXT_SUFFIX")))],
     # Not linked to any libpython (no DT_NEEDED, no rpath to the build machine's
     # interpreter): like an extension module, the stage binds to the Python already in
     # the process, the host's or the one shim/pyfind.c loaded by path just before.

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 
@@ -152,6 +153,26 @@ def test_the_library_loads_the_first_open_from_the_group_files(tmp_path, fmt, gr
             if "/vdiskio/" in line and ".pyc" in line and "= -1" not in line}
     assert pycs <= {"__init__", "_bundle"}, pycs
     assert "utf_16" not in opened
+
+
+def test_the_stage_start_searches_no_directory_of_the_module_path(tmp_path):
+    """The modules every stage start imports (the vdiskio package, vdiskio._bundle, cffi's
+    backend, _struct) are loaded from their files by spec (shim/stage_main.c): a first open
+    lists no directory but the two the interpreter's own start lists (the standard library
+    and its encodings package), and finds the package and the image as a first open did."""
+    require_tool("strace")
+    img = tmp_path / "d.vmdk"
+    subprocess.run([sys.executable, "-m", "vdiskio", "create", "-s", "8M", str(img)],
+                   cwd=ROOT, check=True, capture_output=True)
+    p = run_preloaded(["strace", "-f", "-e", "trace=openat", "dd", f"if={img}", "count=1",
+                       "status=none"])
+    opened = p.stderr.decode()
+    listed = {line.split('"')[1].rstrip("/") for line in opened.splitlines()
+              if "O_DIRECTORY" in line and "= -1" not in line}
+    stdlib = sysconfig.get_path("stdlib").rstrip("/")
+    assert listed <= {stdlib, stdlib + "/encodings"}, listed
+    assert "_cffi_backend" in opened and "_bundle.vdiskio.vmdk" in opened, opened
+    assert p.stdout == bytes(512)
 
 
 def test_a_group_has_no_docstrings_and_the_sources_line_numbers(package):
