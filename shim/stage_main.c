@@ -7,6 +7,7 @@
  * calling process has. In a process that already runs Python (python3 itself) the host
  * interpreter is used, with our package made importable.
  */
+#include <dlfcn.h>
 #include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -183,6 +184,15 @@ out:
 
 static void import_start_modules(const struct vd_python_paths *p)
 {
+    /* Extension modules bound lazily, as the stage itself is: cffi's backend imports about
+     * 800 functions of libpython, which RTLD_NOW (Python's default) resolved at load. */
+    PyObject *sys = PyImport_AddModule("sys"); /* borrowed */
+    PyObject *old = sys ? PyObject_CallMethod(sys, "getdlopenflags", NULL) : NULL;
+    if (old) {
+        PyObject *r = PyObject_CallMethod(sys, "setdlopenflags", "i", RTLD_LAZY);
+        Py_XDECREF(r);
+    }
+    PyErr_Clear();
     char path[PATH_MAX + 64], dir[PATH_MAX + 16];
     snprintf(dir, sizeof dir, "%s/vdiskio", p->site[0]);
     snprintf(path, sizeof path, "%s/__init__.py", dir);
@@ -200,6 +210,12 @@ static void import_start_modules(const struct vd_python_paths *p)
     snprintf(path, sizeof path, "%s/_struct%s", p->dynload, VD_EXT_SUFFIX);
     if (!builtin)
         import_by_path("_struct", path, NULL);
+    if (old) {
+        PyObject *r = PyObject_CallMethod(sys, "setdlopenflags", "O", old);
+        Py_XDECREF(r);
+        Py_DECREF(old);
+    }
+    PyErr_Clear();
 }
 
 /* 1: the interpreter was started here; 0: the host's is used; -1: failure. */
