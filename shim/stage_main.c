@@ -182,6 +182,117 @@ out:
     Py_DECREF(name_o);
 }
 
+/* The __import__ of the modules vdiskio/_bundle.py executes (set as vdiskio._bundle._import,
+ * which gives it to them in their builtins): `from X import names` where X is loaded (and
+ * not being loaded: its spec's _initializing false) answers X itself, as Python's import
+ * does after its checks: about 10 K instructions a statement in Python 3.11 (a relative
+ * name checked against __spec__.parent, a property in Python; the failed lookup of a
+ * plain module's __path__, which formats two AttributeError messages), for about 90
+ * statements in a first open. A package must hold every name of the list already (else
+ * Python's import loads the missing submodules). Anything else, and any doubt, is Python's
+ * own __import__'s, with the same arguments. */
+static PyObject *real_import, *s_package, *s_spec, *s_initializing, *s_path, *s_dot;
+
+static PyObject *loaded_for(PyObject *name, PyObject *globals, PyObject *fromlist, long level)
+{
+    if (!PyUnicode_Check(name) || !PyDict_Check(globals) || !PyTuple_Check(fromlist) ||
+        PyTuple_GET_SIZE(fromlist) == 0 || level < 0)
+        return NULL;
+    PyObject *absolute;
+    if (level == 0) {
+        absolute = Py_NewRef(name);
+    } else {
+        PyObject *package = PyDict_GetItemWithError(globals, s_package); /* borrowed */
+        if (!package || !PyUnicode_Check(package))
+            return NULL;
+        Py_ssize_t end = PyUnicode_GET_LENGTH(package);
+        for (long up = 1; up < level; up++) {
+            end = PyUnicode_FindChar(package, '.', 0, end, -1);
+            if (end < 0)
+                return NULL; /* above the top package: Python's import raises */
+        }
+        PyObject *base = PyUnicode_Substring(package, 0, end);
+        if (!base)
+            return NULL;
+        if (PyUnicode_GET_LENGTH(name) == 0) {
+            absolute = base;
+        } else {
+            PyObject *dotted = PyUnicode_Concat(base, s_dot);
+            Py_DECREF(base);
+            absolute = dotted ? PyUnicode_Concat(dotted, name) : NULL;
+            Py_XDECREF(dotted);
+        }
+        if (!absolute)
+            return NULL;
+    }
+    PyObject *module = PyDict_GetItemWithError(PyImport_GetModuleDict(), absolute); /* borrowed */
+    Py_DECREF(absolute);
+    if (!module || !PyModule_Check(module))
+        return NULL;
+    PyObject *names = PyModule_GetDict(module); /* borrowed */
+    PyObject *spec = names ? PyDict_GetItemWithError(names, s_spec) : NULL;
+    if (!spec || spec == Py_None)
+        return NULL;
+    PyObject *initializing = PyObject_GetAttr(spec, s_initializing);
+    if (!initializing) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return NULL;
+        PyErr_Clear();
+    } else {
+        int busy = PyObject_IsTrue(initializing);
+        Py_DECREF(initializing);
+        if (busy != 0)
+            return NULL;
+    }
+    int package = PyDict_Contains(names, s_path);
+    if (package < 0)
+        return NULL;
+    for (Py_ssize_t i = 0; package && i < PyTuple_GET_SIZE(fromlist); i++)
+        if (PyDict_Contains(names, PyTuple_GET_ITEM(fromlist, i)) != 1)
+            return NULL;
+    return Py_NewRef(module);
+}
+
+static PyObject *fast_import(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames)
+{
+    (void)self;
+    if (nargs == 5 && !kwnames) {
+        long level = PyLong_Check(args[4]) ? PyLong_AsLong(args[4]) : -1;
+        PyObject *found = loaded_for(args[0], args[1], args[3], level);
+        if (found)
+            return found;
+        PyErr_Clear();
+    }
+    return PyObject_Vectorcall(real_import, args, (size_t)nargs, kwnames);
+}
+
+static PyMethodDef fast_import_def = {"__import__", (PyCFunction)(void (*)(void))fast_import,
+                                      METH_FASTCALL | METH_KEYWORDS, NULL};
+
+static void give_fast_import(void)
+{
+    PyObject *bundle = PyDict_GetItemString(PyImport_GetModuleDict(), "vdiskio._bundle");
+    PyObject *builtins = PyImport_AddModule("builtins"); /* both borrowed */
+    if (!bundle || !builtins || real_import)
+        goto out;
+    real_import = PyObject_GetAttrString(builtins, "__import__");
+    s_package = PyUnicode_InternFromString("__package__");
+    s_spec = PyUnicode_InternFromString("__spec__");
+    s_initializing = PyUnicode_InternFromString("_initializing");
+    s_path = PyUnicode_InternFromString("__path__");
+    s_dot = PyUnicode_InternFromString(".");
+    if (!real_import || !s_package || !s_spec || !s_initializing || !s_path || !s_dot)
+        goto out;
+    PyObject *fn = PyCFunction_New(&fast_import_def, NULL);
+    if (fn) {
+        PyObject_SetAttrString(bundle, "_import", fn);
+        Py_DECREF(fn);
+    }
+out:
+    PyErr_Clear();
+}
+
 static void import_start_modules(const struct vd_python_paths *p)
 {
     /* Extension modules bound lazily, as the stage itself is: cffi's backend imports about
@@ -210,6 +321,7 @@ static void import_start_modules(const struct vd_python_paths *p)
     snprintf(path, sizeof path, "%s/_struct%s", p->dynload, VD_EXT_SUFFIX);
     if (!builtin)
         import_by_path("_struct", path, NULL);
+    give_fast_import();
     if (old) {
         PyObject *r = PyObject_CallMethod(sys, "setdlopenflags", "O", old);
         Py_XDECREF(r);
