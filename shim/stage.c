@@ -78,14 +78,14 @@ static void *cb_map_file(const char *path, uint64_t *size)
         return NULL;
     struct stat st;
     void *p = NULL;
-    if (PASS(fstat, fd, &st) < 0)
-        p = NULL;
-    else if (!S_ISREG(st.st_mode) || st.st_size <= 0)
-        errno = EINVAL;
-    else if ((p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED)
-        p = NULL;
-    else
-        *size = (uint64_t)st.st_size;
+    if (PASS(fstat, fd, &st) == 0) {
+        if (!S_ISREG(st.st_mode) || st.st_size <= 0)
+            errno = EINVAL;
+        else if ((p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED)
+            p = NULL;
+        else
+            *size = (uint64_t)st.st_size;
+    }
     int e = errno;
     PASS(close, fd);
     errno = e;

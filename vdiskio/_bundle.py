@@ -67,7 +67,7 @@ def _contents(path):
     """(the file's bytes, what to call when done with them), or (None, None) when it
     cannot be read. In the library's stage (start_stage set _mapper) the file is mapped:
     unmarshalling reads the page cache's pages, where a read faulted in and filled as many
-    fresh ones (about 30 page faults of a first open's 250 over the bare interpreter's).
+    fresh ones (about 30 page faults of a first open).
     The mapping lives only while the caller unmarshals (marshal copies what it makes)."""
     if _mapper is None:
         return _read(path), _nothing
@@ -106,7 +106,7 @@ def _builtins_with_fast_import():
     return fast
 
 
-_fast_builtins = None   # the builtins of the groups' modules (_builtins_with_fast_import)
+_fast_builtins = None   # the groups' modules' builtins (start_stage: _builtins_with_fast_import)
 _import = None          # the C stage's __import__ (shim/stage_main.c), in our own interpreter
 
 
@@ -129,10 +129,6 @@ def preload(root, package=_PACKAGE):
     finally:
         del data
         done()
-    global _fast_builtins
-    if _fast_builtins is None:
-        _fast_builtins = _builtins_with_fast_import()
-    fast_builtins = _fast_builtins
     external = sys.modules["_frozen_importlib_external"]
     spec_type = sys.modules["_frozen_importlib"].ModuleSpec
     fix_filename = sys.modules["_imp"]._fix_co_filename
@@ -146,8 +142,8 @@ def preload(root, package=_PACKAGE):
         spec.has_location = True
         spec.cached = f"{head}/__pycache__/{base[:-3]}.{_TAG}.pyc"
         module = type(sys)(name)
-        if fast_builtins is not None:
-            module.__builtins__ = fast_builtins
+        if _fast_builtins is not None:
+            module.__builtins__ = _fast_builtins
         module.__spec__, module.__loader__, module.__file__ = spec, loader, path
         module.__cached__ = spec.cached
         module.__package__ = name if is_pkg else name.rpartition(".")[0]
@@ -200,7 +196,7 @@ def start_stage():
     start-up loaded is then frozen: the collector never walks it again, and its count of
     allocations starts afresh. A Python program's own interpreter is left as it was."""
     import gc
-    global _mapper
+    global _mapper, _fast_builtins
     own = getattr(sys, "_vdiskio_embedded", False)
     collecting = own or gc.isenabled()
     gc.disable()
@@ -208,6 +204,7 @@ def start_stage():
         from vdiskio._stage import ffi, lib
         if own:
             _mapper = ffi, lib.vdst_cb
+            _fast_builtins = _builtins_with_fast_import()
             preload(ROOT)
         from vdiskio import _boundary
         _boundary.install(ffi, lib, collecting)

@@ -154,14 +154,9 @@ class HostedSparseExtent(GrainTableExtent):
     type_name = "SPARSE"
     sector_entries = True       # entries are sector numbers: 0 unallocated
 
-    def __new__(cls, *args, **kwargs):
-        # (no arguments: copy.copy of an extent, which keeps its class)
-        file = args[3] if len(args) > 3 else kwargs.get("file")
-        if cls is HostedSparseExtent and file is not None and file.writable:
-            cls = writable()
-        return super().__new__(cls)
-
     def __init__(self, line, start, size, file, access, header):
+        if file.writable:
+            self.__class__ = writable()
         check_header(header, file.path)
         if size > header.capacity * SECTOR:
             raise errors.CorruptImage(f"the descriptor gives this extent {size // SECTOR} sectors but"

@@ -1,8 +1,8 @@
 """Writes into hosted sparse extents (versions 1 and 2, uncompressed), in the crash-safe
 order sparse.py's docstring gives: grains at the end of the file, then the redundant
 and primary grain table entries; tables appended and entered in both directories
-before use; discards primary entry first, then punched out. A mixin of
-sparse.HostedSparseExtent."""
+before use; discards primary entry first, then punched out. The mixin of
+sparse.WritableHostedSparseExtent, which an extent opened for writing is."""
 
 import _struct as struct       # struct.py re-exports it: 0.4 M instructions of start-up
 
