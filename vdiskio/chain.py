@@ -6,8 +6,10 @@ directory; the result must stay inside that directory tree (after symlinks are
 followed) unless VDISKIO_ALLOW_EXTERNAL_EXTENTS=1, and device nodes and other special
 files are refused always.
 
-A parent chain never loops and is at most MAX_CHAIN_DEPTH deep. A child records which
-parent it was made from (a VHD's unique id and modification time, a VMDK's parentCID, a
+A parent chain never loops and is at most MAX_CHAIN_DEPTH deep (vdiskio.image.check_link,
+which every open calls: it lives there, with parent_ignored, loaded by every first open
+where this module is loaded for a child's parent only). A child records which parent it
+was made from (a VHD's unique id and modification time, a VMDK's parentCID, a
 VHDX's DataWriteGuid); a parent that no longer matches would give the child's reader a
 disk that never existed, so a mismatch refuses the open (CorruptImage) unless
 VDISKIO_IGNORE_PARENT_ID=1 accepts it or `vdiskio check` is collecting problems; either
@@ -21,7 +23,6 @@ from ._os import S_IFREG, file_type, os
 from . import settings
 from . import errors
 
-MAX_CHAIN_DEPTH = 64
 ALLOW_EXTERNAL = settings.ALLOW_EXTERNAL
 IGNORE_PARENT = settings.IGNORE_PARENT
 IGNORE_PARENT_ID = settings.IGNORE_PARENT_ID
@@ -72,19 +73,6 @@ def windows_names(name):
 
 
 # ---- the chain ---------------------------------------------------------------------------------
-def check_link(key, links, path):
-    """Refuse a file already in `links` (the (st_dev, st_ino) of the children above it),
-    or one MAX_CHAIN_DEPTH deep."""
-    if key in links:
-        raise errors.CorruptImage("parent chain loops back to this file", path)
-    if len(links) >= MAX_CHAIN_DEPTH:
-        raise errors.CorruptImage(f"parent chain deeper than {MAX_CHAIN_DEPTH}", path)
-
-
-def parent_ignored():
-    return settings.on(IGNORE_PARENT)
-
-
 class collecting:
     """Within this block, parent mismatches are recorded on the child, not raised."""
 

@@ -562,96 +562,10 @@ class Registry:
 
     def open_volume(self, link, target, request, writable):
         """Open the volume a link names: (VolumeDisk, 0, 0, size, remapped), or None when
-        the image has no such volume and the name also means a partition."""
-        from .lvm import scan
-        from .lvm.disk import NoSuchVolume, VolumeDisk
-        from .lvm.volume import LogicalVolumeImage
-        link = os.path.abspath(link)
-        with self.lock:
-            base, _ = self.acquire(target, False)
-            held = [base]
-            try:
-                vgf, lv = self._find_volume(link, base, request)
-                if vgf is None:
-                    return None
-                if vgf.missing:
-                    more, kept, notes = scan.search_directory(
-                        os.path.dirname(target), set(vgf.missing), scan.chain_keys(base.image),
-                        lambda p: self.acquire(p, False)[0], lambda d: self.release(d.handle))
-                    held.extend(kept)
-                    vgf = scan.add_found(vgf, more)
-                    if vgf.missing:
-                        why = f" (images not read: {'; '.join(notes)})" if notes else ""
-                        raise errors.MissingFile(
-                            f"volume group {vgf.name} needs PV {', '.join(vgf.missing)}, found"
-                            f" in no image of {os.path.dirname(target) or '.'}{why}", link)
-                    lv = vgf.vg.lvs.get(lv.name)
-                    if lv is None or not lv.visible:
-                        raise NoSuchVolume(f"{link}: the volume is gone from the newest metadata"
-                                           f" of volume group {vgf.name}", link)
-                sources = {uuid: pv.source for uuid, pv in vgf.pvs.items()}
-                image = LogicalVolumeImage(link, vgf, lv, sources)
-                used = [d for d in held if any(d is s for s in image.sources)]
-                for d in held:
-                    if all(d is not u for u in used):
-                        self.release(d.handle)
-                held = used
-                key = (base.key, vgf.vg.uuid, lv.uuid)
-                disk = self.by_key.get(key)
-                remapped = False
-                if disk is not None:
-                    if disk.image.layout != image.layout:
-                        raise errors.Busy(f"volume {vgf.name}/{lv.name} is open here with another"
-                                          f" layout: its metadata changed since", link)
-                    if writable and not disk.writable:
-                        disk.reopen_writable()
-                        remapped = True
-                    for d in held:
-                        self.release(d.handle)
-                    held = []
-                else:
-                    disk = VolumeDisk(self.next_handle, image, key, self, held)
-                    held = []
-                    try:
-                        if writable:
-                            disk.reopen_writable()
-                    except BaseException:
-                        disk.close()
-                        raise
-                    self.next_handle += 1
-                    self.by_handle[disk.handle] = disk
-                    self.by_key[key] = disk
-                disk.refs += 1
-                return disk, 0, 0, disk.image.size, remapped
-            finally:
-                for d in held:
-                    self.release(d.handle)
-
-    def _find_volume(self, link, base, request):
-        """(VgFound, LogicalVolumeEntry) the request names among the VGs with a PV on
-        `base`, or (None, None) for a name that then means a partition."""
-        from .lvm import scan
-        vgs = scan.assemble(scan.scan_source(base, base.path))
-        for vg_name, lv_name in request.candidates:
-            named = [v for v in vgs if v.name == vg_name]
-            if len(named) > 1:
-                raise errors.NoSuchDevice(f"{base.path} holds {len(named)} volume groups named"
-                                          f" {vg_name} (UUIDs"
-                                          f" {', '.join(v.vg.uuid for v in named)})", link)
-            lv = named[0].vg.lvs.get(lv_name) if named else None
-            if lv is not None and lv.visible:
-                return named[0], lv
-        # A name whose VG exists here means a volume; otherwise it may be a partition
-        # link with a separator that looks like one ("disk.vhd-part-2").
-        if not any(v.name == vg for vg, _ in request.candidates for v in vgs) and \
-                request.partition is not None:
-            return None, None
-        have = [f"{v.name}/{lv.name}" for v in vgs for lv in v.vg.lvs.values() if lv.visible]
-        vg_name, lv_name = request.candidates[0]
-        listing = f"volumes {', '.join(have)}" if have else "no logical volumes"
-        from .lvm.disk import NoSuchVolume
-        raise NoSuchVolume(f"{base.path} has {listing}; there is no volume {vg_name}/{lv_name}",
-                           link)
+        the image has no such volume and the name also means a partition (lvm/disk.py:
+        loaded only when a link names a volume)."""
+        from .lvm.disk import open_volume
+        return open_volume(self, link, target, request, writable)
 
     def refresh(self):
         for disk in list(self.by_handle.values()):

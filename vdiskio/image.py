@@ -13,7 +13,7 @@ is_<format>(head) sniffing rule (mirrored in shim/open.c's name rules when the f
 its own file name), and one line in formats.py.
 """
 
-from . import errors
+from . import errors, settings
 from .errors import VdError
 
 # The run kinds, one set for every decoder (plain ints: enum is not imported at start-up).
@@ -26,6 +26,24 @@ INVALID = 4   # a table entry no reader could follow: CorruptImage when the byte
 
 KIND_NAMES = {ZERO: "zero", DATA: "data", SPECIAL: "special", PARENT: "parent",
               INVALID: "invalid"}
+
+# The two rules of vdiskio.chain every open of every format follows (kept here, where the
+# first open has them loaded: the rest of chain.py is loaded for a child's parent only).
+MAX_CHAIN_DEPTH = 64
+
+
+def check_link(key, links, path):
+    """Refuse a file already in `links` (the (st_dev, st_ino) of the children above it),
+    or one MAX_CHAIN_DEPTH deep."""
+    if key in links:
+        raise errors.CorruptImage("parent chain loops back to this file", path)
+    if len(links) >= MAX_CHAIN_DEPTH:
+        raise errors.CorruptImage(f"parent chain deeper than {MAX_CHAIN_DEPTH}", path)
+
+
+def parent_ignored():
+    return settings.on(settings.IGNORE_PARENT)
+
 
 ZERO_STEP = 1 << 20
 _zeros = []

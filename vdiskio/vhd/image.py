@@ -7,11 +7,11 @@ the footer at the end. A differencing disk is a dynamic disk whose clear bitmap 
 mean "read this sector from the parent".
 """
 
-from .. import chain, log
+from .. import log
 from ..backing import BackingFile
 from ..cache import LRU
 from .. import errors
-from ..image import DATA, ZERO, Run, Image
+from ..image import DATA, ZERO, Run, Image, check_link, parent_ignored
 from ..entries import ENTRY_RUNS, MAX_PHYS
 from ..tables import SLICE_ENTRIES, Table, decode_entries
 from .structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED,
@@ -552,7 +552,7 @@ def open_vhd(path, writable=False, fd=None, links=()):
     f = BackingFile(path, writable, fd)
     try:
         key = (f.dev, f.ino)
-        chain.check_link(key, links, path)
+        check_link(key, links, path)
         footer = read_footer(f)
         if footer.disk_type == DISK_TYPE_FIXED:
             return FixedVHD(f, footer)
@@ -565,7 +565,7 @@ def open_vhd(path, writable=False, fd=None, links=()):
             image = DifferencingVHD(f, footer)      # header and BAT validated first
             if writable:
                 image.verify_for_writing()
-            if not chain.parent_ignored():
+            if not parent_ignored():
                 from .parent import open_parent
                 image.parent = open_parent(image, links + (key,))
             return image

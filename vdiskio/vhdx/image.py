@@ -13,10 +13,9 @@ Metadata (BAT, sector bitmaps) is read lazily through a cache of 4 KiB pages, so
 import _struct as struct       # struct.py re-exports it: 0.4 M instructions of start-up
 from _codecs import utf_16_le_decode   # not the codec registry: it imports a module
 
-from .. import chain
 from ..backing import BackingFile
-from .. import errors
-from ..image import DATA, SPECIAL, ZERO, Run, Image
+from .. import errors, settings
+from ..image import DATA, SPECIAL, ZERO, Run, Image, check_link, parent_ignored
 from . import log as vlog
 from .parent import open_parent
 from .structs import (ALIGNMENT, BAT_ENTRY_SIZE, BAT_GUID, BAT_OFFSET_SHIFT, BAT_STATE_MASK,
@@ -567,7 +566,7 @@ def open_vhdx(path, writable=False, fd=None, links=()):
     f = BackingFile(path, writable, fd)
     try:
         key = (f.dev, f.ino)
-        chain.check_link(key, links, path)
+        check_link(key, links, path)
         if writable:
             # The writer's lock first: opening may replay the log into the file, which
             # must never happen under another process's feet.
@@ -577,11 +576,11 @@ def open_vhdx(path, writable=False, fd=None, links=()):
         else:
             image = VHDX(f)
         if image.has_parent:
-            if chain.parent_ignored():
+            if parent_ignored():
                 image.parent_ignored = True
                 if writable:
                     image.refuse_writes(f"differencing disk opened without its parent"
-                                        f" ({chain.IGNORE_PARENT}=1): a write could not copy"
+                                        f" ({settings.IGNORE_PARENT}=1): a write could not copy"
                                         f" the parent's sectors")
             else:
                 image.parent = open_parent(image, links + (key,))

@@ -26,9 +26,8 @@ from ..backing import BackingFile
 from ..entries import ENTRY_SLOW, GRAIN_MAX, KIND_DATA, KIND_GRAIN
 from .. import errors
 from ..errors import VdError
-from ..image import PARENT, SPECIAL, ZERO, Image, Run
-from .. import chain
-from ..chain import IGNORE_PARENT, resolve_related
+from ..image import PARENT, SPECIAL, ZERO, Image, Run, check_link, parent_ignored
+from .. import settings
 from .extents import FlatExtent, GrainTableExtent, table_values
 from .structs import (COWD_MAGIC_BYTES, SECTOR, SESPARSE_MAGIC_BYTES, SPARSE_EXTENT_HEADER,
                       SPARSE_MAGIC_BYTES)
@@ -286,6 +285,7 @@ class VMDK(Image):
                                      f" {kind!r}", self.path)
         if line.access == "NOACCESS" or kind == "ZERO":
             return None
+        from ..chain import resolve_related
         return resolve_related(base, line.file_name, "extent", self.path)
 
     def _open_extent_files(self, plans):
@@ -370,7 +370,7 @@ class VMDK(Image):
                 return why
         desc = self.descriptor
         if desc is not None and desc.has_parent and self.parent is None:
-            return (f"snapshot opened without its parent ({IGNORE_PARENT}=1): a write could"
+            return (f"snapshot opened without its parent ({settings.IGNORE_PARENT}=1): a write could"
                     f" not copy the parent's data")
         return None
 
@@ -671,11 +671,11 @@ def open_vmdk(path, writable=False, fd=None, links=()):
     image = None
     try:
         key = (f.dev, f.ino)
-        chain.check_link(key, links, path)
+        check_link(key, links, path)
         image = VMDK(f, writable)
         image.load()
         desc = image.descriptor
-        if desc is not None and desc.has_parent and not chain.parent_ignored():
+        if desc is not None and desc.has_parent and not parent_ignored():
             from .parent import open_parent
             image.parent = open_parent(image, links + (key,))
         image.finish()
