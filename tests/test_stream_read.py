@@ -105,15 +105,15 @@ def test_small_reads_inflate_each_grain_once(stream):
     import hashlib
     from vdiskio.formats import open_image
     from vdiskio.image import SPECIAL
-    from vdiskio.vmdk import sparse
+    from vdiskio.vmdk import compressed as grains_module
     image, raw = stream
     calls = []
-    real = sparse.inflate
+    real = grains_module.inflate
 
     def spy(data, limit):
         calls.append(hashlib.sha256(data).digest())
         return real(data, limit)
-    sparse.inflate = spy
+    grains_module.inflate = spy
     img = open_image(str(image))
     try:
         first, grains = 4, 12                       # grains 4..15: compressed and zero ones
@@ -142,7 +142,7 @@ def test_small_reads_inflate_each_grain_once(stream):
         finally:
             again.close()
     finally:
-        sparse.inflate = real
+        grains_module.inflate = real
         img.close()
 
 

@@ -244,15 +244,15 @@ def _readahead_inflates(path, c_reads_grains, monkeypatch):
     readahead's jobs waited for; the table's GRAIN and SLOW blocks; the bytes read."""
     from vdiskio.disk import Disk
     from vdiskio.entries import ENTRY_SLOW, KIND_GRAIN, decode
-    from vdiskio.vmdk import pool, sparse
+    from vdiskio.vmdk import compressed, pool
     inflated = []
-    real = sparse.inflate
+    real = compressed.inflate
 
     def spy(data, limit):
         out = real(data, limit)
         inflated.append(sha256(out[0]))
         return out
-    monkeypatch.setattr(sparse, "inflate", spy)
+    monkeypatch.setattr(compressed, "inflate", spy)
     image = open_image(path)
     try:
         disk = Disk(1, image, (0, 0), False)

@@ -17,7 +17,7 @@ import pytest
 import vmdk_writer as W
 from vdiskio import formats
 from vdiskio.vmdk import image as vmdk
-from vdiskio.vmdk import sparse as vmdk_sparse
+from vdiskio.vmdk import compressed as vmdk_compressed
 from vdiskio.errors import CorruptImage, MissingFile, NotAnImage, Refused, Unsupported, VdError
 from vdiskio.image import DATA, SPECIAL, ZERO
 from helpers import (GiB, KiB, MiB, SECTOR, manifest, qemu_convert_raw, random_raw,
@@ -337,12 +337,12 @@ def test_sparse_variants(variant, tmp_path):
             assert ext.kind == SPECIAL and ext.layer is image and ext.length == gb
             # 512-byte reads through a compressed grain inflate it once.
             calls = []
-            real = vmdk_sparse.inflate
+            real = vmdk_compressed.inflate
             try:
-                vmdk_sparse.inflate = lambda *a: calls.append(1) or real(*a)
+                vmdk_compressed.inflate = lambda *a: calls.append(1) or real(*a)
                 data = b"".join(image.read(gb * 5 + i, SECTOR) for i in range(0, gb, SECTOR))
             finally:
-                vmdk_sparse.inflate = real
+                vmdk_compressed.inflate = real
             assert data == raw.read_bytes()[gb * 5:gb * 6] and len(calls) <= 1
         if variant == "version2-zeroed":
             assert image.run_at(4 * gb).kind == ZERO
