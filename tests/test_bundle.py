@@ -74,7 +74,8 @@ def package(tmp_path):
 
 @pytest.mark.parametrize("group", _bundle.GROUPS)
 def test_a_group_comes_out_as_importlib_makes_it(package, group):
-    groups = [_bundle.ROOT] if group == _bundle.ROOT else [_bundle.ROOT, group]
+    groups = [_bundle.ROOT] if group == _bundle.ROOT else \
+        [_bundle.ROOT, *_bundle._outer(group), group]
     bundled = probe(package.parent, "bundle", groups)
     plain = probe(package.parent, "plain", groups)
     assert bundled["done"] == [True] * len(groups)
@@ -128,24 +129,28 @@ def test_only_the_stage_interpreter_preloads(package):
     assert p.returncode == 0 and p.stdout.split() == ["False"], p.stderr
 
 
-@pytest.mark.parametrize("fmt,group,pyc", [("vmdk", "vdiskio.vmdk", "sparse.cpython"),
-                                            ("vhd", "vdiskio.vhd.image", "writer.cpython"),
-                                            ("vhdx", "vdiskio.vhdx", "parent.cpython")])
-def test_the_library_loads_the_first_open_from_the_group_files(tmp_path, fmt, group, pyc):
+@pytest.mark.parametrize("fmt,create,groups,pyc", [
+    ("vmdk", [], ["vdiskio.vmdk"], "sparse.cpython"),
+    ("vmdk", ["-t", "monolithicFlat"], ["vdiskio.vmdk", "vdiskio.vmdk.layout"], "chain.cpython"),
+    ("vhd", [], ["vdiskio.vhd.image"], "writer.cpython"),
+    ("vhdx", [], ["vdiskio.vhdx"], "parent.cpython")])
+def test_the_library_loads_the_first_open_from_the_group_files(tmp_path, fmt, create, groups,
+                                                               pyc):
     """Under the library, dd's first open reads the group files (make build writes them):
-    the stage's and its format's, no other format's, and none of the group's .pyc files."""
+    the stage's and its format's (a VMDK descriptor's extents in files of their own: its
+    layout group too), no other format's, and none of the group's .pyc files."""
     require_tool("strace")
     for root in _bundle.GROUPS:
         assert (ROOT / "vdiskio" / "__pycache__" / _bundle.path_of(root).rsplit("/", 1)[1]) \
             .exists(), "run make build: it writes the group files"
     img = tmp_path / f"d.{fmt}"
-    subprocess.run([sys.executable, "-m", "vdiskio", "create", "-s", "8M", str(img)],
+    subprocess.run([sys.executable, "-m", "vdiskio", "create", "-s", "8M", *create, str(img)],
                    cwd=ROOT, check=True, capture_output=True)
     p = run_preloaded(["strace", "-f", "-e", "trace=openat", "dd", f"if={img}", "count=1",
                        "status=none", "of=/dev/null"])
     opened = p.stderr.decode()
-    groups = {root for root in _bundle.GROUPS if f"_bundle.{root}.cpython" in opened}
-    assert groups == {_bundle.ROOT, group}, opened
+    read = {root for root in _bundle.GROUPS if f"_bundle.{root}.cpython" in opened}
+    assert read == {_bundle.ROOT, *groups}, opened
     assert "disk.cpython" not in opened and pyc not in opened, opened
     # Nor any module the first open would import through importlib: no vdiskio .pyc but
     # the package's and _bundle's (imported before the groups), no codec module.

@@ -3,8 +3,9 @@ one: each import through importlib costs about 0.3 million instructions of Pytho
 the file, checking its .pyc, module locks), and a process's first image open makes 19 to
 26 of them: nearly half of what the library added to the bare interpreter's start.
 
-A group is a module and what importing it imports (GROUPS: the stage's entry point, and
-each format package the first open of an image of that format loads). `make build` writes
+A group is a module and what importing it imports (GROUPS: the stage's entry point,
+each format package the first open of an image of that format loads, and a module of
+such a package that only some of its images' first opens need). `make build` writes
 each group's code objects, in the order a normal import completes the modules (recorded
 with -X importtime), into vdiskio/__pycache__ (python -m vdiskio._bundle). preload(root)
 then executes them in that order, each module set up as importlib sets up a source module
@@ -19,7 +20,10 @@ import sys
 import posix
 
 ROOT = "vdiskio._boundary"
-GROUPS = (ROOT, "vdiskio.vhd.image", "vdiskio.vhdx", "vdiskio.vmdk")
+# A group inside another's package (vdiskio.vmdk.layout) holds what it adds to that group:
+# a module the other's first open may need (VMDK extents in files of their own), whose
+# own import through importlib would cost more than the group file's preload.
+GROUPS = (ROOT, "vdiskio.vhd.image", "vdiskio.vhdx", "vdiskio.vmdk", "vdiskio.vmdk.layout")
 # What start_stage's caller imports before it preloads (and, with it, the vdiskio package):
 # importlib has loaded them already.
 _BEFORE = ("vdiskio._bundle",)
@@ -269,6 +273,11 @@ def _without_docstrings(source, path):
     return tree
 
 
+def _outer(root):
+    """The groups whose package holds group `root` (loaded before it)."""
+    return [g for g in GROUPS if root.startswith(g + ".")]
+
+
 def write(package=_PACKAGE):
     """Write every group's file; returns {root: number of modules}."""
     import os
@@ -276,7 +285,7 @@ def write(package=_PACKAGE):
     written = {}
     for root in GROUPS:
         entries = []
-        before = _BEFORE if root == ROOT else (*_BEFORE, ROOT)
+        before = _BEFORE if root == ROOT else (*_BEFORE, ROOT, *_outer(root))
         for name, path in completion_order(root, list(before), package):
             st = os.stat(path)
             with open(path, "rb") as f:

@@ -1,5 +1,6 @@
 """VMDK (VMware): structs.py the on-disk structures, descriptor.py the text descriptor,
-image.py the disk (its extents in order, its parent), extents.py flat, zero and
+image.py the disk (its extents in order, its parent), layout.py the extents a
+descriptor lists in files of their own, extents.py flat, zero and
 grain-table extents, sparse.py hosted sparse extents (KDMV: monolithicSparse,
 twoGbMaxExtentSparse, streamOptimized), compressed.py their compressed grains (a stream's
 footer, inflating, readahead on pool.py's threads), cowd.py ESX sparse, sesparse.py
