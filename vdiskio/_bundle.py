@@ -21,9 +21,11 @@ import posix
 
 ROOT = "vdiskio._boundary"
 # A group inside another's package (vdiskio.vmdk.layout) holds what it adds to that group:
-# a module the other's first open may need (VMDK extents in files of their own), whose
-# own import through importlib would cost more than the group file's preload.
-GROUPS = (ROOT, "vdiskio.vhd.image", "vdiskio.vhdx", "vdiskio.vmdk", "vdiskio.vmdk.layout")
+# a module the other's first open may need (VMDK extents in files of their own, a VHDX
+# log to replay, a VHDX parent), whose own import through importlib would cost more than
+# the group file's preload.
+GROUPS = (ROOT, "vdiskio.vhd.image", "vdiskio.vhdx", "vdiskio.vhdx.log", "vdiskio.vhdx.parent",
+          "vdiskio.vmdk", "vdiskio.vmdk.layout")
 # What start_stage's caller imports before it preloads (and, with it, the vdiskio package):
 # importlib has loaded them already.
 _BEFORE = ("vdiskio._bundle",)

@@ -14,10 +14,8 @@ import _struct as struct       # struct.py re-exports it: 0.4 M instructions of 
 from _codecs import utf_16_le_decode   # not the codec registry: it imports a module
 
 from ..backing import BackingFile
-from .. import errors, settings
+from .. import _bundle, errors, settings
 from ..image import DATA, SPECIAL, ZERO, Run, Image, check_link, parent_ignored
-from . import log as vlog
-from .parent import open_parent
 from .structs import (ALIGNMENT, BAT_ENTRY_SIZE, BAT_GUID, BAT_OFFSET_SHIFT, BAT_STATE_MASK,
                       FILE_IDENTIFIER, FILE_PARAMETERS, FILE_PARAMETERS_GUID, FILE_SIGNATURE,
                       HAS_PARENT, HEADER, HEADER1_OFFSET, HEADER2_OFFSET, HEADER_SECTION_SIZE,
@@ -200,6 +198,10 @@ class VHDX(Image):
                 raise errors.Unsupported(f"log version {hdr.log_version} (only {LOG_VERSION} is known)",
                                          f.path)
             self._check_log_place(hdr)
+            # The log is read only when there is one (a disk not closed cleanly): log.py
+            # is a group file of its own, loaded by the first open that needs it.
+            _bundle.preload("vdiskio.vhdx.log")
+            from . import log as vlog
             entries = vlog.Log(f, hdr.log_offset, hdr.log_length, hdr.log_guid).active_sequence()
             if entries:
                 vlog.check_targets(entries, hdr.log_offset, hdr.log_length, f.size, f.path)
@@ -583,6 +585,8 @@ def open_vhdx(path, writable=False, fd=None, links=()):
                                         f" ({settings.IGNORE_PARENT}=1): a write could not copy"
                                         f" the parent's sectors")
             else:
+                _bundle.preload("vdiskio.vhdx.parent")      # (with chain.py)
+                from .parent import open_parent
                 image.parent = open_parent(image, links + (key,))
         return image
     except BaseException:
