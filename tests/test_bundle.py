@@ -16,7 +16,7 @@ import pytest
 from helpers import ROOT, require_tool, run_preloaded
 
 sys.path.insert(0, str(ROOT))
-from vdiskio import _bundle  # noqa: E402
+from vdiskio import _bundle, _bundle_build  # noqa: E402
 
 # The state of every vdiskio module after loading a group: by the bundle (preload) or by
 # plain imports. Under preload a finder in front of importlib's records every vdiskio
@@ -75,7 +75,7 @@ def package(tmp_path):
 @pytest.mark.parametrize("group", _bundle.GROUPS)
 def test_a_group_comes_out_as_importlib_makes_it(package, group):
     groups = [_bundle.ROOT] if group == _bundle.ROOT else \
-        [_bundle.ROOT, *_bundle._outer(group), group]
+        [_bundle.ROOT, *_bundle_build._outer(group), group]
     bundled = probe(package.parent, "bundle", groups)
     plain = probe(package.parent, "plain", groups)
     assert bundled["done"] == [True] * len(groups)
