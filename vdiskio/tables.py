@@ -35,6 +35,58 @@ def decode_entries(raw, fmt, mutable=False):
     return memoryview(swapped).cast(code)
 
 
+_LANES = {}
+
+
+def _lanes(size, count, lane):
+    """The integer whose `count` lanes of `size` bytes (the machine's order) are each
+    `lane`: a mask over a table's entries read as one integer."""
+    key = (size, count, lane)
+    value = _LANES.get(key)
+    if value is None:
+        if len(_LANES) >= 64:
+            _LANES.clear()
+        value = _LANES[key] = int.from_bytes(lane.to_bytes(size, sys.byteorder) * count,
+                                             sys.byteorder)
+    return value
+
+
+def all_below(entries, bound):
+    """Is every entry less than bound? The entries of a memoryview (decode_entries's) are
+    read as one integer and masked with the bits of each at and above the largest power
+    of two not above bound: when none is set, every entry is below it, found at C speed
+    (max() over a 512-entry grain table cost a first open 0.15 M instructions). Any other
+    case is answered by max()."""
+    if not len(entries):
+        return True
+    if type(entries) is memoryview and bound > 0:
+        size = entries.itemsize
+        k = bound.bit_length() - 1
+        if k >= 8 * size:
+            return True
+        high = _lanes(size, len(entries), ((1 << 8 * size) - 1) ^ ((1 << k) - 1))
+        if not int.from_bytes(entries, sys.byteorder) & high:
+            return True
+    return max(entries) < bound
+
+
+def all_above(entries, floor):
+    """Is every entry greater than floor? For a memoryview and a floor of 0 or 1 (no
+    unallocated entry; none unallocated or zeroed), the entries read as one integer are
+    tested for a lane of zeros at C speed, each entry's lowest bit cleared first for 1
+    (the (x - 0x0101..) & ~x & 0x8080.. test: a borrow starts only at a zero lane, so it
+    finds one exactly). Any other case is answered by min()."""
+    if not len(entries):
+        return True
+    if type(entries) is memoryview and floor in (0, 1):
+        size, count = entries.itemsize, len(entries)
+        x = int.from_bytes(entries, sys.byteorder)
+        if floor:
+            x &= _lanes(size, count, (1 << 8 * size) - 2)
+        return not ((x - _lanes(size, count, 1)) & ~x & _lanes(size, count, 1 << (8 * size - 1)))
+    return min(entries) > floor
+
+
 class Table:
     def __init__(self, f, offset, count, fmt, what, mutable=False, check=None,
                  cache_slices=CACHE_SLICES):

@@ -28,6 +28,7 @@ from ..entries import ENTRY_SLOW, GRAIN_MAX, KIND_DATA, KIND_GRAIN
 from .. import errors
 from ..errors import VdError
 from ..image import PARENT, SPECIAL, ZERO, Image, Run, check_link, parent_ignored
+from ..tables import all_above, all_below
 from .. import settings
 from .extents import GrainTableExtent, table_values
 from .structs import (COWD_MAGIC_BYTES, SECTOR, SESPARSE_MAGIC_BYTES, SPARSE_EXTENT_HEADER,
@@ -287,9 +288,9 @@ class VMDK(Image):
                 continue
             # (one more for a stream: the next grain's start)
             values = table_values(table, slot, slot + n + ext.compressed)
-            top = max(values[:n])
             # (A compressed grain needs its marker in the file; the shim reads the rest.)
-            if top * SECTOR + (1 if ext.compressed else grain_bytes) > ext.file.size:
+            need = 1 if ext.compressed else grain_bytes
+            if not all_below(values[:n], (ext.file.size - need) // SECTOR + 1):
                 return None
             stored = ext.may_be_stored if ext.compressed else None
             if stored:
@@ -300,7 +301,7 @@ class VMDK(Image):
             # entry in the first open).
             values, base, zeroed, _, table, slot = columns[0]
             values = values[:n]
-            if min(values) > max(zeroed, 0):
+            if all_above(values, max(zeroed, 0)):
                 packed = _packed(table, slot, n, base)
                 if packed is not None:
                     return packed

@@ -26,7 +26,7 @@ import _struct as struct       # struct.py re-exports it: 0.4 M instructions of 
 
 from .. import errors
 from ..image import DATA, PARENT, SPECIAL, ZERO
-from ..tables import SLICE_ENTRIES, Table, decode_entries
+from ..tables import SLICE_ENTRIES, Table, all_below, decode_entries
 from .extents import GrainTableExtent, index_of, read_entries
 from .structs import (COMPRESSION_DEFLATE, COMPRESSION_NONE, FLAG_MARKERS,
                       FLAG_REDUNDANT_GRAIN_TABLE, FLAG_ZEROED_GRAIN_GTE,
@@ -168,6 +168,9 @@ class HostedSparseExtent(GrainTableExtent):
         return values
 
     def _slice_problem(self, values, first, what):
+        # (below this sector, a table lies whole in the file)
+        if all_below(values, (self.file.size - self.gt_bytes) // SECTOR + 1):
+            return None
         top = max(values)
         if top * SECTOR + self.gt_bytes > self.file.size:
             return (f"{what} entry {first + index_of(values, top)} points to sector {top},"
@@ -176,6 +179,8 @@ class HostedSparseExtent(GrainTableExtent):
 
     def _table_problem(self, table, index):
         slots = min(self.gt_entries, self.grains - index * self.gt_entries)
+        if all_below(table[:slots], -(-self.file.size // SECTOR)):
+            return None
         top = max(table[:slots])
         if top * SECTOR >= self.file.size:
             return (f"grain table {index} entry {index_of(table, top)} points to sector {top},"

@@ -1,0 +1,31 @@
+"""vdiskio.tables' whole-table tests at C speed (all_below, all_above: entries read as one
+integer and masked lane by lane) against the plain comparisons, over random entries of
+both widths, slices, and bounds at and around the powers of two and the lanes' limits."""
+
+import random
+
+from vdiskio.tables import all_above, all_below, decode_entries
+
+
+def test_lane_tests_answer_as_the_plain_comparisons():
+    rng = random.Random(17)
+    for _ in range(6000):
+        code = rng.choice("IQ")
+        size = 4 if code == "I" else 8
+        n = rng.choice([0, 1, 2, 5, 512, rng.randrange(0, 700)])
+        top = rng.choice([1, 2, 255, 256, 1 << 20, 1 << 31, (1 << 32) - 1, (1 << 8 * size) - 1])
+        values = [rng.choice([0, 1, 2, top, rng.randrange(0, top + 1),
+                              rng.randrange(0, 1 << 8 * size)]) for _ in range(n)]
+        raw = b"".join(v.to_bytes(size, "little") for v in values)
+        entries = decode_entries(raw, "<" + code, rng.random() < 0.5)
+        a = rng.randrange(0, n + 1)
+        b = rng.randrange(a, n + 1)
+        view, plain = entries[a:b], values[a:b]
+        most = max(plain) if plain else 5
+        for bound in (0, 1, 2, 3, -3, most, most + 1, 1 << (most.bit_length()),
+                      rng.randrange(0, 1 << 33), (1 << 8 * size) + 5):
+            assert all_below(view, bound) == all(v < bound for v in plain), (plain, bound)
+            assert all_below(plain, bound) == all(v < bound for v in plain)
+        for floor in (0, 1, 2):
+            assert all_above(view, floor) == all(v > floor for v in plain), (plain, floor)
+            assert all_above(plain, floor) == all(v > floor for v in plain)
