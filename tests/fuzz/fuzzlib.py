@@ -44,7 +44,7 @@ def instrumented():
 with instrumented():
     from vdiskio import errors, formats, image as image_mod, tables  # noqa: F401
     from vdiskio.vhd import image as vhd, writer as vhd_writer  # noqa: F401
-    from vdiskio.vmdk import (compressed, cowd, descriptor, extents,  # noqa: F401
+    from vdiskio.vmdk import (compressed, cowd, descriptor, extents, flat, layout,  # noqa: F401
                               image as vmdk, sesparse, sparse, writer as vmdk_writer)
     from vdiskio.partitions import gpt, mbr, read_table  # noqa: F401
     import mapcheck

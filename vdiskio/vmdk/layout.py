@@ -8,7 +8,7 @@ from .._os import os
 from ..backing import BackingFile
 from .. import errors
 from ..chain import ALLOW_EXTERNAL, external_allowed, resolve_related
-from .extents import FlatExtent
+from .flat import FlatExtent
 from .image import MAX_VIRTUAL_SIZE
 from . import sparse
 from .structs import COWD_MAGIC_BYTES, SECTOR, SESPARSE_MAGIC_BYTES, SPARSE_MAGIC_BYTES
