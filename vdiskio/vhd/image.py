@@ -17,7 +17,6 @@ from ..tables import SLICE_ENTRIES, Table, decode_entries
 from .structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED,
                       DISK_TYPE_NAMES, DYNAMIC_COOKIE, DYNAMIC_HEADER, FILE_FORMAT_VERSION,
                       FOOTER, FOOTER_COOKIE, MAX_GEOMETRY, SECTOR, UNUSED_BAT_ENTRY, checksum)
-from .writer import DifferencingWriter, DynamicWriter, FixedWriter
 
 # Creators whose images are sized by their CHS geometry (QEMU 10's rule); every other
 # creator (Hyper-V 'win ', Disk2vhd 'd2v ', XenServer 'tap', QEMU's 'qem2'...) uses
@@ -99,9 +98,13 @@ def _check_footer(footer, f):
 
 
 class VHD(Image):
+    """A VHD. One whose file is open for writing is of its class's writable_class():
+    writer.py's methods before these, a module a read-only open never loads."""
     format = "vhd"
 
     def __init__(self, f, footer):
+        if f.writable:
+            self.__class__ = writable_class(type(self))
         super().__init__(f.path)
         self.file = f
         self.files = [f]
@@ -124,6 +127,15 @@ class VHD(Image):
             raise errors.ReadOnlyImage(self.write_refusal, self.path)
         self.check_write_range(offset, length)
 
+    # (A file open for writing takes writer.py's write and discard, before these.)
+    def write(self, offset, data):
+        self._check_write(offset, len(data))
+        raise errors.ReadOnlyImage(self.write_refusal or "image opened read-only", self.path)
+
+    def discard(self, offset, length):
+        self._check_write(offset, length)
+        raise errors.ReadOnlyImage(self.write_refusal or "image opened read-only", self.path)
+
     def info(self):
         info = super().info()
         ft = self.footer
@@ -142,7 +154,7 @@ class VHD(Image):
         return info
 
 
-class FixedVHD(FixedWriter, VHD):
+class FixedVHD(VHD):
     def __init__(self, f, footer):
         super().__init__(f, footer)
         self.block_size = 2 << 20
@@ -158,7 +170,7 @@ class FixedVHD(FixedWriter, VHD):
         return check_fixed(self)
 
 
-class DynamicVHD(DynamicWriter, VHD):
+class DynamicVHD(VHD):
     """Dynamic disk; DifferencingVHD adds the parent."""
 
     def __init__(self, f, footer):
@@ -358,7 +370,7 @@ class DynamicVHD(DynamicWriter, VHD):
         return info
 
 
-class DifferencingVHD(DifferencingWriter, DynamicVHD):
+class DifferencingVHD(DynamicVHD):
     def unallocated(self, start, length, offset):
         """Sectors this disk does not hold come from the parent (zeros without one)."""
         end = start + length
@@ -544,6 +556,24 @@ def _run_end(bm, s, sectors, present):
         while e < sectors and _bit(bm, e) == present:
             e += 1
     return min(e, sectors)
+
+
+_writable = {}
+
+
+def writable_class(cls):
+    """FixedVHD, DynamicVHD or DifferencingVHD with writer.py's methods before its own
+    (FixedWriter; DynamicWriter; DifferencingWriter, then DynamicWriter), made at the
+    first open of such a disk for writing."""
+    made = _writable.get(cls)
+    if made is None:
+        from . import writer
+        mixins = {FixedVHD: (writer.FixedWriter,), DynamicVHD: (writer.DynamicWriter,),
+                  DifferencingVHD: (writer.DifferencingWriter, writer.DynamicWriter)}[cls]
+        name = f"Writable{cls.__name__}"
+        made = _writable[cls] = type(name, (*mixins, cls), {"__module__": __name__,
+                                                          "__qualname__": name})
+    return made
 
 
 def open_vhd(path, writable=False, fd=None, links=()):
