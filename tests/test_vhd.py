@@ -281,3 +281,40 @@ def test_parent_outside_the_tree_needs_permission(tmp_path, monkeypatch):
     image = open_image(str(c))
     assert image.parent.path == str(p)
     image.close()
+
+
+@pytest.mark.parametrize("name", ["fixed", "dynamic"])
+def test_writer_methods_only_for_a_file_open_for_writing(qemu_vhds, tmp_path, name):
+    """A read-only open is of the decoder's own class (writer.py not loaded for it) and
+    refuses writes and discards as read-only; a writable open is of its writable class
+    (a subclass), whose writes read back, the rest of the disk unchanged."""
+    import shutil
+    from vdiskio.vhd import image as vhd
+    img, oracle = qemu_vhds[name]
+    copy = tmp_path / img.name
+    shutil.copyfile(img, copy)
+    before = copy.read_bytes()
+    image = open_image(str(copy))
+    try:
+        assert type(image) in (vhd.FixedVHD, vhd.DynamicVHD)
+        for call in (lambda: image.write(0, b"x" * 512), lambda: image.discard(0, 512)):
+            with pytest.raises(errors.ReadOnlyImage, match="image opened read-only"):
+                call()
+    finally:
+        image.close()
+    assert copy.read_bytes() == before
+    image = open_image(str(copy), writable=True)
+    try:
+        base = vhd.FixedVHD if name == "fixed" else vhd.DynamicVHD
+        assert type(image) is vhd.writable_class(base) and isinstance(image, base)
+        image.write(3 * MiB, b"\xa5" * 4096)          # inside qemu's hole: a new block
+        image.flush()
+    finally:
+        image.close()
+    image = open_image(str(copy))
+    try:
+        expect = bytearray(open(oracle, "rb").read())
+        expect[3 * MiB:3 * MiB + 4096] = b"\xa5" * 4096
+        assert image.read(0, image.size) == bytes(expect)
+    finally:
+        image.close()
