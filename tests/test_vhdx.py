@@ -687,3 +687,48 @@ def test_convert_vhd_to_vhdx_and_back(raw20, tmp_path):
     assert read_all(vhdx)[:len(want)] == want
     assert read_all(back)[:len(want)] == want
     qemu_check(vhdx)
+
+
+def test_metadata_pages_read_what_the_cache_and_the_file_hold(monkeypatch):
+    """Pages.read (one pread for a span's missing pages; page by page past
+    READ_SPAN_PAGES) against a model: the file's bytes where no page is cached, a dirty
+    page's changes where one is, over random reads with a tiny cache that evicts."""
+    import random
+    from vdiskio import errors
+    from vdiskio.vhdx import image as vimage
+    rng = random.Random(23)
+    PAGE = vimage.PAGE
+
+    class File:
+        path = "model.vhdx"
+
+        def __init__(self, data):
+            self.data, self.size, self.reads = data, len(data), 0
+
+        def pread(self, offset, length):
+            self.reads += 1
+            return self.data[offset:offset + length]
+
+    monkeypatch.setattr(vimage, "PAGE_CACHE_LIMIT", 24)
+    monkeypatch.setattr(vimage, "READ_SPAN_PAGES", 16)
+    for _ in range(30):
+        data = rng.randbytes(PAGE * rng.randrange(1, 64))
+        f = File(data)
+        pages = vimage.Pages(f, None)
+        model = bytearray(data)
+        for _ in range(60):
+            if rng.random() < 0.3:                  # a change, kept in its dirty page
+                at = rng.randrange(len(data))
+                n = rng.randrange(1, min(3 * PAGE, len(data) - at) + 1)
+                new = rng.randbytes(n)
+                pages.write(at, new)
+                model[at:at + n] = new
+            at = rng.randrange(len(data))
+            n = rng.randrange(0, len(data) - at + 1)
+            before = f.reads
+            assert pages.read(at, n) == bytes(model[at:at + n])
+            span = -(-(at + n) // PAGE) - at // PAGE
+            if 0 < span <= vimage.READ_SPAN_PAGES:
+                assert f.reads - before <= 1
+        with pytest.raises(errors.CorruptImage):
+            pages.read(len(data) - 1, 2)            # past the end of the file

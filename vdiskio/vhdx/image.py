@@ -47,6 +47,7 @@ KNOWN_ITEMS = {FILE_PARAMETERS_GUID: "file parameters", VIRTUAL_DISK_SIZE_GUID: 
 PAGE = LOG_SECTOR                   # metadata is cached, logged and dirtied by 4 KiB pages
 BAT_READ = 64 << 10                 # BAT bytes read at once on a miss
 PAGE_CACHE_LIMIT = 8192             # clean pages kept (32 MiB)
+READ_SPAN_PAGES = 256               # a read of up to this many pages loads its missing ones at once
 ZERO_RUN_SCAN = 4096                # unallocated BAT entries merged into one extent
 MAX_COUNTED_ENTRIES = 1 << 22       # info counts block states up to this BAT size
 _LE64 = struct.Struct("<Q")
@@ -96,17 +97,18 @@ class Pages:
         return page
 
     def read(self, offset, length):
-        """Bytes [offset, offset+length) as the cache sees them."""
-        out = bytearray()
-        pos = offset
+        """Bytes [offset, offset+length) as the cache sees them: the pages missing from
+        the cache read in one pread (a 64 KiB region table, 16 pages, in one)."""
         end = offset + length
-        while pos < end:
-            base = pos - pos % PAGE
-            page = self.page(base)
-            n = min(end, base + PAGE) - pos
-            out += page[pos - base:pos - base + n]
-            pos += n
-        return bytes(out)
+        first = offset - offset % PAGE
+        bases = range(first, end, PAGE)
+        pages = self.pages
+        if len(bases) > READ_SPAN_PAGES:        # (a big read of the log's overlay)
+            return b"".join([self.page(base) for base in bases])[offset - first:end - first]
+        if any(base not in pages for base in bases):
+            # (the whole span: a load that evicts the cache leaves none of it out)
+            self._load(first, -(-end // PAGE) * PAGE - first)
+        return b"".join([pages[base] for base in bases])[offset - first:end - first]
 
     def write(self, offset, data):
         """Change cached bytes (committed through the log later)."""
