@@ -358,6 +358,12 @@ int vdst_start(const struct vd_python_paths *p, const struct vd_callbacks *cb)
     PyStatus st = PyConfig_SetBytesString(&config, &config.home, p->home);
     if (!PyStatus_Exception(st))
         st = PyConfig_SetBytesString(&config, &config.program_name, "vdiskio");
+    /* An executable given: the interpreter's path configuration does not look for its
+     * program name along $PATH (a stat per directory of it). */
+    char exe[sizeof p->home + 16];
+    if (!PyStatus_Exception(st) &&
+        snprintf(exe, sizeof exe, "%s/bin/vdiskio", p->home) < (int)sizeof exe)
+        st = PyConfig_SetBytesString(&config, &config.executable, exe);
     for (int i = 0; i < n && !PyStatus_Exception(st); i++) {
         wchar_t *w = Py_DecodeLocale(paths[i], NULL);
         if (!w) {
