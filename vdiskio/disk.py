@@ -426,34 +426,15 @@ class Disk:
             old.close()
 
 
-def _volume_request(path):
-    """The (vg, lv) names a link's name may mean ([] without a '-', the common case: the
-    LVM modules are then not even imported)."""
+def _volume_request(path, as_partition):
+    """The lvm.names.VolumeRequest of the (vg, lv) names a link's name may mean, None for
+    a name that means none (without a '-', the common case: the LVM modules are then not
+    even imported)."""
     if "-" not in os.path.basename(path):
-        return []
-    from .lvm.names import volume_request
-    return volume_request(path)
-
-
-class VolumeRequest:
-    """A link named <image>-<VG>-<LV>: the (vg, lv) names it may mean. The same name may
-    also mean a partition (a partition link with a separator such as '-part-'); that
-    number is worked out only if no such volume exists."""
-
-    __slots__ = ("candidates", "link", "as_partition")
-
-    def __init__(self, candidates, link, as_partition):
-        self.candidates = candidates
-        self.link = link
-        self.as_partition = as_partition
-
-    @property
-    def partition(self):
-        """The partition number the name also means, or None."""
-        if not self.as_partition:
-            return None
-        number = partition_number(self.link)
-        return number if number is not None and 1 <= number <= MAX_PARTITION else None
+        return None
+    from .lvm.names import VolumeRequest, volume_request
+    candidates = volume_request(path)
+    return VolumeRequest(candidates, path, as_partition) if candidates else None
 
 
 def _renew_import_locks_in_child():
@@ -491,7 +472,8 @@ class Registry:
         self.lock = RLock()
 
     def resolve(self, path, part):
-        """(image path, partition number or VolumeRequest) for a path the shim handed over.
+        """(image path, partition number or lvm.names.VolumeRequest) for a path the shim
+        handed over.
 
         part -1: path is a link named <image>N or <image>-<VG>-<LV>; None is returned when
         it is not one. part 0 with a link named as a volume opens that volume: it is how
@@ -500,16 +482,16 @@ class Registry:
         """
         if part != -1:
             if part == 0 and "-" in os.path.basename(path) and os.path.islink(path):
-                candidates = _volume_request(path)
-                if candidates:
-                    return os.path.realpath(path), VolumeRequest(candidates, path, False)
+                request = _volume_request(path, False)
+                if request is not None:
+                    return os.path.realpath(path), request
             return os.path.realpath(path), part
         if not os.path.islink(path):
             return None
-        candidates = _volume_request(path)
+        request = _volume_request(path, True)
         target = os.path.realpath(path)
-        if candidates:
-            return (target, VolumeRequest(candidates, path, True)) if sniff(target) else None
+        if request is not None:
+            return (target, request) if sniff(target) else None
         number = partition_number(path)
         if number is None or sniff(target) is None:
             return None
@@ -525,7 +507,7 @@ class Registry:
         if resolved is None:
             raise errors.NotAnImage("not an image or a partition link", path)
         real, part = resolved
-        if isinstance(part, VolumeRequest):
+        if not isinstance(part, int):           # a volume's name
             opened = self.open_volume(path, real, part, writable)
             if opened is not None:
                 return opened

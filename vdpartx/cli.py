@@ -111,7 +111,8 @@ class ImageScan:
 def _refuse_link(path):
     """A partition or volume link is no disk with partitions of its own: say what it is
     (listing it as an image would show links like disk.vhd11)."""
-    from vdiskio.disk import Registry, VolumeRequest
+    from vdiskio.disk import Registry
+    from vdiskio.lvm.names import VolumeRequest
     if not os.path.islink(path):
         return
     resolved = Registry().resolve(path, -1)

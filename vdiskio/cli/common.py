@@ -116,7 +116,7 @@ def disk_usage(paths):
 
 def link_target(path):
     """What a link named <image>N or <image>-<VG>-<LV> means: (image path, partition
-    number) or (image path, VolumeRequest); None for a path that is no such link."""
+    number) or (image path, lvm.names.VolumeRequest); None for a path that is no such link."""
     from ..disk import Registry
     if not os.path.islink(path):
         return None

@@ -66,3 +66,25 @@ def parse_link_name(name):
 def volume_request(link_path):
     """The (vg, lv) candidates a link's name asks for, or [] if it names no volume."""
     return [(vg, lv) for _, vg, lv in parse_link_name(os.path.basename(link_path))]
+
+
+class VolumeRequest:
+    """A link named <image>-<VG>-<LV>: the (vg, lv) names it may mean. The same name may
+    also mean a partition (a partition link with a separator such as '-part-'); that
+    number is worked out only if no such volume exists."""
+
+    __slots__ = ("candidates", "link", "as_partition")
+
+    def __init__(self, candidates, link, as_partition):
+        self.candidates = candidates
+        self.link = link
+        self.as_partition = as_partition
+
+    @property
+    def partition(self):
+        """The partition number the name also means, or None."""
+        if not self.as_partition:
+            return None
+        from ..disk import MAX_PARTITION, partition_number
+        number = partition_number(self.link)
+        return number if number is not None and 1 <= number <= MAX_PARTITION else None
