@@ -116,9 +116,11 @@ def pread(b, v):
 
 def peers(b, v):
     """Whole-image copies by vdiskio (dd bs=1M through the library) and by the peers, in
-    the same rounds: to a file, and to nothing."""
+    the same rounds: to a file, and to nothing. And, for what a copy to a file can reach
+    with dd at all, plain dd of the raw disk against qemu-img convert of it (qemu-img
+    reads and writes on several threads at once, dd one after the other)."""
     out = peer_output(b)
-    warm(v.files + [out])
+    warm(v.files + [out, b.raw])
     n = b.scale.disk
     fuse_mb = b.scale.fuse_bytes // MiB
     cmds = {
@@ -127,7 +129,11 @@ def peers(b, v):
     }
     qemu = ["qemu-img", "convert", "-q"]
     null = ["-n", "--target-image-opts", f"driver=null-co,size={n}"]
-    compares = []
+    cmds["dd raw file"] = Cmd(dd(b.raw, out, extra=["conv=notrunc"]))
+    cmds["qemu raw file"] = Cmd(qemu + ["-f", "raw", b.raw, "-n", "-O", "raw", out])
+    compares = [Compare(b.row("copy to a file: plain dd of the raw disk (no library)", v.name,
+                              "qemu-img convert -O raw of the raw disk"),
+                        ("qemu raw file", "dd raw file"), speed())]
     for aio in (False, True):
         src = ["--image-opts", v.image_opts(True)] if aio else ["-f", v.fmt, v.path]
         cmds[f"qemu file {aio}"] = Cmd(qemu + src + ["-n", "-O", "raw", out])
