@@ -155,6 +155,9 @@ edits this file: rerun `bench/run.py --write` on a quiet machine to update it.
   `file.aio=io_uring` on every file of the image; `nbdcopy` to `null:` from a `qemu-nbd`
   started for the case (4 connections, io_uring); and the first {fuse} of libyal's
   `vhdimount`/`vmdkmount` FUSE mounts (mounted and unmounted around each run, untimed).
+  In the same rounds, plain dd of the raw disk to that file against `qemu-img convert` of
+  it (information: how fast dd itself copies against qemu-img's threaded copy, the
+  ceiling of the library's dd where the image stores its data as it is).
   A peer that is missing shows "not installed" (the bench installs them with apt-get
   only when run as root); FUSE mounts need /dev/fuse. QEMU reads no differencing VHD:
   that variant has no peer rows.
