@@ -215,3 +215,15 @@ def all_entries(image, writable=False):
     nblocks = -(-image.size >> disk.shift)
     known = entries_for(disk, range(nblocks))
     return disk.shift, [known[b] for b in range(nblocks)]
+
+
+def entries_by_path(image, monkeypatch, block_path_of=()):
+    """all_entries(image)'s entries, with map_table off on the classes given: the
+    block-by-block path (run_at) against the table path, which answers with none given.
+    Every patch of `monkeypatch` is undone after."""
+    for cls in block_path_of:
+        monkeypatch.setattr(cls, "map_table", lambda *a: None)
+    try:
+        return all_entries(image)[1]
+    finally:
+        monkeypatch.undo()
