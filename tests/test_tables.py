@@ -29,3 +29,25 @@ def test_lane_tests_answer_as_the_plain_comparisons():
         for floor in (0, 1, 2):
             assert all_above(view, floor) == all(v > floor for v in plain), (plain, floor)
             assert all_above(plain, floor) == all(v > floor for v in plain)
+
+
+def test_leading_and_zero_runs_answer_as_byte_by_byte():
+    """tables.leading (whole-run, then halving memcmps) against bytes.lstrip, and
+    run_length's zero-run path for memoryviews against the list path and a plain loop."""
+    from vdiskio.tables import leading, run_length
+    rng = random.Random(18)
+    for _ in range(3000):
+        data = bytes(rng.choice([0, 0, 0, 0xFF, 0xFF, 7]) for _ in range(rng.randrange(0, 300)))
+        for byte in (b"\0", b"\xff"):
+            assert leading(data, byte) == len(data) - len(data.lstrip(byte))
+        n = rng.randrange(0, 600)
+        values = [0 if rng.random() < 0.9 else rng.randrange(1, 1 << 32) for _ in range(n)]
+        code = rng.choice("IQ")
+        raw = b"".join(v.to_bytes(4 if code == "I" else 8, "little") for v in values)
+        entries = decode_entries(raw, "<" + code, rng.random() < 0.5)
+        a = rng.randrange(0, n + 1)
+        b = rng.randrange(a, n + 1)
+        zeros = 0
+        while a + zeros < b and values[a + zeros] == 0:
+            zeros += 1
+        assert run_length(entries, a, b, 0, 0) == run_length(values, a, b, 0, 0) == zeros

@@ -35,6 +35,24 @@ def decode_entries(raw, fmt, mutable=False):
     return memoryview(swapped).cast(code)
 
 
+def leading(data, byte):
+    """How many of data's first bytes are `byte` (a bytes object of one byte): the whole
+    run compared at once, else halves of it (each compare a memcmp), where bytes.lstrip
+    tests one byte at a time (30 instructions a byte: 0.5 M for a 16 KiB table slice)."""
+    data = bytes(data)
+    same = byte * len(data)
+    if data == same:
+        return len(data)
+    lo, hi = 0, len(data)           # data[:lo] is all `byte`, data[:hi] is not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if data[lo:mid] == same[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 _LANES = {}
 
 
@@ -150,7 +168,7 @@ class Table:
             part = self.slice(k)[into:into + n]
             raw = part.tobytes() if hasattr(part, "tobytes") else \
                 struct.pack(f"<{len(part)}{self.fmt[1]}", *part)
-            same = (len(raw) - len(raw.lstrip(byte))) // self.entry_size
+            same = leading(raw, byte) // self.entry_size
             count += same
             if same < n:
                 break
@@ -207,7 +225,10 @@ def table_values(table, start, stop):
 
 def run_length(table, start, stop, first, step):
     """How many entries from `start` (before `stop`) read first, first + step, ...: a few
-    small slices for a short run, growing windows for a long one."""
+    small slices for a short run, growing windows for a long one. A run of zeros in a
+    memoryview (unallocated entries) is measured on its bytes at once (tables.leading)."""
+    if not step and not first and type(table) is memoryview and start < stop:
+        return leading(table[start:stop], b"\0") // table.itemsize
     count = 0
     window = 16
     while start + count < stop:

@@ -13,7 +13,7 @@ from ..cache import LRU
 from .. import errors
 from ..image import DATA, ZERO, Run, Image, check_link, parent_ignored
 from ..entries import ENTRY_RUNS, MAX_PHYS
-from ..tables import SLICE_ENTRIES, Table, decode_entries
+from ..tables import SLICE_ENTRIES, Table, decode_entries, leading
 from .structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED,
                       DISK_TYPE_NAMES, DYNAMIC_COOKIE, DYNAMIC_HEADER, FILE_FORMAT_VERSION,
                       FOOTER, FOOTER_COOKIE, MAX_GEOMETRY, SECTOR, UNUSED_BAT_ENTRY, checksum)
@@ -543,7 +543,7 @@ def _bit(bm, sector):
 
 def _run_end(bm, s, sectors, present):
     """The first sector after s (at most `sectors`) whose bit is not `present` (s's);
-    the whole 0x00 or 0xFF bytes between are skipped at C speed (lstrip)."""
+    the whole 0x00 or 0xFF bytes between are skipped at C speed (tables.leading)."""
     e = s + 1
     while e < sectors and e & 7:
         if _bit(bm, e) != present:
@@ -552,7 +552,7 @@ def _run_end(bm, s, sectors, present):
     if e < sectors:
         i = e >> 3
         rest = bm[i:(sectors + 7) >> 3]
-        e = (i + len(rest) - len(rest.lstrip(b"\xff" if present else b"\0"))) << 3
+        e = (i + leading(rest, b"\xff" if present else b"\0")) << 3
         while e < sectors and _bit(bm, e) == present:
             e += 1
     return min(e, sectors)

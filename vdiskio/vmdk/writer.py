@@ -110,15 +110,18 @@ class HostedSparseWriter:
         return rest
 
     def _unallocated_run(self, grain, limit):
-        """How many grains from `grain` (at most `limit`, within its grain table) have
-        no table entry."""
+        """How many grains from `grain` (at most `limit`; within its grain table, or
+        through the tables not allocated after it) have no table entry."""
         index, slot = divmod(grain, self.gt_entries)
         count = min(limit, self.gt_entries - slot, self.grains - grain)
         if count <= 0:
             return 0
         table = self.grain_table(index)
         if table is None:
-            return count
+            # With the tables not allocated after it (a directory slice compared at once:
+            # a table at a time cost mkfs's discard of a 4 GiB disk 3 M instructions).
+            tables = max(1, self.gd.run_of(index, self.gd_entries, b"\0"))
+            return min(limit, (index + tables) * self.gt_entries - grain, self.grains - grain)
         return run_length(table, slot, slot + count, 0, 0)
 
     def _allocate(self, new):
