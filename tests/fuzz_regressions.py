@@ -76,6 +76,28 @@ def sparse_primary_directory_slice_replaced_by_its_copy():
             return f.read()
 
 
+@finding("vmdk_sparse")
+def sparse_grain_over_the_redundant_directory():
+    """A grain whose table entries (primary and redundant) put it over the redundant
+    grain directory: writing the disk's start wrote the grain in place, then allocated
+    tables and entered them in that directory, over the grain's bytes: the write read
+    back other bytes. Fixed: a writable open checks (vmdk/check.py) that grains, tables,
+    directories, descriptor and header lie apart, for up to 2^12 tables, and otherwise
+    opens the extent read-only, saying why."""
+    import os
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "s.vmdk")
+        layout = W.write_sparse(path, 64, {0: b"\x5a" * 8 * SECTOR}, grain=8, gtes=4,
+                                redundant=True)
+        with open(path, "r+b") as f:
+            for table in (layout["gt"][0], layout["rgt"][0]):
+                f.seek(table * SECTOR)
+                f.write(struct.pack("<I", layout["rgd"]))
+            f.seek(0)
+            return f.read()
+
+
 @finding("vmdk_descriptor")
 def descriptor_short_cid_then_nul_then_junk():
     """A text descriptor with a 6-digit CID, ended by NULs with a bad extent line after
