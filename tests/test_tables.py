@@ -32,9 +32,11 @@ def test_lane_tests_answer_as_the_plain_comparisons():
 
 
 def test_leading_and_zero_runs_answer_as_byte_by_byte():
-    """tables.leading (whole-run, then halving memcmps) against bytes.lstrip, and
-    run_length's zero-run path for memoryviews against the list path and a plain loop."""
-    from vdiskio.tables import leading, run_length
+    """image.leading (pages compared whole, then a page as an integer) against
+    bytes.lstrip, and run_length's zero-run path for memoryviews against the list path
+    and a plain loop."""
+    from vdiskio.image import leading
+    from vdiskio.tables import run_length
     rng = random.Random(18)
     for _ in range(3000):
         data = bytes(rng.choice([0, 0, 0, 0xFF, 0xFF, 7]) for _ in range(rng.randrange(0, 300)))
@@ -51,3 +53,24 @@ def test_leading_and_zero_runs_answer_as_byte_by_byte():
         while a + zeros < b and values[a + zeros] == 0:
             zeros += 1
         assert run_length(entries, a, b, 0, 0) == run_length(values, a, b, 0, 0) == zeros
+
+
+def test_the_end_of_a_zero_run_is_where_the_first_other_byte_is():
+    """leading over a slice (the VHDX CRC-32C's zero runs) against a byte-by-byte
+    search, around page boundaries."""
+    from vdiskio.image import leading
+    rng = random.Random(16)
+    for _ in range(400):
+        n = rng.choice([0, 1, 4095, 4096, 4097, 8191, 12288, rng.randrange(0, 20000)])
+        data = bytearray(n)
+        for _ in range(rng.randrange(0, 4)):
+            if n:
+                data[rng.randrange(n)] = rng.randrange(1, 256)
+        data = bytes(data)
+        pos = rng.randrange(0, n + 1)
+        end = rng.randrange(pos, n + 1)
+        expect = pos
+        while expect < end and data[expect] == 0:
+            expect += 1
+        assert pos + leading(data[pos:end], b"\0") == expect, (n, pos, end)
+        assert pos + leading(data[:end], b"\0", pos) == expect, (n, pos, end)

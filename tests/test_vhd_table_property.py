@@ -65,7 +65,8 @@ def _make_dynamic(rng, path, size, block_size, parent=None, hostile=True):
 
 
 def _entries(image, monkeypatch, fast):
-    return mapcheck.entries_by_path(image, monkeypatch, () if fast else (vhd.DynamicVHD, vhd.DifferencingVHD))
+    block_path_of = () if fast else (vhd.DynamicVHD, vhd.DifferencingVHD)
+    return mapcheck.entries_by_path(image, monkeypatch, block_path_of)
 
 
 @pytest.mark.parametrize("group", range(4))

@@ -159,26 +159,6 @@ def test_crc32c_over_random_zero_runs():
         assert S.crc32c(tail, S.crc32c(head)) == W.crc32c(data)
 
 
-def test_the_end_of_a_zero_run_is_where_the_first_other_byte_is():
-    """_zeros_end (pages compared whole, then a page's leading zero bytes counted from its
-    integer value) against a byte-by-byte search, around page boundaries."""
-    import random
-    rng = random.Random(16)
-    for _ in range(400):
-        n = rng.choice([0, 1, 4095, 4096, 4097, 8191, 12288, rng.randrange(0, 20000)])
-        data = bytearray(n)
-        for _ in range(rng.randrange(0, 4)):
-            if n:
-                data[rng.randrange(n)] = rng.randrange(1, 256)
-        data = bytes(data)
-        pos = rng.randrange(0, n + 1)
-        end = rng.randrange(pos, n + 1)
-        expect = pos
-        while expect < end and data[expect] == 0:
-            expect += 1
-        assert S._zeros_end(data, pos, end) == expect, (n, pos, end)
-
-
 def test_known_zero_run_operators_are_the_computed_ones():
     saved = dict(S._ZERO_OPS)
     try:

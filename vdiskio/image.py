@@ -59,6 +59,28 @@ def zeros():
     return _zeros
 
 
+_RUN_PAGES = {b"\0": bytes(4096), b"\xff": b"\xff" * 4096}
+
+
+def leading(data, byte, start=0):
+    """How many of data's bytes from `start` are `byte` (b"\\0" or b"\\xff"): whole pages
+    compared at C speed, then the page that ends the run read as one big-endian integer
+    (its 0xFF bytes turned to zeros), whose bit length counts its leading zero bytes;
+    bytes.lstrip tests one byte at a time (30 instructions a byte: 2 M for a 64 KiB VHDX
+    region table, 0.5 M for a 16 KiB table slice)."""
+    data = bytes(data)
+    page = _RUN_PAGES[byte]
+    step = len(page)
+    pos, end = start, len(data)
+    while pos + step <= end and data[pos:pos + step] == page:
+        pos += step
+    rest = data[pos:pos + step]
+    value = int.from_bytes(rest, "big")
+    if byte == b"\xff":
+        value ^= (1 << 8 * len(rest)) - 1
+    return pos + len(rest) - (value.bit_length() + 7) // 8 - start
+
+
 def is_zero(data):
     """Whether a bytes-like object holds only zero bytes, at memcmp speed (any() loops in
     Python, and comparing with a fresh bytes(n) page-faults n bytes of zeros every time)."""

@@ -12,6 +12,7 @@ import _struct as struct       # struct.py re-exports it: 0.4 M instructions of 
 import sys
 
 from .cache import LRU
+from .image import leading
 
 SLICE_ENTRIES = 4096                # entries read at once (16 KiB of 32-bit entries)
 CACHE_SLICES = 64                   # slices kept (1 MiB of 32-bit entries)
@@ -33,24 +34,6 @@ def decode_entries(raw, fmt, mutable=False):
     for i in range(size):
         swapped[i::size] = raw[size - 1 - i::size]
     return memoryview(swapped).cast(code)
-
-
-def leading(data, byte):
-    """How many of data's first bytes are `byte` (a bytes object of one byte): the whole
-    run compared at once, else halves of it (each compare a memcmp), where bytes.lstrip
-    tests one byte at a time (30 instructions a byte: 0.5 M for a 16 KiB table slice)."""
-    data = bytes(data)
-    same = byte * len(data)
-    if data == same:
-        return len(data)
-    lo, hi = 0, len(data)           # data[:lo] is all `byte`, data[:hi] is not
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if data[lo:mid] == same[lo:mid]:
-            lo = mid
-        else:
-            hi = mid
-    return lo
 
 
 _LANES = {}
@@ -226,7 +209,7 @@ def table_values(table, start, stop):
 def run_length(table, start, stop, first, step):
     """How many entries from `start` (before `stop`) read first, first + step, ...: a few
     small slices for a short run, growing windows for a long one. A run of zeros in a
-    memoryview (unallocated entries) is measured on its bytes at once (tables.leading)."""
+    memoryview (unallocated entries) is measured on its bytes at once (image.leading)."""
     if not step and not first and type(table) is memoryview and start < stop:
         return leading(table[start:stop], b"\0") // table.itemsize
     count = 0

@@ -11,9 +11,9 @@ from .. import log
 from ..backing import BackingFile
 from ..cache import LRU
 from .. import errors
-from ..image import DATA, ZERO, Run, Image, check_link, parent_ignored
+from ..image import DATA, ZERO, Run, Image, check_link, leading, parent_ignored
 from ..entries import ENTRY_RUNS, MAX_PHYS
-from ..tables import SLICE_ENTRIES, Table, decode_entries, leading
+from ..tables import SLICE_ENTRIES, Table, decode_entries
 from .structs import (DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED,
                       DISK_TYPE_NAMES, DYNAMIC_COOKIE, DYNAMIC_HEADER, FILE_FORMAT_VERSION,
                       FOOTER, FOOTER_COOKIE, MAX_GEOMETRY, SECTOR, UNUSED_BAT_ENTRY, checksum)
@@ -543,7 +543,7 @@ def _bit(bm, sector):
 
 def _run_end(bm, s, sectors, present):
     """The first sector after s (at most `sectors`) whose bit is not `present` (s's);
-    the whole 0x00 or 0xFF bytes between are skipped at C speed (tables.leading)."""
+    the whole 0x00 or 0xFF bytes between are skipped at C speed (image.leading)."""
     e = s + 1
     while e < sectors and e & 7:
         if _bit(bm, e) != present:

@@ -142,7 +142,7 @@ class DynamicWriter:
             if self.bat[block] == UNUSED_BAT_ENTRY:
                 # A run of unallocated blocks stays so: skipped at once (mkfs discards
                 # the whole disk first: block by block cost 28 M instructions for 4 GiB).
-                run = max(1, self.bat.run_of(block, self.block_count, b"\xff"))
+                run = max(1, self.bat.run_of(block, -(-end // bs), b"\xff"))
                 offset = min(end, (block + run) * bs)
                 continue
             n = min(bs - inblk, end - offset)

@@ -2,10 +2,10 @@
 
 Each extent answers `map(offset)` for virtual offsets inside it with an image.Run in
 virtual coordinates, never crossing its own end. Flat (flat.py), zero and no-access
-(fileless.py) extents are one line each; GrainTableExtent holds what the three sparse formats share (a grain
-directory in memory, grain tables loaded on demand into a small LRU, runs of like
-grains merged into one answer); sparse.py, cowd.py and sesparse.py say where their
-tables are and what an entry means.
+(fileless.py) extents are one line each; GrainTableExtent holds what the three sparse
+formats share (a grain directory in memory, grain tables loaded on demand into a small
+LRU, runs of like grains merged into one answer); sparse.py, cowd.py and sesparse.py
+say where their tables are and what an entry means.
 
 Extents that take writes (flat ones, and hosted sparse ones in sparse.py) implement
 `write(offset, data, fill)` and `discard(offset, length, has_parent)` in virtual

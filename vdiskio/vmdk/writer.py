@@ -120,7 +120,8 @@ class HostedSparseWriter:
         if table is None:
             # With the tables not allocated after it (a directory slice compared at once:
             # a table at a time cost mkfs's discard of a 4 GiB disk 3 M instructions).
-            tables = max(1, self.gd.run_of(index, self.gd_entries, b"\0"))
+            last = min(self.gd_entries, (grain + limit - 1) // self.gt_entries + 1)
+            tables = max(1, self.gd.run_of(index, last, b"\0"))
             return min(limit, (index + tables) * self.gt_entries - grain, self.grains - grain)
         return run_length(table, slot, slot + count, 0, 0)
 
